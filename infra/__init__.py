@@ -1,0 +1,1 @@
+"""Local infrastructure: scripts for the broker and database, and the simulated outside world."""

@@ -1,0 +1,71 @@
+"""Avro serde in the Confluent wire format (magic byte + schema id) through confluent-kafka's serializers.
+
+Schemas are registered on purpose (`register_contracts`, run by `make schemas` / `keel up`); the
+serializers only look their schema up, so a producer can never register a schema by accident.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from keel.contracts import RECORD_TYPES
+from keel.schemas import TOPIC_ENVELOPES, schema_text, subject_for
+
+
+class Contract(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+# Registries other than Confluent's have no /associations endpoint: name subjects by topic directly.
+_SERDE_CONF = {"subject.name.strategy.type": "TOPIC"}
+
+
+def registry_client(url: str) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": url})
+
+
+def register_contracts(client: SchemaRegistryClient, topics: dict[str, str] | None = None) -> dict[str, int]:
+    """Register each topic's envelope under `<topic>-value`. Returns subject -> schema id."""
+    ids = {}
+    for topic, envelope in (topics or TOPIC_ENVELOPES).items():
+        subject = subject_for(topic)
+        ids[subject] = client.register_schema(subject, Schema(schema_text(envelope), "AVRO"))
+    return ids
+
+
+class Serde:
+    """Encodes contract records for, and decodes them from, the topics they are the envelope of."""
+
+    def __init__(self, client: SchemaRegistryClient, envelopes: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.envelopes = dict(TOPIC_ENVELOPES if envelopes is None else envelopes)
+        self._ser: dict[str, AvroSerializer] = {}
+        self._de: dict[str, AvroDeserializer] = {}
+
+    def envelope(self, topic: str) -> str:
+        try:
+            return self.envelopes[topic]
+        except KeyError:
+            raise KeyError(f"no Avro envelope is declared for topic {topic!r}") from None
+
+    def encode(self, topic: str, record: Contract) -> bytes:
+        ser = self._ser.get(topic)
+        if ser is None:
+            conf = {"auto.register.schemas": False, **_SERDE_CONF}
+            ser = self._ser[topic] = AvroSerializer(self.client, schema_text(self.envelope(topic)), conf=conf)
+        data = ser(record.to_dict(), SerializationContext(topic, MessageField.VALUE))
+        assert data is not None
+        return data
+
+    def decode(self, topic: str, data: bytes) -> Any:
+        """Decode with the current contract as the reader schema (Avro resolution upgrades old writers)."""
+        de = self._de.get(topic)
+        envelope = self.envelope(topic)
+        if de is None:
+            de = self._de[topic] = AvroDeserializer(self.client, schema_text(envelope), conf=_SERDE_CONF)
+        value = de(data, SerializationContext(topic, MessageField.VALUE))
+        return RECORD_TYPES[envelope].from_dict(value)

@@ -1,0 +1,40 @@
+"""Process configuration: one settings object per process, from KEEL_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keel.schemas import REPO_ROOT
+
+
+class Settings(BaseSettings):
+    """Defaults work on localhost with no configuration at all."""
+
+    model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    schema_registry_url: str = "http://127.0.0.1:8081"
+    data_dir: Path = REPO_ROOT / "var"
+    # Every run_id-keyed topic gets this partition count (co-partitioning).
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    # Largest message value the bus accepts; bigger payloads belong in the blob store.
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # Transactions are committed at least this often while a loop has work in flight.
+    batch_max_messages: int = Field(default=500, ge=1)
+    poll_timeout_s: float = Field(default=0.2, gt=0)
+    # Postgres; DATABASE_URL (no prefix) wins, then KEEL_DATABASE_URL, else the embedded server.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    keel_database_url: str | None = Field(default=None, validation_alias="KEEL_DATABASE_URL")
+
+    def db_url(self) -> str | None:
+        return self.database_url or self.keel_database_url
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

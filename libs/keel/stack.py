@@ -1,0 +1,142 @@
+"""The local stack: broker, database, registry (and later every service) as background processes.
+
+Each process gets a pid file under <data>/run and a log under <data>/logs, so `keel down` and
+`keel status` work from any shell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from keel.schemas import REPO_ROOT
+from keel.settings import Settings
+
+KAFKA_SCRIPT = REPO_ROOT / "infra" / "kafka.sh"
+
+
+def say(msg: str) -> None:
+    print(f"keel: {msg}", flush=True)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `check` until it is true; raise TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # not up yet: connection refused and the like
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def port_of(address: str) -> int:
+    """Port of `host:port` or of a URL."""
+    if "://" in address:
+        return urlparse(address).port or 80
+    return int(address.rsplit(":", 1)[1])
+
+
+# -- Kafka (infra/kafka.sh) ---------------------------------------------------------------------------
+def kafka_env(settings: Settings) -> dict[str, str]:
+    port = port_of(settings.kafka_bootstrap.split(",")[0])
+    return {**os.environ, "KEEL_DATA_DIR": str(settings.data_dir), "KEEL_KAFKA_PORT": str(port),
+            "KEEL_KAFKA_CONTROLLER_PORT": str(port + 1)}
+
+
+def kafka(settings: Settings, action: str, check: bool = True) -> int:
+    """Run `infra/kafka.sh ACTION` (install, start, stop, status, kill) for these settings."""
+    return subprocess.run(["bash", str(KAFKA_SCRIPT), action], env=kafka_env(settings), check=check).returncode
+
+
+# -- background processes -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Background:
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool] | None = None
+    ready_timeout: float = 60.0
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "run" / f"{name}.pid"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "logs" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str) -> int | None:
+    path = _pid_file(settings, name)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    try:  # a reaped child of ours is gone even if its pid is reused: check it is no zombie
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return None
+    except (FileNotFoundError, IndexError):
+        pass
+    return pid
+
+
+def start_background(settings: Settings, proc: Background, env: dict[str, str] | None = None) -> int:
+    """Start `proc` detached (its own session) unless it already runs; wait until it is ready."""
+    pid = running_pid(settings, proc.name)
+    if pid is None:
+        log = log_file(settings, proc.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        _pid_file(settings, proc.name).parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            child = subprocess.Popen(proc.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=REPO_ROOT, env=env or dict(os.environ))
+        pid = child.pid
+        _pid_file(settings, proc.name).write_text(f"{pid}\n")
+    if proc.ready is not None:
+        try:
+            wait_until(lambda: running_pid(settings, proc.name) is not None and proc.ready(),  # type: ignore[misc]
+                       proc.ready_timeout, proc.name)
+        except TimeoutError:
+            tail = log_file(settings, proc.name).read_text(errors="replace")[-2000:]
+            raise TimeoutError(f"{proc.name} did not become ready; last log lines:\n{tail}") from None
+    return pid
+
+
+def stop_background(settings: Settings, name: str, timeout: float = 15.0) -> bool:
+    """SIGTERM, wait, then SIGKILL. Returns whether the process was running."""
+    pid = running_pid(settings, name)
+    if pid is None:
+        _pid_file(settings, name).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: running_pid(settings, name) is None, timeout, f"{name} to stop", 0.1)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: running_pid(settings, name) is None, 5, f"{name} to die", 0.1)
+    _pid_file(settings, name).unlink(missing_ok=True)
+    return True
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=1.0).status_code < 500
+
+
+def registry_process(settings: Settings) -> Background:
+    port = port_of(settings.schema_registry_url)
+    return Background("registry", [sys.executable, "-m", "services.registry", "--port", str(port)],
+                      ready=http_ok(f"{settings.schema_registry_url}/subjects"))

@@ -1,0 +1,72 @@
+"""The topic catalogue and its creation through the admin client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from keel.settings import Settings
+
+RUN_REQUESTS = "keel.run-requests"
+RUN_EVENTS = "keel.run-events"
+STEP_COMMANDS = "keel.step-commands"
+TOOL_COMMANDS = "keel.tool-commands"
+CONTROL = "keel.control"
+LEDGER = "keel.ledger"
+DEAD_LETTERS = "keel.dead-letters"
+SCHEMAS = "_keel.schemas"
+
+# Topics keyed by run_id must share one partition count so one instance owns a whole run.
+RUN_KEYED = (RUN_REQUESTS, RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS, CONTROL)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic does not have the partition count the catalogue requires."""
+
+
+def catalogue(settings: Settings) -> list[TopicSpec]:
+    p = settings.topic_partitions
+    compacted = {"cleanup.policy": "compact"}
+    specs = [TopicSpec(name, p) for name in RUN_KEYED]
+    specs += [
+        TopicSpec(LEDGER, p, compacted),
+        TopicSpec(DEAD_LETTERS, 1),
+        # Schemas are few and must be read in registration order: one partition.
+        TopicSpec(SCHEMAS, 1, compacted),
+    ]
+    return specs
+
+
+def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int = 1,
+                  timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; verify the partition count of the existing ones. Returns created names."""
+    existing = admin.list_topics(timeout=timeout).topics
+    for spec in specs:
+        if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
+            have = len(existing[spec.name].partitions)
+            raise TopicMismatch(f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}")
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=s.config)
+         for s in missing],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout)
+            created.append(name)
+        except Exception as exc:  # a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return created

@@ -1,0 +1,238 @@
+"""The transactional consume -> process -> produce loop every exactly-once service runs in.
+
+One Kafka transaction per poll batch: the outputs, the dead letters and the consumed offsets commit
+together or not at all. On an abortable error the transaction is aborted and the consumer rewinds to
+the first offset of the batch, so the batch is processed again; a fenced or fatal producer is rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from keel.deadletter import dead_letter_for
+from keel.producer import consumer_config, producer_config
+from keel.serde import Contract, Serde
+from keel.settings import Settings
+from keel.topics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, decoded into its contract type."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: Any
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One message to produce inside the batch's transaction."""
+
+    topic: str
+    key: str | None
+    value: Contract
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the loop
+    """Raised by a processor for a message it must not process: the message is dead-lettered."""
+
+    def __init__(self, reason: str, error_class: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_class = error_class
+
+
+class Processor:
+    """What a service plugs into the loop. Subclass and override `handle`; hooks are optional."""
+
+    def handle(self, record: Record) -> Sequence[Output]:
+        raise NotImplementedError
+
+    def on_assign(self, partitions: list[TopicPartition]) -> None:
+        """Partitions were assigned: stateful processors (re)load their state for them."""
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Partitions were taken away."""
+
+    def on_abort(self) -> None:
+        """The batch's transaction was aborted: drop state changed since the last commit."""
+
+
+class TransactionalLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        serde: Serde,
+        processor: Processor,
+        *,
+        group_id: str,
+        topics: list[str],
+        transactional_id: str,
+        instance_id: str | None = None,
+        dead_letter_topic: str = DEAD_LETTERS,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.serde = serde
+        self.processor = processor
+        self.group_id = group_id
+        self.topics = topics
+        self.transactional_id = transactional_id
+        self.dead_letter_topic = dead_letter_topic
+        self.before_commit = before_commit
+        self._stop = threading.Event()
+        self.consumer = Consumer(consumer_config(settings, group_id, instance_id))
+        self.producer = self._new_producer()
+        self.committed_batches = 0
+        self.aborted_batches = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until `stop()` or SIGTERM; finishes the batch in hand, then leaves cleanly."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(self.settings.batch_max_messages, self.settings.poll_timeout_s)
+                if msgs:
+                    self.process_batch(msgs)
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(producer_config(self.settings, self.transactional_id))
+        # Fences any older producer with this id and aborts its pending transaction.
+        producer.init_transactions(60)
+        return producer
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.processor.on_assign(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.processor.on_revoke(partitions)
+
+    # -- one batch --------------------------------------------------------------------------------
+    def process_batch(self, msgs: list[Message]) -> bool:
+        """Process and commit one batch. Returns False when it was aborted (and rewound)."""
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        outputs: list[tuple[str, str | None, bytes, list[tuple[str, bytes]]]] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err)
+                continue
+            tp = (msg.topic() or "", msg.partition() or 0)
+            first.setdefault(tp, msg.offset() or 0)
+            last[tp] = msg.offset() or 0
+            outputs.extend(self._outputs_for(msg))
+        if not last:
+            return True
+        offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]
+        try:
+            self.producer.begin_transaction()
+            for topic, key, value, headers in outputs:
+                self._produce(topic, key, value, headers)
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), 30)
+            if self.before_commit is not None:
+                self.before_commit()
+            self._commit()
+        except KafkaException as exc:
+            self._recover(exc, first)
+            return False
+        self.committed_batches += 1
+        return True
+
+    def _outputs_for(self, msg: Message) -> list[tuple[str, str | None, bytes, list[tuple[str, bytes]]]]:
+        """Decode and handle one message; whatever cannot be is turned into a dead letter."""
+        topic = msg.topic() or ""
+        raw = msg.value()
+        try:
+            if raw is None:
+                raise Reject("message has no value (tombstone) on a topic that carries records", "invalid")
+            value = self.serde.decode(topic, raw)
+        except Reject as rej:
+            return [self._dead(msg, rej.reason, rej.error_class)]
+        except Exception as exc:  # any decoding failure means the bytes are unusable here
+            return [self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")]
+        key = msg.key()
+        record = Record(topic, msg.partition() or 0, msg.offset() or 0,
+                        key.decode() if isinstance(key, bytes) else key, value, msg.timestamp()[1])
+        try:
+            outs = self.processor.handle(record)
+            return [(o.topic, o.key, self.serde.encode(o.topic, o.value), o.headers) for o in outs]
+        except Reject as rej:
+            return [self._dead(msg, rej.reason, rej.error_class)]
+        except Exception as exc:
+            # One bad message must not stop the loop: keep it, with the reason, for an operator.
+            log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
+            return [self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")]
+
+    def _dead(self, msg: Message, reason: str, error_class: str
+              ) -> tuple[str, str | None, bytes, list[tuple[str, bytes]]]:
+        letter = dead_letter_for(msg, reason, error_class, self.group_id)
+        log.warning("dead letter %s: %s", letter.dead_letter_id, reason)
+        return (self.dead_letter_topic, letter.dead_letter_id,
+                self.serde.encode(self.dead_letter_topic, letter), [])
+
+    def _produce(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers or None)
+                return
+            except BufferError:
+                self.producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _commit(self) -> None:
+        for _ in range(5):
+            try:
+                self.producer.commit_transaction(30)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable():
+                    raise
+                log.warning("commit_transaction retriable error, retrying: %s", exc)
+        self.producer.commit_transaction(30)
+
+    def _recover(self, exc: KafkaException, first: dict[tuple[str, int], int]) -> None:
+        err: KafkaError = exc.args[0]
+        self.aborted_batches += 1
+        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            log.error("producer is fenced or failed fatally (%s): rebuilding it", err)
+            self.producer = self._new_producer()
+        else:
+            log.warning("transaction failed (%s): aborting and rewinding", err)
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as abort_exc:
+                log.error("abort failed (%s): rebuilding the producer", abort_exc)
+                self.producer = self._new_producer()
+        self.processor.on_abort()
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as seek_exc:  # partition revoked meanwhile: its new owner resumes it
+                log.info("not rewinding %s[%d]: %s", topic, partition, seek_exc)

@@ -1,0 +1,1 @@
+"""A small Confluent-compatible schema registry whose schemas are kept in a compacted Kafka topic."""
