@@ -129,6 +129,33 @@ is_installed() {
     [[ "$(cat "$INSTALL_MARKER")" == "$(install_stamp)" ]]
 }
 
+# Maven itself, when the machine has none: the pinned binary distribution from Maven Central,
+# checked against the SHA-512 pinned here. Cached under KEEL_CACHE_DIR across clones.
+MAVEN_VERSION=3.9.11
+MAVEN_SHA512=bcfe4fe305c962ace56ac7b5fc7a08b87d5abd8b7e89027ab251069faebee516b0ded8961445d6d91ec1985dfe30f8153268843c89aa392733d1a3ec956c9978
+ensure_maven() {
+  if command -v mvn >/dev/null 2>&1; then
+    command -v mvn
+    return 0
+  fi
+  local cache="${KEEL_CACHE_DIR:-$HOME/.cache/keel}" home
+  home="$cache/apache-maven-$MAVEN_VERSION"
+  if [[ ! -x "$home/bin/mvn" ]]; then
+    echo "keel: no mvn on this machine: fetching Apache Maven $MAVEN_VERSION from Maven Central ..." >&2
+    mkdir -p "$cache"
+    local tgz="$cache/apache-maven-$MAVEN_VERSION-bin.tar.gz"
+    curl -fsSL -o "$tgz" \
+      "https://repo.maven.apache.org/maven2/org/apache/maven/apache-maven/$MAVEN_VERSION/apache-maven-$MAVEN_VERSION-bin.tar.gz" ||
+      die "downloading Apache Maven failed"
+    echo "$MAVEN_SHA512  $tgz" | sha512sum -c --quiet - >&2 || {
+      rm -f "$tgz"
+      die "Apache Maven download does not match its pinned SHA-512"
+    }
+    tar -xzf "$tgz" -C "$cache" && rm -f "$tgz"
+  fi
+  echo "$home/bin/mvn"
+}
+
 install_kafka() {
   local verbose="${1:-}"
   if is_installed; then
@@ -137,7 +164,8 @@ install_kafka() {
     fi
     return 0
   fi
-  command -v mvn >/dev/null 2>&1 || die "mvn (Apache Maven) is required to install Kafka"
+  local mvn
+  mvn="$(ensure_maven)"
   echo "keel: installing Apache Kafka $KAFKA_VERSION from Maven Central into $LIB_DIR ..."
   mkdir -p "$INSTALL_DIR"
   local tmp started=$SECONDS
@@ -147,7 +175,7 @@ install_kafka() {
   # published beside it on the repository (the integrity check of what is downloaded).
   # Maven's output goes to a file (with -q it holds only errors, plus stray colour codes from
   # Maven 3.8) and is shown on failure.
-  if ! mvn -B -q --strict-checksums -f "$POM" \
+  if ! "$mvn" -B -q --strict-checksums -f "$POM" \
     dependency:copy-dependencies -DoutputDirectory="$tmp" >"$INSTALL_DIR/mvn.log" 2>&1 </dev/null; then
     rm -rf "$tmp"
     sed -e 's/\x1b\[[0-9;]*m//g' "$INSTALL_DIR/mvn.log" >&2

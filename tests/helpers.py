@@ -18,18 +18,34 @@ def unique(prefix: str) -> str:
 
 
 def make_topics(settings: Settings, *names: str, partitions: int = 1) -> None:
-    ensure_topics(AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
-                  [TopicSpec(n, partitions) for n in names])
+    ensure_topics(
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        [TopicSpec(n, partitions) for n in names],
+    )
 
 
-def read_topic(settings: Settings, topic: str, *, isolation: str = "read_committed", expect: int | None = None,
-               timeout: float = 15.0, idle: float = 1.0) -> list[Message]:
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    isolation: str = "read_committed",
+    expect: int | None = None,
+    timeout: float = 15.0,
+    idle: float = 1.0,
+) -> list[Message]:
     """Every message of `topic` from the beginning. Stops at `expect` messages, else once the reader
     has reached the high watermark of every partition (or `idle` seconds passed with nothing new after
     the deadline for `expect`)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": unique("reader"),
-                         "isolation.level": isolation, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": unique("reader"),
+            "isolation.level": isolation,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
     consumer.assign(parts)

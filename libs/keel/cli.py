@@ -21,8 +21,11 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
     say("creating topics")
-    created = ensure_topics(AdminClient({"bootstrap.servers": settings.kafka_bootstrap}), catalogue(settings),
-                            settings.topic_replication)
+    created = ensure_topics(
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        catalogue(settings),
+        settings.topic_replication,
+    )
     if created:
         say(f"created {', '.join(sorted(created))}")
     say("starting PostgreSQL" + ("" if settings.db_url() else " (embedded)"))
@@ -46,7 +49,7 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
     broker_up = kafka(settings, "status", check=False) == 0
     registry = running_pid(settings, "registry")
-    print(f"registry   {'running (pid %d)' % registry if registry else 'stopped'}")
+    print(f"registry   {f'running (pid {registry})' if registry else 'stopped'}")
     if settings.db_url():
         print("postgres   external (DATABASE_URL)")
     else:
@@ -66,8 +69,11 @@ def cmd_register(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
-    created = ensure_topics(AdminClient({"bootstrap.servers": settings.kafka_bootstrap}), catalogue(settings),
-                            settings.topic_replication)
+    created = ensure_topics(
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        catalogue(settings),
+        settings.topic_replication,
+    )
     say(f"created {', '.join(sorted(created)) or 'nothing (all topics exist)'}")
     return 0
 
@@ -91,8 +97,10 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="keel", description="Keel: operate LLM agents. Configuration comes from KEEL_* environment "
-        "variables (KEEL_KAFKA_BOOTSTRAP, KEEL_SCHEMA_REGISTRY_URL, KEEL_DATA_DIR, DATABASE_URL, ...).")
+        prog="keel",
+        description="Keel: operate LLM agents. Configuration comes from KEEL_* environment "
+        "variables (KEEL_KAFKA_BOOTSTRAP, KEEL_SCHEMA_REGISTRY_URL, KEEL_DATA_DIR, DATABASE_URL, ...).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)

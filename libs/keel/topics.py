@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from keel.settings import Settings
 
@@ -45,20 +45,25 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int = 1,
-                  timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    admin: AdminClient, specs: list[TopicSpec], replication: int = 1, timeout: float = 30.0
+) -> list[str]:
     """Create the missing topics; verify the partition count of the existing ones. Returns created names."""
     existing = admin.list_topics(timeout=timeout).topics
     for spec in specs:
         if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
             have = len(existing[spec.name].partitions)
-            raise TopicMismatch(f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}")
+            raise TopicMismatch(
+                f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}"
+            )
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=s.config)
-         for s in missing],
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=s.config)
+            for s in missing
+        ],
         operation_timeout=timeout,
     )
     created = []

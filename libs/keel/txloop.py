@@ -155,8 +155,7 @@ class TransactionalLoop:
             self.producer.begin_transaction()
             for topic, key, value, headers in outputs:
                 self._produce(topic, key, value, headers)
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), 30)
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             if self.before_commit is not None:
                 self.before_commit()
             self._commit()
@@ -179,8 +178,14 @@ class TransactionalLoop:
         except Exception as exc:  # any decoding failure means the bytes are unusable here
             return [self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")]
         key = msg.key()
-        record = Record(topic, msg.partition() or 0, msg.offset() or 0,
-                        key.decode() if isinstance(key, bytes) else key, value, msg.timestamp()[1])
+        record = Record(
+            topic,
+            msg.partition() or 0,
+            msg.offset() or 0,
+            key.decode() if isinstance(key, bytes) else key,
+            value,
+            msg.timestamp()[1],
+        )
         try:
             outs = self.processor.handle(record)
             return [(o.topic, o.key, self.serde.encode(o.topic, o.value), o.headers) for o in outs]
@@ -191,17 +196,22 @@ class TransactionalLoop:
             log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
             return [self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")]
 
-    def _dead(self, msg: Message, reason: str, error_class: str
-              ) -> tuple[str, str | None, bytes, list[tuple[str, bytes]]]:
+    def _dead(
+        self, msg: Message, reason: str, error_class: str
+    ) -> tuple[str, str | None, bytes, list[tuple[str, bytes]]]:
         letter = dead_letter_for(msg, reason, error_class, self.group_id)
         log.warning("dead letter %s: %s", letter.dead_letter_id, reason)
-        return (self.dead_letter_topic, letter.dead_letter_id,
-                self.serde.encode(self.dead_letter_topic, letter), [])
+        return (
+            self.dead_letter_topic,
+            letter.dead_letter_id,
+            self.serde.encode(self.dead_letter_topic, letter),
+            [],
+        )
 
     def _produce(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers or None)
+                self.producer.produce(topic, value=value, key=key, headers=list(headers) or None)
                 return
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain

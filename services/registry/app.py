@@ -59,7 +59,13 @@ def create_app(store: KafkaStore) -> FastAPI:
     @app.get("/subjects/{subject}/versions/{version}")
     def version(subject: str, version: str) -> dict[str, Any]:
         n, sid = state.version(subject, version)
-        return {"subject": subject, "version": n, "id": sid, "schemaType": "AVRO", "schema": state.schemas[sid]}
+        return {
+            "subject": subject,
+            "version": n,
+            "id": sid,
+            "schemaType": "AVRO",
+            "schema": state.schemas[sid],
+        }
 
     @app.get("/subjects/{subject}/versions/{version}/schema")
     def version_schema(subject: str, version: str) -> Any:
@@ -78,7 +84,13 @@ def create_app(store: KafkaStore) -> FastAPI:
     @app.post("/subjects/{subject}")
     def lookup(subject: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         n, sid = state.lookup(subject, _schema_body(body))
-        return {"subject": subject, "version": n, "id": sid, "schemaType": "AVRO", "schema": state.schemas[sid]}
+        return {
+            "subject": subject,
+            "version": n,
+            "id": sid,
+            "schemaType": "AVRO",
+            "schema": state.schemas[sid],
+        }
 
     @app.get("/schemas/ids/{sid}")
     def by_id(sid: int) -> dict[str, Any]:
@@ -88,8 +100,11 @@ def create_app(store: KafkaStore) -> FastAPI:
 
     @app.get("/schemas/ids/{sid}/versions")
     def id_versions(sid: int) -> list[dict[str, Any]]:
-        return [{"subject": s, "version": ids.index(sid) + 1} for s, ids in sorted(state.subjects.items())
-                if sid in ids]
+        return [
+            {"subject": s, "version": ids.index(sid) + 1}
+            for s, ids in sorted(state.subjects.items())
+            if sid in ids
+        ]
 
     @app.post("/compatibility/subjects/{subject}/versions/{version}")
     def compatibility(subject: str, version: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
@@ -97,7 +112,9 @@ def create_app(store: KafkaStore) -> FastAPI:
         ids = state.versions(subject)
         n, _ = state.version(subject, version)
         level = state.level(subject)
-        existing = [state.schemas[i] for i in ids] if level.endswith("_TRANSITIVE") else [state.schemas[ids[n - 1]]]
+        existing = (
+            [state.schemas[i] for i in ids] if level.endswith("_TRANSITIVE") else [state.schemas[ids[n - 1]]]
+        )
         problems = check(level, schema, existing)
         return {"is_compatible": not problems, "messages": problems}
 

@@ -9,8 +9,15 @@ from typing import Any
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
-          "FULL", "FULL_TRANSITIVE")
+LEVELS = (
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+)
 # A dashboard built against last month's schema must read this month's topic, and the other way round.
 DEFAULT_LEVEL = "FULL_TRANSITIVE"
 
@@ -59,10 +66,10 @@ def check(level: str, new: str, existing: list[str]) -> list[str]:
 
 @dataclass
 class RegistryState:
-    schemas: dict[int, str] = field(default_factory=dict)           # id -> schema text
+    schemas: dict[int, str] = field(default_factory=dict)  # id -> schema text
     ids_by_canonical: dict[str, int] = field(default_factory=dict)  # canonical text -> id
-    subjects: dict[str, list[int]] = field(default_factory=dict)    # subject -> ids by version - 1
-    levels: dict[str, str] = field(default_factory=dict)            # subject ("" = global) -> level
+    subjects: dict[str, list[int]] = field(default_factory=dict)  # subject -> ids by version - 1
+    levels: dict[str, str] = field(default_factory=dict)  # subject ("" = global) -> level
 
     def apply(self, record: dict[str, Any]) -> None:
         """Apply one log record (as written by `plan_register` / `plan_config`)."""
@@ -114,17 +121,27 @@ class RegistryState:
             return sid, None
         problems = check(self.level(subject), schema, [self.schemas[i] for i in ids])
         if problems:
-            raise RegistryError(409, 409, f"Schema being registered is incompatible with an earlier schema "
-                                          f"for subject '{subject}' ({self.level(subject)}): "
-                                          + "; ".join(problems))
+            raise RegistryError(
+                409,
+                409,
+                f"Schema being registered is incompatible with an earlier schema "
+                f"for subject '{subject}' ({self.level(subject)}): " + "; ".join(problems),
+            )
         if sid is None:
             sid = max(self.schemas, default=0) + 1
-        return sid, {"kind": "schema", "subject": subject, "version": len(ids) + 1, "id": sid,
-                     "schema": schema}
+        return sid, {
+            "kind": "schema",
+            "subject": subject,
+            "version": len(ids) + 1,
+            "id": sid,
+            "schema": schema,
+        }
 
     def plan_config(self, subject: str | None, level: str) -> dict[str, Any]:
         if level not in LEVELS:
-            raise RegistryError(422, 42203, f"Invalid compatibility level {level!r}; one of {', '.join(LEVELS)}")
+            raise RegistryError(
+                422, 42203, f"Invalid compatibility level {level!r}; one of {', '.join(LEVELS)}"
+            )
         return {"kind": "config", "subject": subject, "compatibility": level}
 
 

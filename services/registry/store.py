@@ -23,15 +23,25 @@ class KafkaStore:
         self.topic = topic
         self.state = RegistryState()
         self.lock = threading.Lock()
-        ensure_topics(AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
-                      [TopicSpec(topic, 1, {"cleanup.policy": "compact"})], settings.topic_replication)
-        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
-                                  "enable.idempotence": True})
+        ensure_topics(
+            AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+            [TopicSpec(topic, 1, {"cleanup.policy": "compact"})],
+            settings.topic_replication,
+        )
+        self.producer = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True}
+        )
         self._replay()
 
     def _replay(self, timeout_s: float = 30.0) -> None:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "keel-registry",
-                             "enable.auto.commit": False, "isolation.level": "read_committed"})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": "keel-registry",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout_s)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
@@ -56,7 +66,9 @@ class KafkaStore:
             if err is not None:
                 errors.append(RuntimeError(str(err)))
 
-        self.producer.produce(self.topic, key=record_key(record), value=json.dumps(record), on_delivery=delivered)
+        self.producer.produce(
+            self.topic, key=record_key(record), value=json.dumps(record), on_delivery=delivered
+        )
         if self.producer.flush(30) != 0:
             raise TimeoutError("schema record not acknowledged by the broker within 30 s")
         if errors:

@@ -26,8 +26,15 @@ class Echo(Processor):
         req: RunRequested = record.value
         if req.workflow == "reject-me":
             raise Reject(f"unknown workflow {req.workflow!r}", "unknown_workflow")
-        event = RunEvent(event_id=f"{req.run_id}:created", run_id=req.run_id, tenant_id=req.tenant_id,
-                         workflow=req.workflow, event="created", ts=req.requested_at, source="echo")
+        event = RunEvent(
+            event_id=f"{req.run_id}:created",
+            run_id=req.run_id,
+            tenant_id=req.tenant_id,
+            workflow=req.workflow,
+            event="created",
+            ts=req.requested_at,
+            source="echo",
+        )
         return [Output(self.out_topic, req.run_id, event)]
 
 
@@ -35,12 +42,21 @@ def envelopes(in_topic: str, out_topic: str, dlq: str) -> dict[str, str]:
     return {in_topic: "run_request", out_topic: "run_event", dlq: "dead_letter"}
 
 
-def make_loop(settings: Settings, in_topic: str, out_topic: str, dlq: str, group: str, txid: str,
-              **kwargs: object) -> TransactionalLoop:
+def make_loop(
+    settings: Settings, in_topic: str, out_topic: str, dlq: str, group: str, txid: str, **kwargs: object
+) -> TransactionalLoop:
     serde = Serde(registry_client(settings.schema_registry_url), envelopes(in_topic, out_topic, dlq))
-    return TransactionalLoop(settings, serde, Echo(out_topic), group_id=group, topics=[in_topic],
-                             transactional_id=txid, instance_id=txid, dead_letter_topic=dlq,
-                             **kwargs)  # type: ignore[arg-type]
+    return TransactionalLoop(
+        settings,
+        serde,
+        Echo(out_topic),
+        group_id=group,
+        topics=[in_topic],
+        transactional_id=txid,
+        instance_id=txid,
+        dead_letter_topic=dlq,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def _hang() -> None:

@@ -39,12 +39,18 @@ def serde_for(settings: Settings, in_t: str, out_t: str, dlq: str) -> Serde:
 
 
 def request(run_id: str, workflow: str = "outbound_email") -> RunRequested:
-    return RunRequested(request_id=f"req-{run_id}", run_id=run_id, tenant_id="acme", workflow=workflow,
-                        requested_at=datetime.now(UTC))
+    return RunRequested(
+        request_id=f"req-{run_id}",
+        run_id=run_id,
+        tenant_id="acme",
+        workflow=workflow,
+        requested_at=datetime.now(UTC),
+    )
 
 
-def produce_requests(settings: Settings, serde: Serde, topic: str, run_ids: list[str],
-                     raw: list[bytes] | None = None) -> None:
+def produce_requests(
+    settings: Settings, serde: Serde, topic: str, run_ids: list[str], raw: list[bytes] | None = None
+) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     for run_id in run_ids:
         producer.produce(topic, key=run_id, value=serde.encode(topic, request(run_id)))
@@ -56,8 +62,13 @@ def produce_requests(settings: Settings, serde: Serde, topic: str, run_ids: list
 def committed_offset(settings: Settings, group: str, topic: str) -> int:
     # read_committed consumers fetch offsets with require_stable and wait out any transaction that holds
     # pending offsets; the question here is what is committed now.
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-                         "isolation.level": "read_uncommitted"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "isolation.level": "read_uncommitted",
+        }
+    )
     try:
         [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
         return tp.offset
@@ -70,8 +81,12 @@ def run_ids_of(settings: Settings, serde: Serde, topic: str, msgs: list) -> list
 
 
 def start_echo(settings: Settings, args: tuple[str, ...], *extra: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, str(ECHO), *args, *extra], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    proc = subprocess.Popen(
+        [sys.executable, str(ECHO), *args, *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "STARTED"
     return proc
@@ -102,7 +117,9 @@ def test_killed_between_produce_and_commit_leaves_nothing_and_reprocesses_exactl
         restarted.wait(20)
     visible = read_topic(stack, out_t)
     assert run_ids_of(stack, serde, out_t, visible) == sorted(run_ids)  # each input exactly once
-    assert len(read_topic(stack, out_t, isolation="read_uncommitted", expect=10)) == 10  # aborted copies stay hidden
+    assert (
+        len(read_topic(stack, out_t, isolation="read_uncommitted", expect=10)) == 10
+    )  # aborted copies stay hidden
 
 
 def test_aborted_transactions_are_invisible_to_read_committed_readers(stack, topics):
@@ -129,7 +146,9 @@ def test_loop_aborts_and_rewinds_when_the_commit_fails(stack, topics):
     serde = serde_for(stack, in_t, out_t, dlq)
     run_ids = [unique("run") for _ in range(4)]
     produce_requests(stack, serde, in_t, run_ids)
-    failures = [KafkaException(KafkaError(KafkaError._STATE, "injected commit failure", txn_requires_abort=True))]
+    failures = [
+        KafkaException(KafkaError(KafkaError._STATE, "injected commit failure", txn_requires_abort=True))
+    ]
 
     def fail_once() -> None:
         if failures:
@@ -155,7 +174,9 @@ def test_poison_messages_go_to_dead_letters_and_the_loop_keeps_going(stack, topi
     poison = [b"\x00\x00\x00\x00\x07garbage-after-a-fake-header", b"plain text, not Avro at all"]
     produce_requests(stack, serde, in_t, good[:1], raw=poison)
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
-    producer.produce(in_t, key="rejected", value=serde.encode(in_t, request("rejected", workflow="reject-me")))
+    producer.produce(
+        in_t, key="rejected", value=serde.encode(in_t, request("rejected", workflow="reject-me"))
+    )
     producer.flush(10)
     produce_requests(stack, serde, in_t, good[1:])
 

@@ -1,0 +1,68 @@
+# Keel: every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo up down status test test-unit test-integration lint fmt typecheck schemas \
+        schema-release codegen clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Keel needs Python 3.11 (set PYTHON=...)")'
+	@test -x $(PY) || { echo "keel: creating the virtual environment in $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
+	@echo "keel: installing Python packages (pyproject.toml) ..."
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP) ## install everything (idempotent): Python packages, Apache Kafka from Maven Central
+	@bash infra/kafka.sh install
+
+demo: setup ## start the local stack and run the main job
+	@$(VENV)/bin/keel up
+
+up: setup ## start broker, database and registry in the background
+	@$(VENV)/bin/keel up
+
+down: ## stop everything `make up` started
+	@test -x $(VENV)/bin/keel && $(VENV)/bin/keel down || true
+
+status: ## show what runs
+	@$(VENV)/bin/keel status
+
+test: setup ## run the whole suite against the real broker and database (starts and stops them itself)
+	@$(PY) -m pytest
+
+test-unit: setup ## only the unit tests (no processes)
+	@$(PY) -m pytest tests/unit
+
+test-integration: setup ## only the integration tests
+	@$(PY) -m pytest tests/integration
+
+lint: setup ## ruff, and mypy on libs/
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy libs/keel
+
+typecheck: setup ## mypy on libs/ and the services
+	@$(VENV)/bin/mypy libs/keel services
+
+fmt: setup ## format the code
+	@$(VENV)/bin/ruff check --fix .
+	@$(VENV)/bin/ruff format .
+
+schemas: setup ## register schemas/ with the registry (on purpose; producers never auto-register)
+	@$(VENV)/bin/keel schemas
+
+codegen: setup ## regenerate the Python types from schemas/
+	@$(PY) -m keel.codegen
+
+schema-release: setup ## snapshot changed contracts as new golden versions under tests/golden/schemas
+	@$(PY) -m keel.schema_release
+
+clean: down ## remove the data directory (broker log, database, logs)
+	rm -rf var
