@@ -205,12 +205,14 @@ class StepDetail:
     kind: str | None = None
     timeout_ms: int | None = None
     deadline: datetime | None = None
+    failure_class: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             'kind': self.kind,
             'timeout_ms': self.timeout_ms,
             'deadline': self.deadline,
+            'failure_class': self.failure_class,
         }
 
     @classmethod
@@ -219,6 +221,7 @@ class StepDetail:
             kind=d.get('kind', None),
             timeout_ms=d.get('timeout_ms', None),
             deadline=d.get('deadline', None),
+            failure_class=d.get('failure_class', None),
         )
 
 
@@ -234,6 +237,7 @@ class ToolDetail:
     http_status: int | None = None
     latency_ms: int | None = None
     retry_after_ms: int | None = None
+    already_committed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +248,7 @@ class ToolDetail:
             'http_status': self.http_status,
             'latency_ms': self.latency_ms,
             'retry_after_ms': self.retry_after_ms,
+            'already_committed': self.already_committed,
         }
 
     @classmethod
@@ -256,6 +261,7 @@ class ToolDetail:
             http_status=d.get('http_status', None),
             latency_ms=d.get('latency_ms', None),
             retry_after_ms=d.get('retry_after_ms', None),
+            already_committed=d.get('already_committed', False),
         )
 
 

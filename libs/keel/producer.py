@@ -15,6 +15,9 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        # Java's default partitioner: every client (ours, Connect, Streams) puts a run_id on the same
+        # partition, which co-partitioning of the run-keyed topics depends on.
+        "partitioner": "murmur2_random",
         "message.max.bytes": settings.max_message_bytes + 64 * 1024,
     }
     if transactional_id:
@@ -38,6 +41,9 @@ def consumer_config(
         # The broker's minimum; a crashed member is noticed within this time.
         "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 1000,
+        # Range assigns partition N of every subscribed topic to the same member: one instance owns
+        # all of a run's requests, events and commands.
+        "partition.assignment.strategy": "range",
     }
     if instance_id:
         # Static membership: a restarted instance takes its partitions back without a rebalance.

@@ -159,3 +159,28 @@ def registry_process(settings: Settings) -> Background:
         [sys.executable, "-m", "services.registry", "--port", str(port)],
         ready=http_ok(f"{settings.schema_registry_url}/subjects"),
     )
+
+
+# -- the simulated outside world and the services --------------------------------------------------
+SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
+
+
+def simulator_processes() -> list[Background]:
+    """The email provider, CRM and model server, on the ports the adapters and router are configured with."""
+    from keel.router import RouterSettings
+    from services.adapters.config import AdapterSettings
+
+    tools = AdapterSettings()
+    urls = {"email": tools.base_url("email"), "crm": tools.base_url("crm"), "model": RouterSettings().model_url}
+    return [Background(f"sim-{name}", [sys.executable, "-m", "infra.simulators", name, "--port", str(port_of(url))],
+                       ready=http_ok(f"http://127.0.0.1:{port_of(url)}/_stats"))
+            for name, url in urls.items()]
+
+
+def service_process(name: str, instance: str = "0") -> Background:
+    return Background(f"{name}-{instance}", [sys.executable, "-m", f"services.{name}", "--instance", instance])
+
+
+def api_process(url: str) -> Background:
+    return Background("api", [sys.executable, "-m", "services.api", "--port", str(port_of(url))],
+                      ready=http_ok(f"{url}/healthz"))

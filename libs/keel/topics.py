@@ -16,6 +16,8 @@ CONTROL = "keel.control"
 LEDGER = "keel.ledger"
 DEAD_LETTERS = "keel.dead-letters"
 SCHEMAS = "_keel.schemas"
+# Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
+SCHEDULER_STATE = "keel.scheduler-state"
 
 # Topics keyed by run_id must share one partition count so one instance owns a whole run.
 RUN_KEYED = (RUN_REQUESTS, RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS, CONTROL)
@@ -38,6 +40,7 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(name, p) for name in RUN_KEYED]
     specs += [
         TopicSpec(LEDGER, p, compacted),
+        TopicSpec(SCHEDULER_STATE, p, compacted),
         TopicSpec(DEAD_LETTERS, 1),
         # Schemas are few and must be read in registration order: one partition.
         TopicSpec(SCHEMAS, 1, compacted),

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,8 @@ from keel.settings import Settings
 from keel.topics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
+# (topic, key, value bytes, headers, partition) ready to produce
+_Encoded = tuple[str, str | None, bytes, list[tuple[str, bytes]], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +43,17 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One message to produce inside the batch's transaction."""
+    """One message to produce inside the batch's transaction.
+
+    `value` is a contract record (encoded with the topic's envelope) or raw bytes (internal changelogs).
+    `partition` pins the partition, e.g. a changelog written beside the input partition it belongs to.
+    """
 
     topic: str
     key: str | None
-    value: Contract
+    value: Contract | bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None
 
 
 class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the loop
@@ -57,7 +66,13 @@ class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the lo
 
 
 class Processor:
-    """What a service plugs into the loop. Subclass and override `handle`; hooks are optional."""
+    """What a service plugs into the loop. Subclass and override `handle`; hooks are optional.
+
+    `concurrency` > 1 lets the loop handle a batch's messages on that many threads (for processors that
+    wait on the outside world, e.g. model and provider calls); outputs keep the messages' order.
+    """
+
+    concurrency = 1
 
     def handle(self, record: Record) -> Sequence[Output]:
         raise NotImplementedError
@@ -70,6 +85,14 @@ class Processor:
 
     def on_abort(self) -> None:
         """The batch's transaction was aborted: drop state changed since the last commit."""
+
+    def on_commit(self) -> None:
+        """The batch's transaction committed: state changed since the last commit is now durable."""
+
+    def tick(self, now_ms: int) -> Sequence[Output]:
+        """Called on every loop turn, with or without messages: fire due timers. Outputs commit in the
+        same transaction as the batch (or alone when there is none)."""
+        return ()
 
 
 class TransactionalLoop:
@@ -97,6 +120,8 @@ class TransactionalLoop:
         self._stop = threading.Event()
         self.consumer = Consumer(consumer_config(settings, group_id, instance_id))
         self.producer = self._new_producer()
+        workers = max(1, processor.concurrency)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="handle") if workers > 1 else None
         self.committed_batches = 0
         self.aborted_batches = 0
 
@@ -113,11 +138,12 @@ class TransactionalLoop:
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.settings.batch_max_messages, self.settings.poll_timeout_s)
-                if msgs:
-                    self.process_batch(msgs)
+                self.process_batch(msgs)
         finally:
             self.consumer.close()
             self.producer.flush(10)
+            if self._pool is not None:
+                self._pool.shutdown()
 
     def _new_producer(self) -> Producer:
         producer = Producer(producer_config(self.settings, self.transactional_id))
@@ -136,7 +162,8 @@ class TransactionalLoop:
         """Process and commit one batch. Returns False when it was aborted (and rewound)."""
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
-        outputs: list[tuple[str, str | None, bytes, list[tuple[str, bytes]]]] = []
+        outputs: list[_Encoded] = []
+        good = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -147,15 +174,25 @@ class TransactionalLoop:
             tp = (msg.topic() or "", msg.partition() or 0)
             first.setdefault(tp, msg.offset() or 0)
             last[tp] = msg.offset() or 0
-            outputs.extend(self._outputs_for(msg))
-        if not last:
+            good.append(msg)
+        if self._pool is not None and len(good) > 1:
+            for outs in self._pool.map(self._outputs_for, good):
+                outputs.extend(outs)
+        else:
+            for msg in good:
+                outputs.extend(self._outputs_for(msg))
+        outputs.extend(self._encoded(self.processor.tick(int(time.time() * 1000))))
+        if not last and not outputs:
             return True
         offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]
         try:
             self.producer.begin_transaction()
-            for topic, key, value, headers in outputs:
-                self._produce(topic, key, value, headers)
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            for out in outputs:
+                self._produce(*out)
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 30
+                )
             if self.before_commit is not None:
                 self.before_commit()
             self._commit()
@@ -163,9 +200,10 @@ class TransactionalLoop:
             self._recover(exc, first)
             return False
         self.committed_batches += 1
+        self.processor.on_commit()
         return True
 
-    def _outputs_for(self, msg: Message) -> list[tuple[str, str | None, bytes, list[tuple[str, bytes]]]]:
+    def _outputs_for(self, msg: Message) -> list[_Encoded]:
         """Decode and handle one message; whatever cannot be is turned into a dead letter."""
         topic = msg.topic() or ""
         raw = msg.value()
@@ -187,8 +225,7 @@ class TransactionalLoop:
             msg.timestamp()[1],
         )
         try:
-            outs = self.processor.handle(record)
-            return [(o.topic, o.key, self.serde.encode(o.topic, o.value), o.headers) for o in outs]
+            return self._encoded(self.processor.handle(record))
         except Reject as rej:
             return [self._dead(msg, rej.reason, rej.error_class)]
         except Exception as exc:
@@ -196,9 +233,7 @@ class TransactionalLoop:
             log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
             return [self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")]
 
-    def _dead(
-        self, msg: Message, reason: str, error_class: str
-    ) -> tuple[str, str | None, bytes, list[tuple[str, bytes]]]:
+    def _dead(self, msg: Message, reason: str, error_class: str) -> _Encoded:
         letter = dead_letter_for(msg, reason, error_class, self.group_id)
         log.warning("dead letter %s: %s", letter.dead_letter_id, reason)
         return (
@@ -206,12 +241,36 @@ class TransactionalLoop:
             letter.dead_letter_id,
             self.serde.encode(self.dead_letter_topic, letter),
             [],
+            None,
         )
 
-    def _produce(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    def _encoded(self, outs: Sequence[Output]) -> list[_Encoded]:
+        return [
+            (
+                o.topic,
+                o.key,
+                o.value if isinstance(o.value, bytes) else self.serde.encode(o.topic, o.value),
+                o.headers,
+                o.partition,
+            )
+            for o in outs
+        ]
+
+    def _produce(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        partition: int | None,
+    ) -> None:
+        # librdkafka's "unassigned" partition lets the partitioner choose.
+        pinned = -1 if partition is None else partition
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=list(headers) or None)
+                self.producer.produce(
+                    topic, value=value, key=key, headers=list(headers) or None, partition=pinned
+                )
                 return
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain

@@ -1,0 +1,71 @@
+"""The vocabulary of keel.run-events: event kinds, run and step statuses, and one way to build an event."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from keel.contracts import RunEvent
+from keel.idempotency import canonical_json, content_ref
+
+# Run level (scheduler)
+CREATED, SCHEDULED, STARTED = "created", "scheduled", "started"
+COMPLETED, FAILED, CANCELED = "completed", "failed", "canceled"
+RETRY_SCHEDULED = "retry_scheduled"
+# Step level
+STEP_STARTED = "step_started"  # executor took an attempt
+MODEL_CALLED = "model_called"  # executor: one model call, with tokens and cost
+STEP_FAILED = "step_failed"  # executor: an llm attempt failed (failure class in step_detail)
+TOOL_CALLED, TOOL_SUCCEEDED, TOOL_FAILED = "tool_called", "tool_succeeded", "tool_failed"  # adapters
+STEP_COMMITTED = "step_committed"  # ledger (tool steps) or executor (llm steps): the step is done
+# Later families
+BUDGET_WARNING, BUDGET_EXCEEDED = "budget_warning", "budget_exceeded"
+QUARANTINED, QUARANTINE_RESOLVED, DEAD_LETTERED = "quarantined", "quarantine_resolved", "dead_lettered"
+
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELED})
+
+
+def inline(value: Any) -> tuple[str, str]:
+    """(canonical JSON, content ref) of a JSON value, for the *_json / *_ref field pairs."""
+    return canonical_json(value), content_ref(value)
+
+
+def content_ref_of_json(text: str) -> str:
+    """Content ref of a JSON text (parsed first, so formatting does not change the address)."""
+    return content_ref(json.loads(text))
+
+
+def event_id(run_id: str, kind: str, step: str | None = None, attempt: int = 0, extra: str = "") -> str:
+    # Deterministic: re-processing the same input after a crash yields the same event ids, so readers
+    # can de-duplicate at-least-once copies (only aborted copies exist for transactional producers).
+    return ":".join(p for p in (run_id, step or "", str(attempt), kind, extra) if p != "")
+
+
+def run_event(base: RunEvent | None = None, **fields: Any) -> RunEvent:
+    """A RunEvent, from scratch or as a copy of `base` with `fields` replaced (details cleared)."""
+    if base is None:
+        return RunEvent(**fields)
+    cleared = {
+        "run": None,
+        "step_detail": None,
+        "tool": None,
+        "model_call": None,
+        "retry": None,
+        "commit": None,
+        "budget": None,
+        "quarantine": None,
+        "error": None,
+        "input_json": None,
+        "input_ref": None,
+        "output_json": None,
+        "output_ref": None,
+        "cost_usd_est": None,
+        "model": None,
+    }
+    return replace(base, **{**cleared, **fields})
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)

@@ -1,0 +1,48 @@
+"""Runs a service's processor in the transactional loop: `python -m services.NAME --instance N`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+from keel.serde import Serde, registry_client
+from keel.settings import Settings, get_settings
+from keel.txloop import Processor, TransactionalLoop
+
+
+def run_service(
+    name: str,
+    topics: list[str],
+    make_processor: Callable[[Settings, Serde], Processor],
+    description: str,
+    argv: list[str] | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    parser.add_argument(
+        "--instance",
+        default="0",
+        help="instance id, stable across restarts (default 0); it names the transactional "
+        "id and the static group membership, so a restarted instance fences its "
+        "predecessor and takes its partitions back at once",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {name}-{args.instance} %(levelname)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = get_settings()
+    serde = Serde(registry_client(settings.schema_registry_url))
+    member = f"keel-{name}-{args.instance}"
+    loop = TransactionalLoop(
+        settings,
+        serde,
+        make_processor(settings, serde),
+        group_id=f"keel-{name}",
+        topics=topics,
+        transactional_id=member,
+        instance_id=member,
+    )
+    logging.info("consuming %s", ", ".join(topics))
+    loop.run()
+    logging.info("stopped after %d committed batches", loop.committed_batches)

@@ -1,0 +1,114 @@
+"""Partitioned service state kept in a compacted changelog topic, restored from Kafka alone.
+
+A stateful service writes each changed entry to the changelog partition of the input partition it came
+from, in the same transaction as its outputs and offsets. On assignment it reads those changelog
+partitions back; changes made in a batch become visible to later batches only once the batch commits
+(`commit`), and vanish when it aborts (`abort`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from keel.settings import Settings
+from keel.txloop import Output
+
+V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+class ChangelogState(Generic[V]):
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+        group: str,
+    ) -> None:
+        self.settings, self.topic, self.encode, self.decode = settings, topic, encode, decode
+        self.group = group
+        self._committed: dict[str, tuple[int, V]] = {}  # key -> (partition, value)
+        self._pending: dict[str, tuple[int, V]] = {}
+        self.partitions: set[int] = set()
+
+    def get(self, key: str) -> V | None:
+        hit = self._pending.get(key) or self._committed.get(key)
+        return hit[1] if hit else None
+
+    def put(self, key: str, value: V, partition: int) -> Output:
+        """Stage `value`; returns the changelog output to produce in the same transaction."""
+        self._pending[key] = (partition, value)
+        return Output(self.topic, key, self.encode(value), partition=partition)
+
+    def items(self) -> Iterator[tuple[str, int, V]]:
+        """Every entry (pending over committed) as (key, partition, value)."""
+        merged = {**self._committed, **self._pending}
+        for key, (partition, value) in merged.items():
+            yield key, partition, value
+
+    def commit(self) -> None:
+        self._committed.update(self._pending)
+        self._pending.clear()
+
+    def abort(self) -> None:
+        self._pending.clear()
+
+    def drop(self, partitions: set[int]) -> None:
+        self._pending.clear()
+        self._committed = {k: v for k, v in self._committed.items() if v[0] not in partitions}
+        self.partitions -= partitions
+
+    def load(self, partitions: set[int], timeout_s: float = 60.0) -> int:
+        """Read the changelog partitions from the beginning to their end. Returns entries loaded."""
+        new = partitions - self.partitions
+        if not new:
+            return 0
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": self.group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        loaded, t0 = 0, time.monotonic()
+        try:
+            # End-of-partition events (not offsets) tell when a partition is read: transaction markers
+            # take offsets but are never delivered.
+            todo = set(new)
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
+            while todo:
+                if time.monotonic() - t0 > timeout_s:
+                    raise TimeoutError(f"restoring {self.topic} {sorted(todo)} took over {timeout_s}s")
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(msg.partition() or 0)
+                    continue
+                key = (msg.key() or b"").decode()
+                if msg.value() is None:
+                    self._committed.pop(key, None)
+                else:
+                    self._committed[key] = (msg.partition() or 0, self.decode(msg.value() or b""))
+                    loaded += 1
+        finally:
+            consumer.close()
+        self.partitions |= new
+        log.info(
+            "restored %d entries of %s partitions %s in %.2fs",
+            loaded,
+            self.topic,
+            sorted(new),
+            time.monotonic() - t0,
+        )
+        return loaded

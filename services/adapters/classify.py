@@ -1,0 +1,63 @@
+"""Failure classes for tool calls: what an HTTP status, an exception or a Retry-After header means."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import httpx
+
+FailureClass = Literal["transient", "rate_limited", "unknown_outcome", "validation", "auth", "budget"]
+
+# Failures that prove nothing reached the provider: no connection, or no free connection to use.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def classify_http(status: int) -> FailureClass:
+    """The failure class of a non-2xx response."""
+    if 200 <= status < 300:
+        raise ValueError(f"HTTP {status} is a success, not a failure")
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status == 408 or status >= 500:
+        return "transient"
+    # 400/404/409/422 and any other refusal: the same request would be refused again, so no blind retry.
+    return "validation"
+
+
+def request_was_sent(exc: BaseException) -> bool:
+    """Whether the request may have reached the provider before `exc`. Only a failure to connect proves
+    it did not; anything later (a write or read error, a timeout) may come after the provider acted."""
+    return not isinstance(exc, _NOTHING_SENT)
+
+
+def classify_exception(exc: BaseException, request_sent: bool) -> FailureClass:
+    """The failure class of a call that got no response."""
+    if isinstance(exc, _NOTHING_SENT) or not request_sent:
+        return "transient"
+    # The provider may have acted and we cannot see the answer: only an idempotent retry is safe.
+    return "unknown_outcome"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> int | None:
+    """Retry-After (delta seconds or an HTTP date) in milliseconds; None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0, math.ceil(seconds * 1000))

@@ -1,0 +1,71 @@
+"""Pure mapping from a tool command and its result to the facts the adapters publish."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from keel import events as ev
+from keel.contracts import RunEvent, ToolCommand, ToolDetail
+from services.adapters.base import ToolResult
+
+
+def _event(cmd: ToolCommand, kind: str, now_ms: int, **fields: Any) -> RunEvent:
+    return RunEvent(
+        event_id=ev.event_id(cmd.run_id, kind, cmd.step, cmd.attempt),
+        run_id=cmd.run_id,
+        task_id=cmd.task_id,
+        tenant_id=cmd.tenant_id,
+        workflow=cmd.workflow,
+        workflow_version=cmd.workflow_version,
+        step=cmd.step,
+        event=kind,
+        ts=datetime.fromtimestamp(now_ms / 1000, UTC),
+        attempt=cmd.attempt,
+        idempotency_key=cmd.idempotency_key,
+        source="adapters",
+        trace_id=cmd.trace_id,
+        **fields,
+    )
+
+
+def tool_called(cmd: ToolCommand, mode: str, now_ms: int) -> RunEvent:
+    return _event(
+        cmd,
+        ev.TOOL_CALLED,
+        now_ms,
+        input_json=cmd.payload_json,
+        input_ref=ev.content_ref_of_json(cmd.payload_json),
+        tool=ToolDetail(tool=cmd.tool, idempotency_mode=mode),
+    )
+
+
+def tool_result(cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int) -> RunEvent:
+    detail = ToolDetail(
+        tool=cmd.tool,
+        idempotency_mode=mode,
+        external_id=result.external_id,
+        failure_class=result.failure_class,
+        http_status=result.http_status,
+        latency_ms=result.latency_ms,
+        retry_after_ms=result.retry_after_ms,
+    )
+    if not result.ok:
+        return _event(cmd, ev.TOOL_FAILED, now_ms, error=result.error, tool=detail)
+    out_json, out_ref = ev.inline(result.output)
+    return _event(cmd, ev.TOOL_SUCCEEDED, now_ms, output_json=out_json, output_ref=out_ref, tool=detail)
+
+
+def already_committed(
+    cmd: ToolCommand, mode: str, external_id: str | None, output_json: str | None, now_ms: int
+) -> RunEvent:
+    """The ledger holds a commit for this key: succeed with it, without calling the provider."""
+    return _event(
+        cmd,
+        ev.TOOL_SUCCEEDED,
+        now_ms,
+        output_json=output_json,
+        tool=ToolDetail(
+            tool=cmd.tool, idempotency_mode=mode, external_id=external_id, already_committed=True
+        ),
+    )

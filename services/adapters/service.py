@@ -1,0 +1,63 @@
+"""Adapters shell: tool commands in; provider calls (outside any transaction) and tool facts out."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import httpx
+
+from keel.contracts import ToolCommand
+from keel.serde import Serde
+from keel.settings import Settings
+from keel.topics import RUN_EVENTS, TOOL_COMMANDS
+from keel.txloop import Output, Processor, Record, Reject
+from services.adapters import events
+from services.adapters.catalog import UnknownTool, get_adapter
+from services.adapters.client import call_tool
+from services.adapters.config import AdapterSettings
+from services.adapters.ledger_view import LedgerView
+
+TOPICS = [TOOL_COMMANDS]
+
+
+class AdapterProcessor(Processor):
+    concurrency = 8  # model and provider calls wait on the network
+
+    def __init__(self, settings: AdapterSettings, ledger: LedgerView, http: httpx.Client) -> None:
+        self.settings, self.ledger, self.http = settings, ledger, http
+
+    def handle(self, record: Record) -> Sequence[Output]:
+        cmd: ToolCommand = record.value
+        try:
+            adapter = get_adapter(cmd.tool)
+        except UnknownTool as exc:
+            raise Reject(str(exc), "unknown_tool") from None
+        mode = adapter.idempotency_mode
+        committed = self.ledger.get(cmd.idempotency_key)
+        if committed is not None:
+            fact = events.already_committed(cmd, mode, committed.external_id, None, _now())
+            return [Output(RUN_EVENTS, cmd.run_id, fact)]
+        called = events.tool_called(cmd, mode, _now())
+        result = call_tool(
+            adapter,
+            json.loads(cmd.payload_json),
+            cmd.idempotency_key,
+            cmd.tenant_id,
+            self.settings,
+            self.http,
+        )
+        return [
+            Output(RUN_EVENTS, cmd.run_id, called),
+            Output(RUN_EVENTS, cmd.run_id, events.tool_result(cmd, mode, result, _now())),
+        ]
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def make_processor(settings: Settings, serde: Serde) -> AdapterProcessor:
+    # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
+    return AdapterProcessor(AdapterSettings(), LedgerView(settings, serde), httpx.Client(trust_env=False))

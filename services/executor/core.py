@@ -1,0 +1,131 @@
+"""The executor's pure core: what one step command turns into, given the model's answer if any."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from keel import events as ev
+from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
+
+
+def _ts(now_ms: int) -> datetime:
+    return datetime.fromtimestamp(now_ms / 1000, UTC)
+
+
+def _event(cmd: StepCommand, kind: str, now_ms: int, extra: str = "", **fields: Any) -> RunEvent:
+    return RunEvent(
+        event_id=ev.event_id(cmd.run_id, kind, cmd.step, cmd.attempt, extra),
+        run_id=cmd.run_id,
+        task_id=cmd.task_id,
+        tenant_id=cmd.tenant_id,
+        workflow=cmd.workflow,
+        workflow_version=cmd.workflow_version,
+        step=cmd.step,
+        event=kind,
+        ts=_ts(now_ms),
+        attempt=cmd.attempt,
+        idempotency_key=cmd.idempotency_key,
+        source="executor",
+        trace_id=cmd.trace_id,
+        **fields,
+    )
+
+
+def step_started(cmd: StepCommand, now_ms: int) -> RunEvent:
+    return _event(
+        cmd,
+        ev.STEP_STARTED,
+        now_ms,
+        input_json=cmd.input_json,
+        input_ref=ev.inline(json.loads(cmd.input_json))[1],
+        step_detail=StepDetail(kind=cmd.kind, deadline=cmd.deadline),
+    )
+
+
+def tool_command(cmd: StepCommand) -> ToolCommand:
+    spec = json.loads(cmd.input_json)
+    if cmd.idempotency_key is None:
+        raise ValueError(f"tool step {cmd.step} has no idempotency key")
+    return ToolCommand(
+        command_id=cmd.command_id,
+        run_id=cmd.run_id,
+        tenant_id=cmd.tenant_id,
+        workflow=cmd.workflow,
+        workflow_version=cmd.workflow_version,
+        task_id=cmd.task_id,
+        step=cmd.step,
+        attempt=cmd.attempt,
+        tool=spec["tool"],
+        payload_json=ev.inline(spec["payload"])[0],
+        idempotency_key=cmd.idempotency_key,
+        issued_at=cmd.issued_at,
+        trace_id=cmd.trace_id,
+    )
+
+
+def llm_succeeded(
+    cmd: StepCommand,
+    agent: str | None,
+    model: str,
+    provider: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+    latency_ms: int,
+    output: Any,
+    now_ms: int,
+) -> list[RunEvent]:
+    """model_called, then step_committed: an llm step has no side effect, so its output is its commit."""
+    out_json, out_ref = ev.inline(output)
+    return [
+        _event(
+            cmd,
+            ev.MODEL_CALLED,
+            now_ms,
+            agent_id=agent,
+            model=model,
+            cost_usd_est=cost_usd,
+            output_json=out_json,
+            output_ref=out_ref,
+            model_call=ModelDetail(
+                provider=provider,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_ms=latency_ms,
+            ),
+        ),
+        _event(
+            cmd,
+            ev.STEP_COMMITTED,
+            now_ms,
+            agent_id=agent,
+            output_json=out_json,
+            output_ref=out_ref,
+            commit=CommitDetail(committed_at=_ts(now_ms)),
+        ),
+    ]
+
+
+def llm_failed(
+    cmd: StepCommand,
+    agent: str | None,
+    model: str,
+    failure_class: str,
+    error: str,
+    cost_usd: float | None,
+    now_ms: int,
+) -> list[RunEvent]:
+    return [
+        _event(
+            cmd,
+            ev.STEP_FAILED,
+            now_ms,
+            agent_id=agent,
+            model=model,
+            cost_usd_est=cost_usd,
+            error=error,
+            step_detail=StepDetail(kind="llm", failure_class=failure_class),
+        )
+    ]

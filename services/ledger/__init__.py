@@ -1,0 +1,1 @@
+"""Commit ledger: the single committer of side effects; answers "already committed?"."""

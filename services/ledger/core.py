@@ -1,0 +1,54 @@
+"""The ledger's pure core: a successful tool result commits its idempotency key at most once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from keel import events as ev
+from keel.contracts import CommitDetail, LedgerRecord, RunEvent
+
+
+def commit(
+    result: RunEvent, already: LedgerRecord | None, now_ms: int
+) -> tuple[LedgerRecord | None, list[RunEvent]]:
+    """(new ledger record or None, facts to publish) for one `tool_succeeded`.
+
+    A result for a key that is already committed commits nothing new: the step was committed by the first
+    result, and a second commit would be a second claim that the effect happened.
+    """
+    if result.event != ev.TOOL_SUCCEEDED or not result.idempotency_key or already is not None:
+        return None, []
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    external_id = result.tool.external_id if result.tool else None
+    record = LedgerRecord(
+        idempotency_key=result.idempotency_key,
+        tenant_id=result.tenant_id,
+        workflow=result.workflow,
+        run_id=result.run_id,
+        step=result.step or "",
+        attempt=result.attempt,
+        tool=result.tool.tool if result.tool else None,
+        external_id=external_id,
+        output_ref=result.output_ref,
+        committed_at=now,
+    )
+    committed = RunEvent(
+        event_id=ev.event_id(result.run_id, ev.STEP_COMMITTED, result.step, result.attempt),
+        run_id=result.run_id,
+        task_id=result.task_id,
+        agent_id=result.agent_id,
+        tenant_id=result.tenant_id,
+        workflow=result.workflow,
+        workflow_version=result.workflow_version,
+        step=result.step,
+        event=ev.STEP_COMMITTED,
+        ts=now,
+        attempt=result.attempt,
+        idempotency_key=result.idempotency_key,
+        output_json=result.output_json,
+        output_ref=result.output_ref,
+        source="ledger",
+        trace_id=result.trace_id,
+        commit=CommitDetail(external_id=external_id, committed_at=now),
+    )
+    return record, [committed]

@@ -1,0 +1,1 @@
+"""Scheduler: the run state machine (DAG, retries by failure class, durable timers)."""

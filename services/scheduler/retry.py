@@ -1,0 +1,59 @@
+"""Retry decisions by failure class: whether to try again, after how long, and why (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from keel.workflows import RetryPolicy
+
+SAFE_TO_REPEAT_MODES = frozenset({"provider_key", "lookup"})
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    action: str  # "retry" | "fail" | "quarantine"
+    reason: str
+    delay_ms: int = 0
+
+
+def backoff_ms(policy: RetryPolicy, attempt: int, seed: str) -> int:
+    """Exponential backoff with full jitter, capped. Deterministic for a seed, so a replay decides alike."""
+    ceiling = min(policy.max_backoff_ms, policy.initial_backoff_ms * policy.multiplier ** (attempt - 1))
+    rng = random.Random(hashlib.sha256(seed.encode()).digest())
+    return int(rng.uniform(0, ceiling))
+
+
+def decide_retry(
+    policy: RetryPolicy,
+    failure_class: str,
+    attempt: int,
+    *,
+    idempotency_mode: str | None,
+    retry_after_ms: int | None,
+    seed: str,
+) -> RetryDecision:
+    if failure_class == "auth":
+        return RetryDecision("fail", "auth/permission failures are never retried")
+    if failure_class == "validation":
+        return RetryDecision("fail", "validation failures are never retried blindly")
+    if failure_class == "budget":
+        return RetryDecision("fail", "budget exceeded: hard stop")
+    if failure_class == "unknown_outcome" and idempotency_mode not in SAFE_TO_REPEAT_MODES:
+        return RetryDecision(
+            "quarantine",
+            f"outcome unknown and the adapter's idempotency mode is "
+            f"{idempotency_mode or 'none'}: repeating could duplicate the effect",
+        )
+    if attempt >= policy.max_attempts:
+        return RetryDecision("fail", f"{failure_class}: gave up after {attempt} attempts")
+    delay = backoff_ms(policy, attempt, seed)
+    if failure_class == "unknown_outcome":
+        reason = f"outcome unknown; the {idempotency_mode} adapter makes repeating with the same key safe"
+    elif failure_class == "rate_limited" and retry_after_ms is not None:
+        delay = max(delay, retry_after_ms)
+        reason = f"rate limited: retry after the provider's Retry-After ({retry_after_ms} ms)"
+    else:
+        reason = f"{failure_class} failure: retry with backoff"
+    return RetryDecision("retry", reason, delay)

@@ -1,0 +1,129 @@
+"""The whole stack as real processes: simulators, scheduler, executor, adapters, ledger (and projector/API)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from helpers import unique, wait_for
+
+from keel.contracts import RunEvent
+from keel.serde import Serde, registry_client
+from keel.settings import Settings
+from keel.stack import Background, service_process, simulator_processes, start_background, stop_background
+from keel.topics import RUN_EVENTS
+
+# Ports apart from a developer's `keel up`, so both can run at once.
+E2E_ENV = {
+    "KEEL_EMAIL_URL": "http://127.0.0.1:18701",
+    "KEEL_CRM_URL": "http://127.0.0.1:18702",
+    "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
+    "KEEL_TOOL_TIMEOUT_S": "1.0",
+    "KEEL_POLL_TIMEOUT_S": "0.05",
+}
+CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger")
+
+
+class EventLog:
+    """Every RunEvent on the topic, by run, read continuously from the beginning (the ground truth)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.serde = Serde(registry_client(settings.schema_registry_url))
+        self.by_run: dict[str, list[RunEvent]] = defaultdict(list)
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": unique("e2e-log"),
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        parts = self._consumer.list_topics(RUN_EVENTS, timeout=10).topics[RUN_EVENTS].partitions
+        self._consumer.assign([TopicPartition(RUN_EVENTS, p, OFFSET_BEGINNING) for p in parts])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            event = self.serde.decode(RUN_EVENTS, msg.value())
+            with self._lock:
+                self.by_run[event.run_id].append(event)
+        self._consumer.close()
+
+    def of(self, run_id: str) -> list[RunEvent]:
+        with self._lock:
+            return list(self.by_run.get(run_id, []))
+
+    def kinds(self, run_id: str) -> list[str]:
+        return [e.event for e in self.of(run_id)]
+
+    def wait_terminal(self, run_id: str, timeout: float = 60.0) -> str:
+        wait_for(
+            lambda: any(k in ("completed", "failed", "canceled", "quarantined") for k in self.kinds(run_id)),
+            timeout,
+            f"run {run_id} to end; events so far: {self.kinds(run_id)}",
+        )
+        return next(k for k in self.kinds(run_id) if k in ("completed", "failed", "canceled", "quarantined"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Simulators:
+    def __init__(self) -> None:
+        self.urls = {
+            "email": E2E_ENV["KEEL_EMAIL_URL"],
+            "crm": E2E_ENV["KEEL_CRM_URL"],
+            "model": E2E_ENV["KEEL_MODEL_URL"].removesuffix("/v1"),
+        }
+
+    def stats(self, name: str) -> dict:
+        return httpx.get(f"{self.urls[name]}/_stats").json()
+
+    def fault(self, name: str, **rule: object) -> None:
+        httpx.post(f"{self.urls[name]}/_faults", json=rule).raise_for_status()
+
+    def reset(self) -> None:
+        for url in self.urls.values():
+            httpx.post(f"{url}/_reset").raise_for_status()
+
+
+def _processes() -> list[Background]:
+    return simulator_processes() + [service_process(name) for name in CORE_SERVICES]
+
+
+@pytest.fixture(scope="session")
+def keel(stack: Settings) -> Iterator[tuple[EventLog, Simulators]]:
+    os.environ.update(E2E_ENV)
+    procs = _processes()
+    try:
+        for proc in procs:
+            stop_background(stack, proc.name)  # leftovers of an interrupted session
+            start_background(stack, proc)
+        log = EventLog(stack)
+        yield log, Simulators()
+        log.close()
+    finally:
+        for proc in reversed(procs):
+            stop_background(stack, proc.name)
+
+
+@pytest.fixture
+def sims(keel: tuple[EventLog, Simulators]) -> Simulators:
+    keel[1].reset()
+    return keel[1]
+
+
+@pytest.fixture
+def events(keel: tuple[EventLog, Simulators]) -> EventLog:
+    return keel[0]

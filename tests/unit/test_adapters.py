@@ -1,0 +1,280 @@
+"""Tool adapters against the real simulators: idempotent sends, failure classes and schema drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from infra.simulators.runner import running
+from keel.idempotency import idempotency_key
+from services.adapters import AdapterSettings, ToolResult, UnknownTool, call_tool, get_adapter
+from services.adapters.classify import classify_exception, classify_http, parse_retry_after, request_was_sent
+
+pytestmark = pytest.mark.timeout(30)
+
+EMAIL = get_adapter("email@1")
+CRM = get_adapter("crm@1")
+MESSAGE = {"to": "ada@example.com", "subject": "Hello", "body": "First draft"}
+ACTIVITY = {"contact_email": "ada@example.com", "kind": "email_sent", "note": "intro"}
+
+
+def key(payload: dict[str, Any], step: str = "send") -> str:
+    return idempotency_key("acme", "outreach", "run-1", step, payload)
+
+
+@pytest.fixture(scope="module")
+def email_url() -> Iterator[str]:
+    with running("email") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def crm_url() -> Iterator[str]:
+    with running("crm") as url:
+        yield url
+
+
+@pytest.fixture
+def control(email_url: str, crm_url: str) -> Iterator[dict[str, httpx.Client]]:
+    """Control clients (/_reset, /_faults, /_stats) per simulator, each starting from a clean state."""
+    clients = {
+        name: httpx.Client(base_url=url, timeout=5.0)
+        for name, url in (("email", email_url), ("crm", crm_url))
+    }
+    for client in clients.values():
+        client.post("/_reset").raise_for_status()
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+@pytest.fixture
+def settings(email_url: str, crm_url: str) -> AdapterSettings:
+    return AdapterSettings(email_url=email_url, crm_url=crm_url, tool_timeout_s=2.0)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(trust_env=False) as client:
+        yield client
+
+
+def stats(client: httpx.Client) -> dict[str, Any]:
+    result: dict[str, Any] = client.get("/_stats").json()
+    return result
+
+
+def fault(client: httpx.Client, **rule: Any) -> None:
+    client.post("/_faults", json=rule).raise_for_status()
+
+
+def send(
+    settings: AdapterSettings,
+    http: httpx.Client,
+    payload: dict[str, Any] = MESSAGE,
+    tenant: str = "acme",
+    adapter: Any = EMAIL,
+) -> ToolResult:
+    return call_tool(adapter, payload, key(payload), tenant, settings, http)
+
+
+# --- email@1 (provider_key) -------------------------------------------------------------------------
+
+
+def test_email_happy_path(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    result = send(settings, http)
+    assert result.ok and result.failure_class is None and result.request_sent
+    assert result.output is not None and result.external_id == result.output["message_id"]
+    assert str(result.external_id).startswith("msg_") and result.http_status == 200 and not result.replayed
+    assert stats(control["email"])["deliveries"] == 1
+
+
+def test_email_same_key_same_message(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    first, second = send(settings, http), send(settings, http)
+    assert first.ok and second.ok and first.external_id == second.external_id and second.replayed
+    assert stats(control["email"])["deliveries"] == 1
+
+
+def test_email_accept_then_timeout_is_unknown_then_retry_is_safe(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["email"], kind="accept_then_timeout", ms=1500)
+    short = settings.model_copy(update={"tool_timeout_s": 0.3})
+    lost = send(short, http)
+    assert not lost.ok and lost.failure_class == "unknown_outcome" and lost.request_sent
+    assert "ReadTimeout" in (lost.error or "")
+    assert stats(control["email"])["deliveries"] == 1  # the provider did act
+
+    retry = send(settings, http)
+    assert retry.ok and retry.replayed
+    email_stats = stats(control["email"])
+    assert email_stats["deliveries"] == 1 and email_stats["by_key"] == {key(MESSAGE): 1}
+    assert retry.external_id is not None and retry.external_id.startswith("msg_")
+
+
+def test_email_rate_limited(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["email"], kind="rate_limit", retry_after=2)
+    result = send(settings, http)
+    assert result.failure_class == "rate_limited" and result.http_status == 429
+    assert result.retry_after_ms == 2000 and not result.ok
+    assert stats(control["email"])["deliveries"] == 0
+
+
+def test_email_server_error_is_transient(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["email"], kind="error", status=500)
+    result = send(settings, http)
+    assert result.failure_class == "transient" and result.http_status == 500 and not result.ok
+
+
+def test_email_revoked_credentials_is_auth(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["email"], kind="auth")
+    result = send(settings, http)
+    assert result.failure_class == "auth" and result.http_status == 401 and not result.ok
+
+
+def test_email_null_message_id_is_schema_drift(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["email"], kind="null_field", field="message_id")
+    result = send(settings, http)
+    assert not result.ok and result.failure_class == "validation" and result.external_id is None
+    assert result.request_sent and "message_id" in (result.error or "")
+    assert stats(control["email"])["deliveries"] == 1  # sent, yet never reported as a success
+
+
+def test_email_invalid_input_sends_nothing(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    result = send(settings, http, {**MESSAGE, "to": "not-an-address"})
+    assert result.failure_class == "validation" and not result.request_sent
+    assert "to" in (result.error or "")
+    assert stats(control["email"])["requests"] == 0
+
+
+def test_tenant_without_credentials_is_auth(
+    control: dict[str, httpx.Client], email_url: str, crm_url: str, http: httpx.Client
+) -> None:
+    only_acme = {"acme": {"email": SecretStr("sim-email-token")}}
+    settings = AdapterSettings(email_url=email_url, crm_url=crm_url, tool_credentials=only_acme)
+    assert send(settings, http, tenant="acme").ok
+    stranger = send(settings, http, tenant="globex")
+    assert stranger.failure_class == "auth" and not stranger.request_sent
+    assert "globex" in (stranger.error or "")
+    assert stats(control["email"])["requests"] == 1
+
+
+def test_shared_credentials_apply_to_every_tenant(settings: AdapterSettings) -> None:
+    assert settings.credential("anyone", "email") == "sim-email-token"
+    assert settings.credential("anyone", "sms") is None
+
+
+# --- crm@1 (lookup) ---------------------------------------------------------------------------------
+
+
+def test_crm_lookup_finds_the_lost_effect(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    fault(control["crm"], kind="accept_then_timeout", ms=1500)
+    short = settings.model_copy(update={"tool_timeout_s": 0.3})
+    lost = send(short, http, ACTIVITY, adapter=CRM)
+    assert lost.failure_class == "unknown_outcome" and lost.request_sent
+    assert stats(control["crm"])["deliveries"] == 1
+
+    found = send(settings, http, ACTIVITY, adapter=CRM)
+    assert found.ok and found.replayed and not found.request_sent
+    assert found.external_id is not None and found.external_id.startswith("act_")
+    assert found.output is not None and set(found.output) == {
+        "activity_id",
+        "contact_email",
+        "kind",
+        "created_at",
+    }
+    crm_stats = stats(control["crm"])
+    # Two lookups and one POST: the second call never wrote, so nothing was replayed or delivered twice.
+    assert crm_stats["requests"] == 3 and crm_stats["deliveries"] == 1 and crm_stats["replays"] == 0
+
+
+def test_crm_first_call_looks_up_then_writes(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    result = send(settings, http, ACTIVITY, adapter=CRM)
+    assert result.ok and result.request_sent and not result.replayed
+    assert stats(control["crm"])["requests"] == 2
+
+
+def test_crm_lookup_timeout_is_transient(
+    control: dict[str, httpx.Client], settings: AdapterSettings, http: httpx.Client
+) -> None:
+    # A slow lookup is a read that made no effect: safe to retry, never an unknown outcome.
+    fault(control["crm"], kind="latency", ms=1000, path="/v1/activities", method="GET")
+    result = send(settings.model_copy(update={"tool_timeout_s": 0.3}), http, ACTIVITY, adapter=CRM)
+    assert result.failure_class == "transient" and not result.request_sent
+    assert stats(control["crm"])["deliveries"] == 0
+
+
+def test_unknown_tool() -> None:
+    with pytest.raises(UnknownTool, match="sms@1"):
+        get_adapter("sms@1")
+
+
+# --- pure classification ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (429, "rate_limited"),
+        (401, "auth"),
+        (403, "auth"),
+        (408, "transient"),
+        (500, "transient"),
+        (502, "transient"),
+        (503, "transient"),
+        (504, "transient"),
+        (400, "validation"),
+        (404, "validation"),
+        (409, "validation"),
+        (422, "validation"),
+    ],
+)
+def test_classify_http(status: int, expected: str) -> None:
+    assert classify_http(status) == expected
+
+
+def test_classify_http_refuses_success() -> None:
+    with pytest.raises(ValueError):
+        classify_http(200)
+
+
+def test_classify_exception() -> None:
+    request = httpx.Request("POST", "http://provider.test/v1/messages")
+    refused = httpx.ConnectError("refused", request=request)
+    timed_out = httpx.ReadTimeout("timed out", request=request)
+    cut = httpx.RemoteProtocolError("server disconnected", request=request)
+    assert not request_was_sent(refused) and classify_exception(refused, False) == "transient"
+    assert request_was_sent(timed_out) and classify_exception(timed_out, True) == "unknown_outcome"
+    assert classify_exception(cut, True) == "unknown_outcome"
+    assert classify_exception(timed_out, False) == "transient"  # e.g. a lookup, which writes nothing
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("3") == 3000 and parse_retry_after("0.5") == 500
+    assert parse_retry_after("Wed, 01 Jan 2025 12:00:10 GMT", now) == 10_000
+    assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now) == 0  # in the past: retry now
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
