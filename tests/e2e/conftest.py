@@ -1,4 +1,4 @@
-"""The whole stack as real processes: simulators, scheduler, executor, adapters, ledger (and projector/API)."""
+"""The whole stack as real processes: simulators, scheduler, executor, adapters, ledger."""
 
 from __future__ import annotations
 

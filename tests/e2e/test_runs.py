@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Producer
-from helpers import read_topic, unique
+from helpers import read_topic, unique, wait_for
 
-from keel.contracts import RunRequested
+from keel.contracts import RunRequested, StepCommand
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import LEDGER, RUN_REQUESTS
+from keel.topics import LEDGER, RUN_REQUESTS, STEP_COMMANDS
 
 pytestmark = pytest.mark.e2e
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada", "product": "Keel"}
@@ -99,3 +99,31 @@ def test_fan_out_and_join(stack, sims, events):
     assert started["summarize"] >= max(done[s] for s in research)
     assert [e.step for e in log if e.event == "completed"] == [None]
     assert sims.stats("crm")["deliveries"] == 1
+
+
+def test_a_retried_step_whose_effect_is_committed_never_reaches_the_provider_again(stack, sims, events):
+    run_id = submit(stack, "outbound_email", LEAD)
+    assert events.wait_terminal(run_id) == "completed"
+    original = next(e for e in events.of(run_id) if e.step == "send_email" and e.event == "step_started")
+    requests_before = sims.stats("email")["requests"]
+
+    # The same step again, as a redelivered or retried command would bring it: attempt 2, same input.
+    retried = StepCommand(command_id=f"{run_id}/send_email/2", run_id=run_id, tenant_id="acme",
+                          workflow="outbound_email", workflow_version=1, step="send_email", kind="tool",
+                          attempt=2, input_json=original.input_json, idempotency_key=original.idempotency_key,
+                          issued_at=datetime.now(UTC))
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "partitioner": "murmur2_random"})
+    producer.produce(STEP_COMMANDS, key=run_id, value=Serde(registry_client(stack.schema_registry_url)).encode(
+        STEP_COMMANDS, retried))
+    assert producer.flush(10) == 0
+
+    wait_for(lambda: any(e.event == "tool_succeeded" and e.attempt == 2 for e in events.of(run_id)),
+             30, "the retried attempt's result")
+    sends = [e for e in events.of(run_id) if e.step == "send_email" and e.event == "tool_succeeded"]
+    first, again = sends
+    assert again.tool.already_committed and again.tool.external_id == first.tool.external_id
+    assert not any(e.event == "tool_called" and e.attempt == 2 for e in events.of(run_id))
+    assert sims.stats("email")["requests"] == requests_before  # the provider was not called at all
+    assert sims.stats("email")["deliveries"] == 1
+    assert len(ledger_records(stack, original.idempotency_key)) == 1
+    assert [e.attempt for e in events.of(run_id) if e.event == "step_committed" and e.step == "send_email"] == [1]
