@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## install everything (idempotent): Python packages, Apache Kafka from Maven Central
 	@bash infra/kafka.sh install
 
-demo: setup ## start the local stack and run the main job
-	@$(VENV)/bin/keel up
+demo: setup ## start the local stack and run outbound_email with an accept-then-timeout on the send
+	@$(VENV)/bin/keel demo
 
-up: setup ## start broker, database and registry in the background
+up: setup ## start the whole stack in the background (broker, database, registry, simulators, services, API)
 	@$(VENV)/bin/keel up
 
 down: ## stop everything `make up` started

