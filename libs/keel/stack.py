@@ -171,16 +171,30 @@ def simulator_processes() -> list[Background]:
     from services.adapters.config import AdapterSettings
 
     tools = AdapterSettings()
-    urls = {"email": tools.base_url("email"), "crm": tools.base_url("crm"), "model": RouterSettings().model_url}
-    return [Background(f"sim-{name}", [sys.executable, "-m", "infra.simulators", name, "--port", str(port_of(url))],
-                       ready=http_ok(f"http://127.0.0.1:{port_of(url)}/_stats"))
-            for name, url in urls.items()]
+    urls = {
+        "email": tools.base_url("email"),
+        "crm": tools.base_url("crm"),
+        "model": RouterSettings().model_url,
+    }
+    return [
+        Background(
+            f"sim-{name}",
+            [sys.executable, "-m", "infra.simulators", name, "--port", str(port_of(url))],
+            ready=http_ok(f"http://127.0.0.1:{port_of(url)}/_stats"),
+        )
+        for name, url in urls.items()
+    ]
 
 
 def service_process(name: str, instance: str = "0") -> Background:
-    return Background(f"{name}-{instance}", [sys.executable, "-m", f"services.{name}", "--instance", instance])
+    return Background(
+        f"{name}-{instance}", [sys.executable, "-m", f"services.{name}", "--instance", instance]
+    )
 
 
 def api_process(url: str) -> Background:
-    return Background("api", [sys.executable, "-m", "services.api", "--port", str(port_of(url))],
-                      ready=http_ok(f"{url}/healthz"))
+    return Background(
+        "api",
+        [sys.executable, "-m", "services.api", "--port", str(port_of(url))],
+        ready=http_ok(f"{url}/healthz"),
+    )
