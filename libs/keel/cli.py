@@ -142,7 +142,7 @@ def cmd_timeline(settings: Settings, args: Args) -> int:
 def cmd_workflows(settings: Settings, args: Args) -> int:
     from keel.workflows import Catalog, mermaid
 
-    catalog = Catalog.load()
+    catalog = Catalog.configured()
     if args.action == "graph":
         if not args.name:
             raise ValueError("keel workflows graph needs a workflow NAME")

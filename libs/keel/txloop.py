@@ -56,6 +56,18 @@ class Output:
     partition: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AfterCommit:
+    """Work to do once the batch (and its offsets) committed: a call to the outside world, whose outputs
+    commit in a second, short transaction. Nothing is held open across the call. A crash between the two
+    loses the work, not the message: whoever waits for its result times out and retries it."""
+
+    work: Callable[[], Sequence[Output]]
+
+
+Handled = Output | AfterCommit
+
+
 class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the loop
     """Raised by a processor for a message it must not process: the message is dead-lettered."""
 
@@ -74,7 +86,7 @@ class Processor:
 
     concurrency = 1
 
-    def handle(self, record: Record) -> Sequence[Output]:
+    def handle(self, record: Record) -> Sequence[Handled]:
         raise NotImplementedError
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -163,6 +175,7 @@ class TransactionalLoop:
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         outputs: list[_Encoded] = []
+        works: list[Callable[[], Sequence[Output]]] = []
         good = []
         for msg in msgs:
             err = msg.error()
@@ -175,12 +188,14 @@ class TransactionalLoop:
             first.setdefault(tp, msg.offset() or 0)
             last[tp] = msg.offset() or 0
             good.append(msg)
-        if self._pool is not None and len(good) > 1:
-            for outs in self._pool.map(self._outputs_for, good):
-                outputs.extend(outs)
-        else:
-            for msg in good:
-                outputs.extend(self._outputs_for(msg))
+        handled = (
+            self._pool.map(self._outputs_for, good)
+            if self._pool and len(good) > 1
+            else map(self._outputs_for, good)
+        )
+        for encoded, later in handled:
+            outputs.extend(encoded)
+            works.extend(later)
         outputs.extend(self._encoded(self.processor.tick(int(time.time() * 1000))))
         if not last and not outputs:
             return True
@@ -201,9 +216,35 @@ class TransactionalLoop:
             return False
         self.committed_batches += 1
         self.processor.on_commit()
+        if works:
+            self._after_commit(works)
         return True
 
-    def _outputs_for(self, msg: Message) -> list[_Encoded]:
+    def _after_commit(self, works: list[Callable[[], Sequence[Output]]]) -> None:
+        """Run the batch's after-commit work and publish its outputs in one more transaction."""
+
+        def run(work: Callable[[], Sequence[Output]]) -> Sequence[Output]:
+            try:
+                return work()
+            except Exception:  # its result is lost; the waiting side's timeout retries it
+                log.exception("after-commit work failed")
+                return ()
+
+        results = self._pool.map(run, works) if self._pool and len(works) > 1 else map(run, works)
+        outputs = self._encoded([o for outs in results for o in outs])
+        for attempt in range(1, 4):
+            try:
+                self.producer.begin_transaction()
+                for out in outputs:
+                    self._produce(*out)
+                self._commit()
+                return
+            except KafkaException as exc:
+                log.warning("publishing after-commit results failed (try %d of 3): %s", attempt, exc)
+                self._reset_producer(exc.args[0])
+        log.error("gave up publishing %d after-commit results; timeouts will retry their steps", len(outputs))
+
+    def _outputs_for(self, msg: Message) -> tuple[list[_Encoded], list[Callable[[], Sequence[Output]]]]:
         """Decode and handle one message; whatever cannot be is turned into a dead letter."""
         topic = msg.topic() or ""
         raw = msg.value()
@@ -212,9 +253,11 @@ class TransactionalLoop:
                 raise Reject("message has no value (tombstone) on a topic that carries records", "invalid")
             value = self.serde.decode(topic, raw)
         except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)]
+            return [self._dead(msg, rej.reason, rej.error_class)], []
         except Exception as exc:  # any decoding failure means the bytes are unusable here
-            return [self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")]
+            return [
+                self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")
+            ], []
         key = msg.key()
         record = Record(
             topic,
@@ -225,13 +268,17 @@ class TransactionalLoop:
             msg.timestamp()[1],
         )
         try:
-            return self._encoded(self.processor.handle(record))
+            handled = self.processor.handle(record)
+            outs = [h for h in handled if isinstance(h, Output)]
+            return self._encoded(outs), [h.work for h in handled if isinstance(h, AfterCommit)]
         except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)]
+            return [self._dead(msg, rej.reason, rej.error_class)], []
         except Exception as exc:
             # One bad message must not stop the loop: keep it, with the reason, for an operator.
             log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
-            return [self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")]
+            return [
+                self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")
+            ], []
 
     def _dead(self, msg: Message, reason: str, error_class: str) -> _Encoded:
         letter = dead_letter_for(msg, reason, error_class, self.group_id)
@@ -287,21 +334,24 @@ class TransactionalLoop:
         self.producer.commit_transaction(30)
 
     def _recover(self, exc: KafkaException, first: dict[tuple[str, int], int]) -> None:
-        err: KafkaError = exc.args[0]
         self.aborted_batches += 1
-        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-            log.error("producer is fenced or failed fatally (%s): rebuilding it", err)
-            self.producer = self._new_producer()
-        else:
-            log.warning("transaction failed (%s): aborting and rewinding", err)
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                log.error("abort failed (%s): rebuilding the producer", abort_exc)
-                self.producer = self._new_producer()
+        log.warning("transaction failed (%s): aborting and rewinding", exc)
+        self._reset_producer(exc.args[0])
         self.processor.on_abort()
         for (topic, partition), offset in first.items():
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as seek_exc:  # partition revoked meanwhile: its new owner resumes it
                 log.info("not rewinding %s[%d]: %s", topic, partition, seek_exc)
+
+    def _reset_producer(self, err: KafkaError) -> None:
+        """Abort the open transaction, or rebuild a fenced or fatally failed producer."""
+        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            log.error("producer is fenced or failed fatally (%s): rebuilding it", err)
+            self.producer = self._new_producer()
+            return
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_exc:
+            log.error("abort failed (%s): rebuilding the producer", abort_exc)
+            self.producer = self._new_producer()

@@ -12,7 +12,7 @@ from keel.contracts import ToolCommand
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
-from keel.txloop import Output, Processor, Record, Reject
+from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
 from services.adapters import events
 from services.adapters.catalog import UnknownTool, get_adapter
 from services.adapters.client import call_tool
@@ -28,7 +28,7 @@ class AdapterProcessor(Processor):
     def __init__(self, settings: AdapterSettings, ledger: LedgerView, http: httpx.Client) -> None:
         self.settings, self.ledger, self.http = settings, ledger, http
 
-    def handle(self, record: Record) -> Sequence[Output]:
+    def handle(self, record: Record) -> Sequence[Handled]:
         cmd: ToolCommand = record.value
         try:
             adapter = get_adapter(cmd.tool)
@@ -39,19 +39,16 @@ class AdapterProcessor(Processor):
         if committed is not None:
             fact = events.already_committed(cmd, mode, committed.external_id, None, _now())
             return [Output(RUN_EVENTS, cmd.run_id, fact)]
-        called = events.tool_called(cmd, mode, _now())
-        result = call_tool(
-            adapter,
-            json.loads(cmd.payload_json),
-            cmd.idempotency_key,
-            cmd.tenant_id,
-            self.settings,
-            self.http,
-        )
-        return [
-            Output(RUN_EVENTS, cmd.run_id, called),
-            Output(RUN_EVENTS, cmd.run_id, events.tool_result(cmd, mode, result, _now())),
-        ]
+        payload = json.loads(cmd.payload_json)
+
+        def call() -> list[Output]:
+            result = call_tool(adapter, payload, cmd.idempotency_key, cmd.tenant_id, self.settings, self.http)
+            return [Output(RUN_EVENTS, cmd.run_id, events.tool_result(cmd, mode, result, _now()))]
+
+        # tool_called commits (with the command's offset) before the call: if this process dies during
+        # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
+        # retries only what the adapter's idempotency mode makes safe to repeat.
+        return [Output(RUN_EVENTS, cmd.run_id, events.tool_called(cmd, mode, _now())), AfterCommit(call)]
 
 
 def _now() -> int:

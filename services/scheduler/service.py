@@ -22,7 +22,7 @@ TOPICS = [RUN_REQUESTS, RUN_EVENTS, CONTROL]
 
 class SchedulerProcessor(Processor):
     def __init__(self, settings: Settings, workflows: Workflows | None = None) -> None:
-        self.workflows = workflows or Catalog.load()
+        self.workflows = workflows or Catalog.configured()
         self.states: ChangelogState[RunState] = ChangelogState(
             settings, SCHEDULER_STATE, RunState.to_json, RunState.from_json, group="keel-scheduler-restore"
         )

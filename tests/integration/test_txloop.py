@@ -164,7 +164,8 @@ def test_loop_aborts_and_rewinds_when_the_commit_fails(stack, topics):
         runner.join(20)
     assert loop.aborted_batches == 1
     assert run_ids_of(stack, serde, out_t, read_topic(stack, out_t)) == sorted(run_ids)
-    assert len(read_topic(stack, out_t, isolation="read_uncommitted", expect=8)) == 8
+    # The aborted batch's copies are on the log (one batch holds 1 to 4 of the inputs), but hidden.
+    assert 5 <= len(read_topic(stack, out_t, isolation="read_uncommitted")) <= 8
 
 
 def test_poison_messages_go_to_dead_letters_and_the_loop_keeps_going(stack, topics):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,18 @@ class Catalog:
                 problem = f"file name must be <name>.v<version>.yaml, here {expected!r}"
                 raise WorkflowError(str(path), [problem])
             specs[(spec.name, spec.version)] = spec
+        return cls(specs)
+
+    @classmethod
+    def configured(cls) -> Catalog:
+        """The shipped workflows plus those in KEEL_WORKFLOW_DIRS (os.pathsep-separated directories)."""
+        specs: dict[tuple[str, int], WorkflowSpec] = {}
+        extra = [d for d in os.environ.get("KEEL_WORKFLOW_DIRS", "").split(os.pathsep) if d]
+        for directory in [WORKFLOW_DIR, *extra]:
+            for key, spec in cls.load(directory)._specs.items():
+                if key in specs:
+                    raise WorkflowError(str(directory), [f"{key[0]} v{key[1]} is defined twice"])
+                specs[key] = spec
         return cls(specs)
 
     def names(self) -> list[str]:
