@@ -13,7 +13,7 @@ from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
 from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
-from services.adapters import events
+from services.adapters import facts
 from services.adapters.catalog import UnknownTool, get_adapter
 from services.adapters.client import call_tool
 from services.adapters.config import AdapterSettings
@@ -37,18 +37,18 @@ class AdapterProcessor(Processor):
         mode = adapter.idempotency_mode
         committed = self.ledger.get(cmd.idempotency_key)
         if committed is not None:
-            fact = events.already_committed(cmd, mode, committed.external_id, None, _now())
+            fact = facts.already_committed(cmd, mode, committed.external_id, None, _now())
             return [Output(RUN_EVENTS, cmd.run_id, fact)]
         payload = json.loads(cmd.payload_json)
 
         def call() -> list[Output]:
             result = call_tool(adapter, payload, cmd.idempotency_key, cmd.tenant_id, self.settings, self.http)
-            return [Output(RUN_EVENTS, cmd.run_id, events.tool_result(cmd, mode, result, _now()))]
+            return [Output(RUN_EVENTS, cmd.run_id, facts.tool_result(cmd, mode, result, _now()))]
 
         # tool_called commits (with the command's offset) before the call: if this process dies during
         # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
         # retries only what the adapter's idempotency mode makes safe to repeat.
-        return [Output(RUN_EVENTS, cmd.run_id, events.tool_called(cmd, mode, _now())), AfterCommit(call)]
+        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, _now())), AfterCommit(call)]
 
 
 def _now() -> int:

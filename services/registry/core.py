@@ -46,7 +46,8 @@ def parse(schema: str) -> avro.schema.Schema:
 
 
 def compatible(reader: str, writer: str) -> bool:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(parse(reader), parse(writer))
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(parse(reader), parse(writer))
     return bool(result.compatibility is SchemaCompatibilityType.compatible)
 
 

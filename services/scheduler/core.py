@@ -8,6 +8,7 @@ recorded stream can be replayed through it in tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -52,6 +53,10 @@ Emitted = RunEvent | StepCommand
 
 class Workflows(Protocol):
     def get(self, name: str, version: int | None = None) -> WorkflowSpec: ...
+
+
+# The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
+ToolModes = Callable[[str], "str | None"]
 
 
 class Rejected(Exception):  # noqa: N818 - a verdict on a message
@@ -168,21 +173,40 @@ def decide(
     return Decision(state, [])
 
 
-def due(state: RunState, now_ms: int, workflows: Workflows) -> Decision:
-    """Fire the run's retry timers that are due."""
+def due(state: RunState, now_ms: int, workflows: Workflows, tool_mode: ToolModes) -> Decision:
+    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported."""
     if state.status != RUNNING:
         return Decision(state, [])
     spec = workflows.get(state.workflow, state.workflow_version)
     outputs: list[Emitted] = []
     for name, step in state.steps.items():
+        if state.status != RUNNING:
+            break
         if step.status == WAITING_RETRY and step.fire_at is not None and step.fire_at <= now_ms:
             outputs += _issue(state, spec.step(name), step.attempt + 1, now_ms)
+        elif step.status == DISPATCHED and step.deadline is not None and step.deadline <= now_ms:
+            outputs += _on_timeout(state, spec.step(name), now_ms, tool_mode).outputs
     return Decision(state, outputs)
 
 
 def next_timer(state: RunState) -> int | None:
+    if state.status != RUNNING:
+        return None
     times = [s.fire_at for s in state.steps.values() if s.status == WAITING_RETRY and s.fire_at is not None]
-    return min(times) if times and state.status == RUNNING else None
+    times += [s.deadline for s in state.steps.values() if s.status == DISPATCHED and s.deadline is not None]
+    return min(times) if times else None
+
+
+def _on_timeout(state: RunState, spec: StepSpec, now_ms: int, tool_mode: ToolModes) -> Decision:
+    # The attempt never reported back: its worker died or stalled mid-call. For a tool the call may have
+    # reached the provider, so the outcome is unknown; an llm step has no side effect to repeat.
+    attempt = state.steps[spec.name].attempt
+    if spec.kind == "llm":
+        failure_class, mode = "transient", None
+    else:
+        failure_class, mode = "unknown_outcome", tool_mode(spec.tool or "")
+    error = f"attempt {attempt} timed out after {spec.timeout_ms} ms without a result"
+    return _retry_or_stop(state, spec, failure_class, mode, None, error, None, now_ms)
 
 
 def _on_fact(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int) -> Decision:
@@ -222,19 +246,41 @@ def _on_fact(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int) -
 
 
 def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
-    step = state.steps[spec.name]
     tool = fact.tool
     failure_class = (
         (tool.failure_class if tool else None)
         or (fact.step_detail.failure_class if fact.step_detail else None)
         or "transient"
     )
+    return _retry_or_stop(
+        state,
+        spec,
+        failure_class,
+        tool.idempotency_mode if tool else None,
+        tool.retry_after_ms if tool else None,
+        fact.error,
+        fact.idempotency_key,
+        now_ms,
+    )
+
+
+def _retry_or_stop(
+    state: RunState,
+    spec: StepSpec,
+    failure_class: str,
+    mode: str | None,
+    retry_after_ms: int | None,
+    error: str | None,
+    key: str | None,
+    now_ms: int,
+) -> Decision:
+    step = state.steps[spec.name]
     decision = decide_retry(
         spec.retry,
         failure_class,
         step.attempt,
-        idempotency_mode=tool.idempotency_mode if tool else None,
-        retry_after_ms=tool.retry_after_ms if tool else None,
+        idempotency_mode=mode,
+        retry_after_ms=retry_after_ms,
         seed=f"{state.run_id}|{spec.name}|{step.attempt}",
     )
     if decision.action == "retry":
@@ -248,8 +294,8 @@ def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) ->
                     now_ms,
                     spec.name,
                     step.attempt,
-                    idempotency_key=fact.idempotency_key,
-                    error=fact.error,
+                    idempotency_key=key,
+                    error=error,
                     retry=RetryDetail(
                         failure_class=failure_class,
                         reason=decision.reason,
@@ -262,6 +308,7 @@ def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) ->
         )
     if decision.action == "quarantine":
         state.status = QUARANTINED
+        step.deadline = None
         case = f"{state.run_id}:{spec.name}:{step.attempt}"
         return Decision(
             state,
@@ -272,8 +319,8 @@ def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) ->
                     now_ms,
                     spec.name,
                     step.attempt,
-                    idempotency_key=fact.idempotency_key,
-                    error=fact.error,
+                    idempotency_key=key,
+                    error=error,
                     quarantine=QuarantineDetail(
                         case_id=case, reason=decision.reason, failure_class=failure_class
                     ),
@@ -281,7 +328,7 @@ def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) ->
             ],
         )
     return _fail(
-        state, now_ms, f"step {spec.name} attempt {step.attempt}: {decision.reason}: {fact.error}", spec.name
+        state, now_ms, f"step {spec.name} attempt {step.attempt}: {decision.reason}: {error}", spec.name
     )
 
 

@@ -14,15 +14,18 @@ from keel.statestore import ChangelogState
 from keel.topics import CONTROL, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
-from services.scheduler.core import Decision, Rejected, Workflows, decide, due, next_timer
+from services.scheduler.core import Decision, Rejected, ToolModes, Workflows, decide, due, next_timer
 from services.scheduler.state import RunState
 
 TOPICS = [RUN_REQUESTS, RUN_EVENTS, CONTROL]
 
 
 class SchedulerProcessor(Processor):
-    def __init__(self, settings: Settings, workflows: Workflows | None = None) -> None:
+    def __init__(
+        self, settings: Settings, workflows: Workflows | None = None, tool_mode: ToolModes | None = None
+    ) -> None:
         self.workflows = workflows or Catalog.configured()
+        self.tool_mode = tool_mode or _adapter_mode
         self.states: ChangelogState[RunState] = ChangelogState(
             settings, SCHEDULER_STATE, RunState.to_json, RunState.from_json, group="keel-scheduler-restore"
         )
@@ -62,7 +65,7 @@ class SchedulerProcessor(Processor):
                 continue
             if fire_at > now_ms:
                 continue
-            decision = due(RunState.from_json(current.to_json()), now_ms, self.workflows)
+            decision = due(RunState.from_json(current.to_json()), now_ms, self.workflows, self.tool_mode)
             outputs += self._apply(run_id, current, decision, current.partition)
         return outputs
 
@@ -83,6 +86,16 @@ class SchedulerProcessor(Processor):
             else:
                 self.timers[run_id] = timer
         return outputs
+
+
+def _adapter_mode(tool: str) -> str | None:
+    # Adapters are versioned code shipped with Keel; their declared mode is part of their contract.
+    from services.adapters.catalog import UnknownTool, get_adapter
+
+    try:
+        return str(get_adapter(tool).idempotency_mode)
+    except UnknownTool:
+        return None  # unknown: treated as "none", the safe reading
 
 
 def _now() -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +17,14 @@ from helpers import unique, wait_for
 from keel.contracts import RunEvent
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.stack import Background, service_process, simulator_processes, start_background, stop_background
+from keel.stack import (
+    Background,
+    running_pid,
+    service_process,
+    simulator_processes,
+    start_background,
+    stop_background,
+)
 from keel.topics import RUN_EVENTS
 
 # Ports apart from a developer's `keel up`, so both can run at once.
@@ -25,6 +34,7 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
+    "KEEL_WORKFLOW_DIRS": str(Path(__file__).parents[1] / "workflows"),
 }
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger")
 
@@ -96,6 +106,15 @@ class Simulators:
     def reset(self) -> None:
         for url in self.urls.values():
             httpx.post(f"{url}/_reset").raise_for_status()
+
+
+def kill_and_restart(settings: Settings, name: str) -> None:
+    """SIGKILL a running service instance (no goodbye to the broker) and start it again."""
+    pid = running_pid(settings, f"{name}-0")
+    assert pid is not None, f"{name}-0 is not running"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: running_pid(settings, f"{name}-0") is None, 10, f"{name}-0 to die")
+    start_background(settings, service_process(name))
 
 
 def _processes() -> list[Background]:

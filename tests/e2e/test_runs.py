@@ -108,17 +108,32 @@ def test_a_retried_step_whose_effect_is_committed_never_reaches_the_provider_aga
     requests_before = sims.stats("email")["requests"]
 
     # The same step again, as a redelivered or retried command would bring it: attempt 2, same input.
-    retried = StepCommand(command_id=f"{run_id}/send_email/2", run_id=run_id, tenant_id="acme",
-                          workflow="outbound_email", workflow_version=1, step="send_email", kind="tool",
-                          attempt=2, input_json=original.input_json, idempotency_key=original.idempotency_key,
-                          issued_at=datetime.now(UTC))
+    retried = StepCommand(
+        command_id=f"{run_id}/send_email/2",
+        run_id=run_id,
+        tenant_id="acme",
+        workflow="outbound_email",
+        workflow_version=1,
+        step="send_email",
+        kind="tool",
+        attempt=2,
+        input_json=original.input_json,
+        idempotency_key=original.idempotency_key,
+        issued_at=datetime.now(UTC),
+    )
     producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "partitioner": "murmur2_random"})
-    producer.produce(STEP_COMMANDS, key=run_id, value=Serde(registry_client(stack.schema_registry_url)).encode(
-        STEP_COMMANDS, retried))
+    producer.produce(
+        STEP_COMMANDS,
+        key=run_id,
+        value=Serde(registry_client(stack.schema_registry_url)).encode(STEP_COMMANDS, retried),
+    )
     assert producer.flush(10) == 0
 
-    wait_for(lambda: any(e.event == "tool_succeeded" and e.attempt == 2 for e in events.of(run_id)),
-             30, "the retried attempt's result")
+    wait_for(
+        lambda: any(e.event == "tool_succeeded" and e.attempt == 2 for e in events.of(run_id)),
+        30,
+        "the retried attempt's result",
+    )
     sends = [e for e in events.of(run_id) if e.step == "send_email" and e.event == "tool_succeeded"]
     first, again = sends
     assert again.tool.already_committed and again.tool.external_id == first.tool.external_id
@@ -126,4 +141,6 @@ def test_a_retried_step_whose_effect_is_committed_never_reaches_the_provider_aga
     assert sims.stats("email")["requests"] == requests_before  # the provider was not called at all
     assert sims.stats("email")["deliveries"] == 1
     assert len(ledger_records(stack, original.idempotency_key)) == 1
-    assert [e.attempt for e in events.of(run_id) if e.event == "step_committed" and e.step == "send_email"] == [1]
+    assert [
+        e.attempt for e in events.of(run_id) if e.event == "step_committed" and e.step == "send_email"
+    ] == [1]

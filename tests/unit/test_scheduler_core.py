@@ -23,6 +23,7 @@ from services.scheduler.retry import backoff_ms
 from services.scheduler.state import RunState
 
 CATALOG = Catalog.load()
+MODES = {"email@1": "provider_key", "crm@1": "lookup"}.get
 T0 = 1_773_059_696_000
 LEAD = {"lead_email": "lead@example.com", "lead_name": "Ada", "product": "Keel"}
 
@@ -159,10 +160,10 @@ def test_unknown_outcome_on_a_provider_key_adapter_is_retried_with_the_same_key_
     assert "same key" in retry.retry.reason and retry.retry.next_attempt == 2
     fire_at = next_timer(state)
     assert fire_at == T0 + 10 + retry.retry.delay_ms
-    assert due(state, fire_at - 1, CATALOG).outputs == []  # not before it is due
-    [again] = commands(due(state, fire_at, CATALOG))
+    assert due(state, fire_at - 1, CATALOG, MODES).outputs == []  # not before it is due
+    [again] = commands(due(state, fire_at, CATALOG, MODES))
     assert (again.attempt, again.idempotency_key) == (2, first.idempotency_key)
-    assert due(state, fire_at + 1, CATALOG).outputs == []  # fired once
+    assert due(state, fire_at + 1, CATALOG, MODES).outputs == []  # fired once
 
 
 def test_unknown_outcome_without_a_safe_mode_is_quarantined_not_retried():
@@ -215,7 +216,7 @@ def test_rate_limits_wait_at_least_the_retry_after_and_attempts_run_out():
     )
     assert kinds(d) == ["retry_scheduled"]
     for attempt in (2, 3):
-        commands(due(state, T0 + 10**9, CATALOG))
+        commands(due(state, T0 + 10**9, CATALOG, MODES))
         d = decide(
             state,
             fact(
@@ -309,3 +310,24 @@ def test_state_survives_its_json_form_and_replay_is_deterministic():
     assert backoff_ms(CATALOG.get("outbound_email").step("send_email").retry, 2, "x") == backoff_ms(
         CATALOG.get("outbound_email").step("send_email").retry, 2, "x"
     )
+
+
+def test_a_tool_attempt_that_never_reports_times_out_and_is_retried_under_the_same_key():
+    state = started()
+    first = _at_send(state)
+    deadline = int(first.deadline.timestamp() * 1000)
+    assert next_timer(state) == deadline
+    assert due(state, deadline - 1, CATALOG, MODES).outputs == []
+    d = due(state, deadline, CATALOG, MODES)
+    [retry] = d.outputs
+    assert retry.event == "retry_scheduled" and retry.retry.failure_class == "unknown_outcome"
+    assert "timed out" in retry.error
+    [again] = commands(due(state, next_timer(state), CATALOG, MODES))
+    assert (again.attempt, again.idempotency_key) == (2, first.idempotency_key)
+
+
+def test_a_timed_out_tool_without_a_safe_mode_is_quarantined():
+    state = started()
+    first = _at_send(state)
+    d = due(state, int(first.deadline.timestamp() * 1000), CATALOG, {"email@1": "none"}.get)
+    assert kinds(d) == ["quarantined"] and state.status == "quarantined" and next_timer(state) is None

@@ -93,7 +93,8 @@ class Catalog:
         """The shipped workflows plus those in KEEL_WORKFLOW_DIRS (os.pathsep-separated directories)."""
         specs: dict[tuple[str, int], WorkflowSpec] = {}
         extra = [d for d in os.environ.get("KEEL_WORKFLOW_DIRS", "").split(os.pathsep) if d]
-        for directory in [WORKFLOW_DIR, *extra]:
+        directories: list[Path | str] = [WORKFLOW_DIR, *extra]
+        for directory in directories:
             for key, spec in cls.load(directory)._specs.items():
                 if key in specs:
                     raise WorkflowError(str(directory), [f"{key[0]} v{key[1]} is defined twice"])

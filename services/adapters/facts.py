@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from keel import events as ev
+import keel.events as ev
 from keel.contracts import RunEvent, ToolCommand, ToolDetail
 from services.adapters.base import ToolResult
 
