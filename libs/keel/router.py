@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.pricing import cost_usd, price_of
 
 # A model call has no side effect, so it never has an unknown outcome; budget trips happen elsewhere.
@@ -66,6 +67,7 @@ class ModelResponse(BaseModel):
     cost_usd: float
     latency_ms: int  # the whole call, fallbacks included
     attempts: list[tuple[str, ModelFailureClass]] = Field(default_factory=list)  # failures before this answer
+    transitions: list[Transition] = Field(default_factory=list)  # circuit breaker state changes on the way
 
 
 class ModelError(Exception):
@@ -83,6 +85,7 @@ class ModelError(Exception):
         self.message = message
         self.retry_after_ms = retry_after_ms
         self.attempts = attempts or []
+        self.transitions: list[Transition] = []
         self.cost_usd = 0.0  # spend of an answer that came back unusable: budgets still count it
 
 
@@ -108,13 +111,21 @@ def _retry_after_ms(value: str | None) -> int | None:
     return max(0, math.ceil(seconds * 1000)) if math.isfinite(seconds) else None
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _chain(settings: RouterSettings, model: str) -> list[str]:
     return list(dict.fromkeys([model, *settings.route(model).fallbacks]))  # ordered, without repeats
 
 
 class ModelRouter:
-    def __init__(self, settings: RouterSettings, http: httpx.Client) -> None:
+    def __init__(
+        self, settings: RouterSettings, http: httpx.Client, breakers: BreakerRegistry | None = None
+    ) -> None:
         self.settings, self.http = settings, http
+        # One breaker per model route: a storm of failures stops calls to it and moves to fallbacks.
+        self.breakers = breakers or BreakerRegistry()
 
     def complete(self, req: ModelRequest) -> ModelResponse:
         """The first usable answer from the requested model or its fallbacks; raises ModelError."""
@@ -123,18 +134,36 @@ class ModelRouter:
         for model in chain:
             price_of(model)  # an unpriced model is never called: its spend could not be counted
         attempts: list[tuple[str, ModelFailureClass]] = []
+        transitions: list[Transition] = []
         for model in chain:
             try:
-                reply = self._call(model, req)
+                reply = self._guarded_call(model, req, transitions)
             except ModelError as exc:
                 attempts.append((model, exc.failure_class))
-                exc.attempts = list(attempts)
+                exc.attempts, exc.transitions = list(attempts), transitions
                 if exc.failure_class not in _FALL_BACK_ON or model == chain[-1]:
                     raise
                 continue
             latency = round((time.monotonic() - started) * 1000)
-            return reply.model_copy(update={"latency_ms": latency, "attempts": attempts})
+            return reply.model_copy(
+                update={"latency_ms": latency, "attempts": attempts, "transitions": transitions}
+            )
         raise AssertionError("unreachable: the chain is never empty")
+
+    def _guarded_call(self, model: str, req: ModelRequest, transitions: list[Transition]) -> ModelResponse:
+        breaker = self.breakers.get(f"model:{model}")
+        permit = breaker.before_call(_now_ms())
+        if isinstance(permit, Rejection):
+            raise ModelError("rate_limited", f"{model}: circuit open, not called", permit.retry_after_ms)
+        if permit.transition:
+            transitions.append(permit.transition)
+        try:
+            reply = self._call(model, req)
+        except ModelError as exc:
+            transitions += breaker.record(permit, False, exc.failure_class, _now_ms())
+            raise
+        transitions += breaker.record(permit, True, None, _now_ms())
+        return reply
 
     def _call(self, model: str, req: ModelRequest) -> ModelResponse:
         route = self.settings.route(model)

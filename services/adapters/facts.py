@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import keel.events as ev
+from keel.breaker import Transition
 from keel.contracts import RunEvent, ToolCommand, ToolDetail
 from services.adapters.base import ToolResult
 
@@ -69,3 +70,8 @@ def already_committed(
             tool=cmd.tool, idempotency_mode=mode, external_id=external_id, already_committed=True
         ),
     )
+
+
+def circuit(cmd: ToolCommand, transition: Transition, now_ms: int) -> RunEvent:
+    """A provider's circuit breaker changed state during this command's call (circuit_opened, ...)."""
+    return _event(cmd, transition.event_type, now_ms, error=transition.reason, tool=ToolDetail(tool=cmd.tool))

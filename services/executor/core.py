@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from keel import events as ev
+import keel.events as ev
+from keel.breaker import Transition
 from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
 
 
@@ -129,3 +130,8 @@ def llm_failed(
             step_detail=StepDetail(kind="llm", failure_class=failure_class),
         )
     ]
+
+
+def circuit_events(cmd: StepCommand, transitions: list[Transition], now_ms: int) -> list[RunEvent]:
+    """Model-route circuit breaker state changes seen during this step's call."""
+    return [_event(cmd, t.event_type, now_ms, extra=t.name, error=t.reason) for t in transitions]

@@ -50,6 +50,7 @@ class ExecutorProcessor(Processor):
             events = core.llm_failed(
                 cmd, agent, model, exc.failure_class, exc.message, getattr(exc, "cost_usd", None), _now()
             )
+            events += core.circuit_events(cmd, exc.transitions, _now())
         else:
             output = answer.parsed if request.response_format == "json" else {"text": answer.content}
             events = core.llm_succeeded(
@@ -64,6 +65,7 @@ class ExecutorProcessor(Processor):
                 output,
                 _now(),
             )
+            events += core.circuit_events(cmd, answer.transitions, _now())
         return outputs + [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
 
 

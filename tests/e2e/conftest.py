@@ -34,6 +34,7 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
+    "KEEL_BREAKER_OPEN_MS": "1500",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parents[1] / "workflows"),
 }
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger")

@@ -50,3 +50,20 @@ def test_a_retry_timer_survives_a_scheduler_kill_and_fires_on_time(stack, sims, 
     late = (second.ts - retry.retry.fire_at).total_seconds()
     assert 0 <= late < 3.0, f"the timer fired {late:.2f}s after it was due"
     assert sims.stats("email")["deliveries"] == 1
+
+
+def test_a_provider_outage_opens_the_breaker_which_probes_and_closes(stack, sims, events):
+    sims.fault("email", kind="error", status=500, times=5)
+    run_id = submit(stack, "patient_send", MAIL)
+    assert events.wait_terminal(run_id) == "completed"
+    log = events.of(run_id)
+    kinds = [e.event for e in log]
+    opened, half, closed = (kinds.index(k) for k in ("circuit_opened", "circuit_half_open", "circuit_closed"))
+    assert opened < half < closed
+    refused = [e for e in log[opened:half] if e.event == "tool_failed"]
+    assert refused and all("circuit open" in e.error for e in refused)  # failed fast while open
+    assert all(e.tool.failure_class == "rate_limited" for e in refused)
+    email = sims.stats("email")
+    # Ground truth: the provider saw the failing calls and the one probe that succeeded, nothing while open.
+    assert email["faults_fired"] == {"error": 5} and email["deliveries"] == 1
+    assert email["requests"] == 6
