@@ -154,6 +154,41 @@ def cmd_workflows(settings: Settings, args: Args) -> int:
     return 0
 
 
+def cmd_dlq(settings: Settings, args: Args) -> int:
+    import json
+
+    from keel import dlq
+    from keel.reader import read_topic
+    from keel.serde import Serde
+
+    entries = dlq.entries(settings, Serde(registry_client(settings.schema_registry_url)), read_topic)
+    if args.action == "list":
+        shown = [e for e in entries if args.all or e.status is None]
+        for e in shown:
+            s = e.summary()
+            mark = "redriven" if s["redriven"] else "waiting"
+            print(f"{s['dead_letter_id']:<40} {mark:<9} {s['error_class']:<18} {s['reason'][:70]}")
+        print(f"{len(shown)} dead letter(s){'' if args.all else ' waiting (--all shows redriven ones too)'}")
+        return 0
+    by_id = {e.letter.dead_letter_id: e for e in entries}
+    if args.action == "show":
+        if args.id not in by_id:
+            raise ValueError(f"no dead letter {args.id!r}")
+        print(json.dumps(by_id[args.id].detail(), indent=2))
+        return 0
+    if args.id == "--all" or args.all:
+        todo = [e for e in entries if e.status is None]
+    elif args.id in by_id:
+        todo = [by_id[args.id]]
+    else:
+        raise ValueError("keel dlq redrive needs a dead letter ID or --all")
+    for e in todo:
+        status = dlq.redrive(settings, e.letter)
+        say(f"redrove {e.letter.dead_letter_id} -> {status['to']}")
+    say(f"{len(todo)} dead letter(s) redriven")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: Args) -> int:
     from keel.demo import run_demo
 
@@ -174,6 +209,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
     "workflows": (cmd_workflows, "list the workflows, or draw one as a Mermaid diagram"),
+    "dlq": (cmd_dlq, "dead letters: list (waiting ones; --all for every one), show ID, redrive ID|--all"),
     "schemas": (cmd_register, "register the contracts in schemas/ with the registry (on purpose)"),
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
     "migrate": (cmd_migrate, "apply pending database migrations (idempotent)"),
@@ -194,6 +230,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     elif name == "timeline":
         p.add_argument("run_id", help="the run")
+    elif name == "dlq":
+        p.add_argument("action", choices=["list", "show", "redrive"])
+        p.add_argument("id", nargs="?", help="dead letter id (topic:partition:offset)")
+        p.add_argument(
+            "--all", action="store_true", help="list: include redriven ones; redrive: every waiting one"
+        )
     elif name == "workflows":
         p.add_argument("action", nargs="?", choices=["list", "graph"], default="list")
         p.add_argument("name", nargs="?", help="workflow to draw (graph)")

@@ -16,6 +16,8 @@ CONTROL = "keel.control"
 LEDGER = "keel.ledger"
 DEAD_LETTERS = "keel.dead-letters"
 SCHEMAS = "_keel.schemas"
+# Which dead letters were redriven (JSON, compacted, keyed by dead_letter_id).
+DEAD_LETTER_STATUS = "keel.dead-letter-status"
 # Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
 SCHEDULER_STATE = "keel.scheduler-state"
 
@@ -42,6 +44,7 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
         TopicSpec(LEDGER, p, compacted),
         TopicSpec(SCHEDULER_STATE, p, compacted),
         TopicSpec(DEAD_LETTERS, 1),
+        TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.
         TopicSpec(SCHEMAS, 1, compacted),
     ]

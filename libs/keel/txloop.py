@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from keel.deadletter import dead_letter_for
+from keel.dlq import history_of
 from keel.producer import consumer_config, producer_config
 from keel.serde import Contract, Serde
 from keel.settings import Settings
@@ -281,7 +282,7 @@ class TransactionalLoop:
             ], []
 
     def _dead(self, msg: Message, reason: str, error_class: str) -> _Encoded:
-        letter = dead_letter_for(msg, reason, error_class, self.group_id)
+        letter = dead_letter_for(msg, reason, error_class, self.group_id, history_of(msg.headers()))
         log.warning("dead letter %s: %s", letter.dead_letter_id, reason)
         return (
             self.dead_letter_topic,

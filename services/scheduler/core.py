@@ -55,6 +55,9 @@ class Workflows(Protocol):
     def get(self, name: str, version: int | None = None) -> WorkflowSpec: ...
 
 
+# Inline run inputs travel in every event that copies them; larger ones belong in the blob store.
+MAX_INPUT_BYTES = 256 * 1024
+
 # The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
 ToolModes = Callable[[str], "str | None"]
 
@@ -108,6 +111,10 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
         spec = workflows.get(req.workflow, req.workflow_version)
     except LookupError as exc:
         raise Rejected(str(exc), "unknown_workflow") from None
+    size = len((req.input_json or "").encode())
+    if size > MAX_INPUT_BYTES:
+        raise Rejected(f"run input is {size} bytes; at most {MAX_INPUT_BYTES} may be inlined "
+                       "(store larger inputs in the blob store and pass input_ref)", "oversized")
     try:
         run_input = json.loads(req.input_json or "{}")
         if not isinstance(run_input, dict):

@@ -1,0 +1,116 @@
+"""Dead letters you can work with: list, inspect and redrive them to where they came from.
+
+A redrive produces the original key, value and headers back to the source topic and partition, plus a
+`keel-dlq-history` header; if the message fails again, its new dead letter carries that history. Which
+letters were redriven is recorded on the compacted `keel.dead-letter-status` topic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Producer
+
+from keel.contracts import DeadLetter
+from keel.producer import producer_config
+from keel.serde import Serde
+from keel.settings import Settings
+from keel.topics import DEAD_LETTER_STATUS, DEAD_LETTERS
+
+HISTORY_HEADER = "keel-dlq-history"
+REDRIVE_HEADER = "keel-redrive-of"
+
+
+@dataclass(frozen=True)
+class Entry:
+    letter: DeadLetter
+    status: dict[str, Any] | None  # None while it waits; {"status": "redriven", ...} once redriven
+
+    def summary(self) -> dict[str, Any]:
+        x = self.letter
+        return {
+            "dead_letter_id": x.dead_letter_id,
+            "source_topic": x.source_topic,
+            "source_partition": x.source_partition,
+            "source_offset": x.source_offset,
+            "error_class": x.error_class,
+            "reason": x.reason,
+            "failed_at": x.failed_at.isoformat(),
+            "consumer_group": x.consumer_group,
+            "redriven": self.status is not None,
+            "redrives_before": len(x.history),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        x = self.letter
+        return {
+            **self.summary(),
+            "history": list(x.history),
+            "status": self.status,
+            "key": _text(x.key),
+            "value_bytes": len(x.value or b""),
+            "value_preview": _text(x.value),
+            "headers": {h.name: _text(h.value) for h in x.headers},
+        }
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw[:512].decode("utf-8", errors="replace")
+
+
+def history_of(headers: Any) -> list[str]:
+    """The earlier failures of a redriven message, from its headers (a list of pairs or a dict)."""
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    for name, value in pairs:
+        if name == HISTORY_HEADER and value:
+            try:
+                return [str(x) for x in json.loads(value)]
+            except (ValueError, TypeError):
+                return [f"unreadable {HISTORY_HEADER} header"]
+    return []
+
+
+def entries(settings: Settings, serde: Serde, read: Any) -> list[Entry]:
+    """Every dead letter with its redrive status. `read(settings, topic)` returns the topic's messages."""
+    status = {}
+    for msg in read(settings, DEAD_LETTER_STATUS):
+        key = (msg.key() or b"").decode()
+        status[key] = json.loads(msg.value()) if msg.value() else None
+    letters = [serde.decode(DEAD_LETTERS, m.value()) for m in read(settings, DEAD_LETTERS)]
+    return [Entry(x, status.get(x.dead_letter_id)) for x in letters]
+
+
+def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dict[str, Any]:
+    """Send the original message back to its source partition; record the redrive. Returns the status."""
+    history = [*letter.history, f"{letter.dead_letter_id} ({letter.error_class}): {letter.reason}"]
+    headers = [(h.name, h.value) for h in letter.headers if h.name not in (HISTORY_HEADER, REDRIVE_HEADER)]
+    headers += [
+        (HISTORY_HEADER, json.dumps(history).encode()),
+        (REDRIVE_HEADER, letter.dead_letter_id.encode()),
+    ]
+    producer = Producer(producer_config(settings))
+    delivered: list[Any] = []
+    producer.produce(
+        letter.source_topic,
+        key=letter.key,
+        value=letter.value,
+        headers=headers,  # type: ignore[arg-type]
+        partition=letter.source_partition,
+        on_delivery=lambda err, msg: delivered.append((err, msg)),
+    )
+    producer.flush(30)
+    if not delivered or delivered[0][0] is not None:
+        raise RuntimeError(f"redrive of {letter.dead_letter_id} was not acknowledged: {delivered}")
+    msg = delivered[0][1]
+    status = {
+        "status": "redriven",
+        "by": by,
+        "at": datetime.now(UTC).isoformat(),
+        "to": f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+    }
+    producer.produce(DEAD_LETTER_STATUS, key=letter.dead_letter_id, value=json.dumps(status).encode())
+    producer.flush(30)
+    return status
