@@ -189,6 +189,16 @@ def cmd_dlq(settings: Settings, args: Args) -> int:
     return 0
 
 
+def cmd_projections(settings: Settings, args: Args) -> int:
+    from services.projector.rebuild import rebuild
+
+    t0 = time.monotonic()
+    say("rebuilding the projections from keel.run-events (into a fresh schema, then swapped in)")
+    until = rebuild(settings)
+    say(f"rebuilt up to {sum(until.values())} messages in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: Args) -> int:
     from keel.demo import run_demo
 
@@ -209,6 +219,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
     "workflows": (cmd_workflows, "list the workflows, or draw one as a Mermaid diagram"),
+    "projections": (cmd_projections, "projections rebuild: rebuild the Postgres tables from the topics"),
     "dlq": (cmd_dlq, "dead letters: list (waiting ones; --all for every one), show ID, redrive ID|--all"),
     "schemas": (cmd_register, "register the contracts in schemas/ with the registry (on purpose)"),
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
@@ -230,6 +241,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     elif name == "timeline":
         p.add_argument("run_id", help="the run")
+    elif name == "projections":
+        p.add_argument("action", choices=["rebuild"])
     elif name == "dlq":
         p.add_argument("action", choices=["list", "show", "redrive"])
         p.add_argument("id", nargs="?", help="dead letter id (topic:partition:offset)")

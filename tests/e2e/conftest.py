@@ -19,6 +19,7 @@ from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.stack import (
     Background,
+    api_process,
     running_pid,
     service_process,
     simulator_processes,
@@ -35,9 +36,10 @@ E2E_ENV = {
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
     "KEEL_BREAKER_OPEN_MS": "1500",
+    "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parents[1] / "workflows"),
 }
-CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger")
+CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
 
 
 class EventLog:
@@ -119,7 +121,11 @@ def kill_and_restart(settings: Settings, name: str) -> None:
 
 
 def _processes() -> list[Background]:
-    return simulator_processes() + [service_process(name) for name in CORE_SERVICES]
+    return (
+        simulator_processes()
+        + [service_process(name) for name in CORE_SERVICES]
+        + [api_process(E2E_ENV["KEEL_API_URL"])]
+    )
 
 
 @pytest.fixture(scope="session")

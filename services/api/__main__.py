@@ -1,0 +1,31 @@
+"""Run the API: `python -m services.api [--host 127.0.0.1] [--port 8080]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from keel.apikeys import ENV
+from keel.settings import get_settings
+from services.api.app import create_app
+from services.api.config import ApiSettings
+
+
+def main() -> None:
+    api = ApiSettings()
+    parser = argparse.ArgumentParser(prog="python -m services.api", description=__doc__)
+    parser.add_argument("--host", default=api.host, help=f"address to listen on (default {api.host})")
+    parser.add_argument("--port", type=int, default=api.port, help=f"port to listen on (default {api.port})")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(message)s")
+    if not os.environ.get(ENV):
+        logging.warning("%s is not set: accepting the development keys (acme-dev-key, globex-dev-key)", ENV)
+    app = create_app(get_settings(), api)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

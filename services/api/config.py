@@ -1,0 +1,24 @@
+"""The API's own settings (KEEL_API_*), beside the process-wide keel settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keel.topics import RUN_REQUESTS
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEEL_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The schema holding the projections (tests point this at their own).
+    projection_schema: str = "keel"
+    run_requests_topic: str = RUN_REQUESTS
+    # Run inputs belong in events, which stay small; bigger payloads go to the blob store.
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # How long a POST waits for the broker to acknowledge the run request.
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    health_timeout_s: float = Field(default=2.0, gt=0)
+    db_pool_size: int = Field(default=8, ge=1)

@@ -1,0 +1,134 @@
+"""Reads from the projection tables, always scoped to the calling tenant, shaped as API JSON."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import DictRow
+
+Conn = psycopg.Connection[DictRow]
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _value(v) for k, v in row.items()}
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    return v
+
+
+def owner_of(conn: Conn, schema: str, run_id: str) -> dict[str, Any] | None:
+    """Who owns `run_id` and what it was asked to do; for the submit checks only, never returned."""
+    query = sql.SQL("SELECT tenant_id, workflow, input_json FROM {} WHERE run_id = %s")
+    return conn.execute(query.format(sql.Identifier(schema, "runs")), (run_id,)).fetchone()
+
+
+_RUN = (
+    "run_id, workflow, workflow_version, task_id, status, input_json AS input, output_json AS output, "
+    "error, cost_usd, created_at, updated_at, ended_at"
+)
+_STEP = (
+    "step, kind, status, idempotency_key, external_id, output_json AS output, cost_usd, started_at, "
+    "committed_at, updated_at"
+)
+_ATTEMPT = "step, attempt, status, started_at, ended_at, failure_class, error"
+
+
+def run_detail(conn: Conn, schema: str, tenant: str, run_id: str) -> dict[str, Any] | None:
+    t = {name: sql.Identifier(schema, name) for name in ("runs", "steps", "attempts")}
+    run = conn.execute(
+        sql.SQL(f"SELECT {_RUN} FROM {{}} WHERE run_id = %s AND tenant_id = %s").format(t["runs"]),
+        (run_id, tenant),
+    ).fetchone()
+    if run is None:
+        return None
+    steps = conn.execute(
+        sql.SQL(f"SELECT {_STEP} FROM {{}} WHERE run_id = %s ORDER BY started_at NULLS LAST, step").format(
+            t["steps"]
+        ),
+        (run_id,),
+    ).fetchall()
+    attempts = conn.execute(
+        sql.SQL(f"SELECT {_ATTEMPT} FROM {{}} WHERE run_id = %s ORDER BY step, attempt").format(
+            t["attempts"]
+        ),
+        (run_id,),
+    ).fetchall()
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_step.setdefault(a.pop("step"), []).append(_json(a))
+    out = _json(run)
+    out["steps"] = [{**_json(s), "attempts": by_step.get(s["step"], [])} for s in steps]
+    return out
+
+
+# `event` is the contract's name for the kind; `body` is the whole event (retry, tool, model details).
+_EVENT = (
+    "event_id, event AS kind, event, step, attempt, ts, source, idempotency_key, external_id, failure_class, "
+    'error, cost_usd, "partition", "offset", body'
+)
+
+
+def timeline(conn: Conn, schema: str, tenant: str, run_id: str) -> list[dict[str, Any]]:
+    order = 'ORDER BY topic, "partition", "offset"'
+    query = sql.SQL(f"SELECT {_EVENT} FROM {{}} WHERE run_id = %s AND tenant_id = %s {order}").format(
+        sql.Identifier(schema, "events")
+    )
+    return [_json(r) for r in conn.execute(query, (run_id, tenant))]
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(created_at: datetime, run_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at.isoformat(), run_id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        ts, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(ts), str(run_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise BadCursor("invalid cursor: pass the next_cursor of a previous page unchanged") from None
+
+
+def list_runs(
+    conn: Conn,
+    schema: str,
+    tenant: str,
+    *,
+    status: str | None,
+    workflow: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The tenant's runs, newest first; keyset pagination on (created_at, run_id), stable under inserts."""
+    where: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
+    params: list[Any] = [tenant]
+    for column, value in (("status", status), ("workflow", workflow)):
+        if value is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if cursor is not None:
+        where.append(sql.SQL("(created_at, run_id) < (%s, %s)"))
+        params.extend(decode_cursor(cursor))
+    query = sql.SQL(
+        "SELECT run_id, workflow, workflow_version, task_id, status, cost_usd, created_at, updated_at, "
+        "ended_at FROM {} WHERE {} ORDER BY created_at DESC, run_id DESC LIMIT %s"
+    ).format(sql.Identifier(schema, "runs"), sql.SQL(" AND ").join(where))
+    rows = conn.execute(query, (*params, limit + 1)).fetchall()
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["run_id"]) if more else None
+    return [_json(r) for r in page], next_cursor

@@ -1,0 +1,1 @@
+"""The projector: builds the queryable Postgres tables (runs, steps, attempts, events, costs)."""

@@ -1,0 +1,46 @@
+"""Run the projector: `python -m services.projector [--instance N] [--schema S] [--topic T] [--rebuild]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from keel.settings import get_settings
+from keel.topics import RUN_EVENTS
+from services.projector.rebuild import rebuild
+from services.projector.schema import DEFAULT_SCHEMA
+from services.projector.service import GROUP, Projector
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.projector", description=__doc__)
+    parser.add_argument("--instance", type=int, help="instance number: a static group member id")
+    parser.add_argument(
+        "--schema", default=DEFAULT_SCHEMA, help=f"Postgres schema (default {DEFAULT_SCHEMA})"
+    )
+    parser.add_argument(
+        "--topic", action="append", help=f"topic to project (repeatable; default {RUN_EVENTS})"
+    )
+    parser.add_argument("--group", default=GROUP, help=f"consumer group (default {GROUP})")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild the schema from the topics, swap it in, exit"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s")
+    settings, topics = get_settings(), args.topic or [RUN_EVENTS]
+    if args.rebuild:
+        ends = rebuild(settings, topics, args.schema)
+        logging.info(
+            "schema %s rebuilt up to %s", args.schema, {f"{t}[{p}]": o for (t, p), o in ends.items()}
+        )
+        return
+    instance = f"{args.group}-{args.instance}" if args.instance is not None else None
+    projector = Projector(
+        settings, topics=topics, schema=args.schema, group_id=args.group, instance_id=instance
+    )
+    print("STARTED", flush=True)  # for supervisors and tests that wait for the loop to be up
+    projector.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The projector's pure core: one RunEvent (and where it sits in the log) -> the row upserts it makes.
+
+Only values carried by the event are used (never the clock), and every column merges by a fixed rule
+(tables.py), so applying the same log in the same order always yields the same rows: a rebuild equals
+the live tables. Unknown event kinds are kept in `events` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import keel.events as ev
+from keel.contracts import RunEvent
+from services.projector.values import clean, cost_of, json_value, jsonable
+
+RUN_STATUS_OF = {
+    ev.CREATED: "created",
+    ev.SCHEDULED: "scheduled",
+    ev.STARTED: "running",
+    ev.COMPLETED: "completed",
+    ev.FAILED: "failed",
+    ev.CANCELED: "canceled",
+    ev.QUARANTINED: "quarantined",
+    ev.QUARANTINE_RESOLVED: "running",
+}
+STEP_STATUS_OF = {
+    ev.STEP_STARTED: "running",
+    ev.STEP_FAILED: "failed",
+    ev.TOOL_FAILED: "failed",
+    ev.RETRY_SCHEDULED: "retrying",
+    ev.STEP_COMMITTED: "committed",
+    ev.FAILED: "failed",
+}
+ATTEMPT_STATUS_OF = {
+    ev.STEP_STARTED: "running",
+    ev.TOOL_CALLED: "running",
+    ev.MODEL_CALLED: "running",
+    ev.TOOL_SUCCEEDED: "succeeded",
+    ev.STEP_FAILED: "failed",
+    ev.TOOL_FAILED: "failed",
+    ev.STEP_COMMITTED: "committed",
+}
+KNOWN = frozenset(RUN_STATUS_OF) | frozenset(STEP_STATUS_OF) | frozenset(ATTEMPT_STATUS_OF)
+ENDS_ATTEMPT = frozenset({ev.TOOL_SUCCEEDED, ev.STEP_FAILED, ev.TOOL_FAILED, ev.STEP_COMMITTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """An upsert: the key columns plus the columns this fact sets; each merges by its table's rule."""
+
+    table: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Everything one message changes. `event_id` lets the store apply a re-delivered fact only once."""
+
+    at: Position
+    event_id: str | None
+    changes: tuple[RowChange, ...]
+
+
+def project(event: RunEvent, at: Position) -> Projection:
+    e, cost = event, cost_of(event.cost_usd_est)
+    changes = [RowChange("events", _event_row(e, at, cost))]
+    if e.event in KNOWN:
+        changes.append(RowChange("runs", _run_row(e, cost)))
+        if e.step:
+            changes.append(RowChange("steps", _step_row(e, cost)))
+            if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF:
+                changes.append(RowChange("attempts", _attempt_row(e)))
+        if cost is not None:
+            changes.append(RowChange("costs", _cost_row(e, cost)))
+    return Projection(at, e.event_id, tuple(changes))
+
+
+def error_projection(
+    at: Position, reason: str, error_class: str, key: bytes | None, value: bytes | None
+) -> Projection:
+    """A message that cannot be projected: kept with its origin and bytes, then skipped."""
+    row = {
+        "topic": at.topic,
+        "partition": at.partition,
+        "offset": at.offset,
+        "error_class": error_class,
+        "reason": clean(reason),
+        "key": clean(key.decode(errors="replace")) if key else None,
+        "value": value,
+    }
+    return Projection(at, None, (RowChange("projection_errors", row),))
+
+
+def _run_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": e.run_id,
+        "tenant_id": e.tenant_id,
+        "workflow": e.workflow,
+        "workflow_version": e.workflow_version,
+        "task_id": e.task_id,
+        "created_at": e.ts,
+        "updated_at": e.ts,
+        "cost_usd": cost or Decimal(0),
+    }
+    if e.event in RUN_STATUS_OF:
+        row["status"] = RUN_STATUS_OF[e.event]
+    if e.event == ev.CREATED:
+        row["input_json"] = json_value(e.input_json)
+    if e.event in ev.TERMINAL:
+        row.update(ended_at=e.ts, error=clean(e.error or (e.run.reason if e.run else None)))
+        if e.event == ev.COMPLETED:
+            row["output_json"] = json_value(e.output_json)
+    return row
+
+
+def _step_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": e.run_id,
+        "step": e.step,
+        "updated_at": e.ts,
+        "cost_usd": cost or Decimal(0),
+        "idempotency_key": e.idempotency_key,
+    }
+    if e.event in STEP_STATUS_OF:
+        row["status"] = STEP_STATUS_OF[e.event]
+    if e.event == ev.STEP_STARTED:
+        row.update(started_at=e.ts, attempts=e.attempt, kind=e.step_detail.kind if e.step_detail else None)
+    if e.event == ev.TOOL_SUCCEEDED and e.tool is not None:
+        row["external_id"] = e.tool.external_id
+    if e.event == ev.STEP_COMMITTED:
+        row["output_json"] = json_value(e.output_json)
+        if e.commit is not None:
+            row.update(external_id=e.commit.external_id, committed_at=e.commit.committed_at)
+    return row
+
+
+def _attempt_row(e: RunEvent) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": e.run_id,
+        "step": e.step,
+        "attempt": e.attempt,
+        "status": ATTEMPT_STATUS_OF[e.event],
+        "started_at": e.ts,
+    }
+    if e.event in ENDS_ATTEMPT:
+        row["ended_at"] = e.ts
+    if e.event in (ev.STEP_FAILED, ev.TOOL_FAILED):
+        row.update(failure_class=failure_class(e), error=clean(e.error))
+    return row
+
+
+def _cost_row(e: RunEvent, cost: Decimal) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "tenant_id": e.tenant_id,
+        "workflow": e.workflow,
+        "run_id": e.run_id,
+        "step": e.step,
+        "agent_id": e.agent_id,
+        "model": e.model,
+        "cost_usd": cost,
+        "ts": e.ts,
+    }
+
+
+def _event_row(e: RunEvent, at: Position, cost: Decimal | None) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "run_id": e.run_id,
+        "tenant_id": e.tenant_id,
+        "topic": at.topic,
+        "partition": at.partition,
+        "offset": at.offset,
+        "ts": e.ts,
+        "event": e.event,
+        "step": e.step,
+        "attempt": e.attempt,
+        "source": e.source,
+        "idempotency_key": e.idempotency_key,
+        "external_id": external_id(e),
+        "failure_class": failure_class(e),
+        "error": clean(e.error),
+        "cost_usd": cost,
+        "body": jsonable(e.to_dict()),
+    }
+
+
+def external_id(e: RunEvent) -> str | None:
+    return (e.commit.external_id if e.commit else None) or (e.tool.external_id if e.tool else None)
+
+
+def failure_class(e: RunEvent) -> str | None:
+    details = (e.tool, e.step_detail, e.retry, e.quarantine)
+    return next((d.failure_class for d in details if d is not None and d.failure_class), None)

@@ -1,0 +1,106 @@
+"""The projection tables as data: key columns, JSON columns and how each column merges on conflict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+import keel.events as ev
+
+
+class Merge(Enum):
+    """How an upsert combines the stored value (old) with the incoming one (new)."""
+
+    NEW = "new"  # the new value when it is not null, else the old one
+    FIRST = "first"  # the old value when it is not null: facts that never change once known
+    ADD = "add"  # old + new: sums of costs
+    MAX = "max"
+    MIN = "min"
+
+
+@dataclass(frozen=True)
+class Status:
+    """A status column: the new value wins unless the old one is final or ranks higher.
+
+    Ranks make the merge independent of late arrivals (a `scheduled` after `started` changes nothing);
+    equal ranks let the newest fact win (a step goes running -> failed -> retrying -> running)."""
+
+    rank: Mapping[str, int]
+    final: frozenset[str] = frozenset()
+
+
+Policy = Merge | Status
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    key: tuple[str, ...]
+    # Columns absent here are written on insert only; a table with no merges is insert-only.
+    merge: Mapping[str, Policy] = field(default_factory=dict)
+    json: frozenset[str] = frozenset()
+
+
+RUN_STATUS = Status(
+    rank={"unknown": 0, ev.CREATED: 1, ev.SCHEDULED: 2, "running": 3, ev.QUARANTINED: 3,
+          ev.COMPLETED: 4, ev.FAILED: 4, ev.CANCELED: 4},
+    final=ev.TERMINAL,
+)  # fmt: skip
+STEP_STATUS = Status(rank={}, final=frozenset({"committed"}))
+ATTEMPT_STATUS = Status(rank={"running": 0, "succeeded": 1, "failed": 2, "committed": 3})
+
+RUNS = Table(
+    "runs",
+    ("run_id",),
+    {
+        "tenant_id": Merge.FIRST,  # the first event decides the owner; nothing later can move a run
+        "workflow": Merge.FIRST,
+        "workflow_version": Merge.FIRST,
+        "task_id": Merge.FIRST,
+        "status": RUN_STATUS,
+        "input_json": Merge.FIRST,
+        "output_json": Merge.NEW,
+        "error": Merge.NEW,
+        "created_at": Merge.MIN,
+        "updated_at": Merge.MAX,
+        "ended_at": Merge.FIRST,
+        "cost_usd": Merge.ADD,
+    },
+    frozenset({"input_json", "output_json"}),
+)
+STEPS = Table(
+    "steps",
+    ("run_id", "step"),
+    {
+        "kind": Merge.FIRST,
+        "status": STEP_STATUS,
+        "attempts": Merge.MAX,
+        "idempotency_key": Merge.NEW,
+        "external_id": Merge.NEW,
+        "output_json": Merge.NEW,
+        "cost_usd": Merge.ADD,
+        "started_at": Merge.MIN,
+        "committed_at": Merge.FIRST,
+        "updated_at": Merge.MAX,
+    },
+    frozenset({"output_json"}),
+)
+ATTEMPTS = Table(
+    "attempts",
+    ("run_id", "step", "attempt"),
+    {
+        "status": ATTEMPT_STATUS,
+        "started_at": Merge.MIN,
+        "ended_at": Merge.MAX,
+        "failure_class": Merge.NEW,
+        "error": Merge.NEW,
+    },
+)
+EVENTS = Table("events", ("event_id",), json=frozenset({"body"}))
+COSTS = Table("costs", ("event_id",))
+ERRORS = Table("projection_errors", ("topic", "partition", "offset"))
+
+TABLES: dict[str, Table] = {t.name: t for t in (RUNS, STEPS, ATTEMPTS, EVENTS, COSTS, ERRORS)}
+# Every table a projection schema holds, in a stable order (for comparisons and listings).
+ALL_TABLES = (*TABLES, "projector_offsets")
