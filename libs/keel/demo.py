@@ -32,11 +32,24 @@ def run_demo(settings: Settings) -> int:
     print(format_timeline(events))
     stats = httpx.get(f"{email}/_stats", trust_env=False).json()
     delivered = stats["deliveries"]
-    print(
-        f"\nrun {run['status']}; the email provider counted {delivered} "
-        f"email{'s' if delivered != 1 else ''} delivered"
+    send = next(s for s in run["steps"] if s["step"] == "send_email")
+    key = next(e["idempotency_key"] for e in events if e["step"] == "send_email" and e["idempotency_key"])
+    token = tools.credential("acme", "email")
+    found = httpx.get(
+        f"{email}/v1/messages",
+        params={"idempotency_key": key},
+        trust_env=False,
+        headers={"Authorization": f"Bearer {token}"},
     )
-    ok = run["status"] == "completed" and delivered == 1
+    provider_id = found.json().get("message_id") if found.status_code == 200 else None
+    same = "the same" if provider_id == send["external_id"] else "DIFFERENT"
+    print(
+        f"\nthe provider's message under the send's key: {provider_id}; "
+        f"committed by the ledger: {send['external_id']} ({same})"
+    )
+    plural = "s" if delivered != 1 else ""
+    print(f"run {run['status']}; the email provider counted {delivered} email{plural} delivered")
+    ok = run["status"] == "completed" and delivered == 1 and provider_id == send["external_id"]
     if not ok:
-        say("demo FAILED: expected a completed run and exactly 1 email delivered")
+        say("demo FAILED: expected a completed run, exactly 1 email delivered, under the committed id")
     return 0 if ok else 1
