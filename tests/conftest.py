@@ -109,3 +109,7 @@ def stack() -> Iterator[object]:
         ensure_topics(AdminClient({"bootstrap.servers": settings.kafka_bootstrap}), catalogue(settings))
         register_contracts(registry_client(settings.schema_registry_url))
         yield settings
+
+
+# The whole stack as processes, for tests/e2e and tests/chaos (started lazily, once per session).
+from harness import events, keel, sims  # noqa: E402, F401

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable
 
 from keel.serde import Serde, registry_client
 from keel.settings import Settings, get_settings
-from keel.txloop import Processor, TransactionalLoop
+from keel.txloop import FatalLoopError, Processor, TransactionalLoop
 
 
 def run_service(
@@ -34,15 +35,24 @@ def run_service(
     settings = get_settings()
     serde = Serde(registry_client(settings.schema_registry_url))
     member = f"keel-{name}-{args.instance}"
-    loop = TransactionalLoop(
-        settings,
-        serde,
-        make_processor(settings, serde),
-        group_id=f"keel-{name}",
-        topics=topics,
-        transactional_id=member,
-        instance_id=member,
-    )
-    logging.info("consuming %s", ", ".join(topics))
-    loop.run()
-    logging.info("stopped after %d committed batches", loop.committed_batches)
+    while True:
+        # A fresh processor each time: after a fatal error its partitions may have been processed by
+        # another instance meanwhile, so whatever state it held is stale.
+        loop = TransactionalLoop(
+            settings,
+            serde,
+            make_processor(settings, serde),
+            group_id=f"keel-{name}",
+            topics=topics,
+            transactional_id=member,
+            instance_id=member,
+        )
+        logging.info("consuming %s", ", ".join(topics))
+        try:
+            loop.run()  # returns on SIGTERM/SIGINT, after the batch in hand
+        except FatalLoopError as exc:
+            logging.error("%s: rebuilding the loop after %d committed batches", exc, loop.committed_batches)
+            time.sleep(1.0)  # let the group settle before rejoining
+            continue
+        logging.info("stopped after %d committed batches", loop.committed_batches)
+        return

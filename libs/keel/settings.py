@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # Transactions are committed at least this often while a loop has work in flight.
     batch_max_messages: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.2, gt=0)
+    # Deadline of each transactional call (send offsets, commit, abort).
+    txn_timeout_s: float = Field(default=20.0, gt=0)
+    # A loop that makes no progress for this long exits for its supervisor to restart it (see watchdog).
+    stall_timeout_s: float = Field(default=120.0, gt=0)
     # The HTTP API, for the operator commands of the `keel` CLI. The default key is the local dev key
     # of tenant acme (see keel.apikeys); production keys come from the environment.
     api_url: str = "http://127.0.0.1:8080"

@@ -7,7 +7,9 @@ the first offset of the batch, so the batch is processed again; a fenced or fata
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
 import threading
 import time
@@ -69,6 +71,14 @@ class AfterCommit:
 Handled = Output | AfterCommit
 
 
+class FatalLoopError(RuntimeError):
+    """The loop's clients are unusable: rebuild the loop and its processor (see keel.service)."""
+
+
+class StuckTransaction(RuntimeError):
+    """A transactional call blocked past its deadline: the producer is abandoned and replaced."""
+
+
 class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the loop
     """Raised by a processor for a message it must not process: the message is dead-lettered."""
 
@@ -86,6 +96,7 @@ class Processor:
     """
 
     concurrency = 1
+    max_batch: int | None = None  # at most this many messages per batch (None: the settings' limit)
 
     def handle(self, record: Record) -> Sequence[Handled]:
         raise NotImplementedError
@@ -136,6 +147,7 @@ class TransactionalLoop:
         workers = max(1, processor.concurrency)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="handle") if workers > 1 else None
         self.committed_batches = 0
+        self.last_progress = time.monotonic()
         self.aborted_batches = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -147,13 +159,22 @@ class TransactionalLoop:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+            watchdog(lambda: self.last_progress, self.settings.stall_timeout_s, self._stop)
+        self.consumer.subscribe(
+            self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(self.settings.batch_max_messages, self.settings.poll_timeout_s)
+                limit = self.processor.max_batch or self.settings.batch_max_messages
+                msgs = self.consumer.consume(limit, self.settings.poll_timeout_s)
                 self.process_batch(msgs)
+                self.last_progress = time.monotonic()
         finally:
-            self.consumer.close()
+            self._stop.set()  # also ends this loop's watchdog: a rebuilt loop has its own
+            try:
+                self.consumer.close()
+            except KafkaException as exc:  # a fenced consumer cannot leave cleanly; it is gone anyway
+                log.warning("closing the consumer: %s", exc)
             self.producer.flush(10)
             if self._pool is not None:
                 self._pool.shutdown()
@@ -166,6 +187,12 @@ class TransactionalLoop:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.processor.on_assign(partitions)
+        # Recovery time after a restart is measured up to this line (tests/chaos): keep its wording.
+        log.info(
+            "assigned %d partitions: %s",
+            len(partitions),
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+        )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.processor.on_revoke(partitions)
@@ -181,8 +208,10 @@ class TransactionalLoop:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
+                # A fatal consumer error (e.g. this static member fenced after a coordinator restart) can
+                # arrive as an error event whose fatal() is false but whose code is _FATAL.
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    raise FatalLoopError(f"consumer failed fatally: {err}")
                 log.warning("consumer error: %s", err)
                 continue
             tp = (msg.topic() or "", msg.partition() or 0)
@@ -206,14 +235,19 @@ class TransactionalLoop:
             for out in outputs:
                 self._produce(*out)
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
-                )
+                self._send_offsets(offsets)
             if self.before_commit is not None:
                 self.before_commit()
             self._commit()
         except KafkaException as exc:
             self._recover(exc, first)
+            return False
+        except StuckTransaction as exc:
+            log.error("%s: abandoning this producer for a new one under the same transactional id", exc)
+            self.aborted_batches += 1
+            self.producer = self._new_producer()  # fences the stuck one; its transaction is aborted
+            self.processor.on_abort()
+            self._rewind(first)
             return False
         self.committed_batches += 1
         self.processor.on_commit()
@@ -323,22 +357,47 @@ class TransactionalLoop:
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain
 
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """send_offsets_to_transaction with a deadline of our own: librdkafka's can block far past its
+        timeout when the group coordinator went away (librdkafka #5456, #5511)."""
+        producer, metadata = self.producer, self.consumer.consumer_group_metadata()
+        timeout = self.settings.txn_timeout_s
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, timeout)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the loop's thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, name="send-offsets", daemon=True)
+        worker.start()
+        worker.join(timeout + 5)
+        if not outcome:
+            raise StuckTransaction(f"send_offsets_to_transaction still blocked after {timeout + 5:.0f}s")
+        if outcome[0] is not None:
+            raise outcome[0]
+
     def _commit(self) -> None:
         for _ in range(5):
             try:
-                self.producer.commit_transaction(30)
+                self.producer.commit_transaction(self.settings.txn_timeout_s)
                 return
             except KafkaException as exc:
                 if not exc.args[0].retriable():
                     raise
                 log.warning("commit_transaction retriable error, retrying: %s", exc)
-        self.producer.commit_transaction(30)
+        self.producer.commit_transaction(self.settings.txn_timeout_s)
 
     def _recover(self, exc: KafkaException, first: dict[tuple[str, int], int]) -> None:
         self.aborted_batches += 1
         log.warning("transaction failed (%s): aborting and rewinding", exc)
         self._reset_producer(exc.args[0])
         self.processor.on_abort()
+        self._rewind(first)
+
+    def _rewind(self, first: dict[tuple[str, int], int]) -> None:
         for (topic, partition), offset in first.items():
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -352,7 +411,27 @@ class TransactionalLoop:
             self.producer = self._new_producer()
             return
         try:
-            self.producer.abort_transaction(30)
+            self.producer.abort_transaction(self.settings.txn_timeout_s)
         except KafkaException as abort_exc:
             log.error("abort failed (%s): rebuilding the producer", abort_exc)
             self.producer = self._new_producer()
+
+
+def watchdog(last_progress: Callable[[], float], stall_timeout_s: float, stopped: threading.Event) -> None:
+    """Exit the process when the loop has made no progress for `stall_timeout_s`.
+
+    librdkafka's transactional calls can block past their own timeouts when the coordinator goes away
+    (e.g. a broker restart mid-commit); a process stuck there holds its partitions and never recovers.
+    Dying loudly (all thread stacks on stderr) lets the supervisor restart it, fencing the stuck
+    producer; its open transaction is aborted by the successor's init_transactions.
+    """
+
+    def watch() -> None:
+        while not stopped.wait(min(5.0, stall_timeout_s / 4)):
+            stalled = time.monotonic() - last_progress()
+            if stalled > stall_timeout_s:
+                log.critical("no progress for %.0f s: exiting for the supervisor to restart us", stalled)
+                faulthandler.dump_traceback(all_threads=True)
+                os._exit(70)
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()

@@ -28,6 +28,7 @@ TOPICS = [TOOL_COMMANDS]
 
 class AdapterProcessor(Processor):
     concurrency = 8  # model and provider calls wait on the network
+    max_batch = 64  # bounds how long one batch can wait on slow providers
 
     def __init__(
         self,

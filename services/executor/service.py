@@ -21,6 +21,7 @@ TOPICS = [STEP_COMMANDS]
 
 class ExecutorProcessor(Processor):
     concurrency = 8  # model and provider calls wait on the network
+    max_batch = 64  # bounds how long one batch can wait on slow providers
 
     def __init__(self, router: ModelRouter) -> None:
         self.router = router

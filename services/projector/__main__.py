@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 
 from keel.settings import get_settings
 from keel.topics import RUN_EVENTS
+from keel.txloop import FatalLoopError
 from services.projector.rebuild import rebuild
 from services.projector.schema import DEFAULT_SCHEMA
 from services.projector.service import GROUP, Projector
@@ -35,11 +37,17 @@ def main() -> None:
         )
         return
     instance = f"{args.group}-{args.instance}" if args.instance is not None else None
-    projector = Projector(
-        settings, topics=topics, schema=args.schema, group_id=args.group, instance_id=instance
-    )
     print("STARTED", flush=True)  # for supervisors and tests that wait for the loop to be up
-    projector.run()
+    while True:
+        projector = Projector(
+            settings, topics=topics, schema=args.schema, group_id=args.group, instance_id=instance
+        )
+        try:
+            projector.run()  # returns on SIGTERM/SIGINT
+            return
+        except FatalLoopError as exc:  # e.g. this static member fenced after a coordinator restart
+            logging.error("%s: rebuilding the projector", exc)
+            time.sleep(1.0)
 
 
 if __name__ == "__main__":

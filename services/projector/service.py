@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from keel import db
 from keel.contracts import RunEvent
@@ -24,6 +24,7 @@ from keel.producer import consumer_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS
+from keel.txloop import FatalLoopError, watchdog
 from services.projector.core import Position, Projection, error_projection, project
 from services.projector.schema import DEFAULT_SCHEMA, ensure_schema
 from services.projector.store import TP, UNKNOWN, ProjectionStore
@@ -80,6 +81,7 @@ class Projector:
         ensure_schema(self.conn, schema)
         self.store = ProjectionStore(self.conn, schema)
         self.consumer = Consumer(consumer_config(settings, group_id, instance_id))
+        self.last_progress = time.monotonic()
         self.positions: dict[TP, int | None] = {}  # where each assigned partition's next batch starts
         self.batches = 0
         self._stop = threading.Event()
@@ -93,6 +95,7 @@ class Projector:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+            watchdog(lambda: self.last_progress, self.settings.stall_timeout_s, self._stop)
         self.consumer.subscribe(
             self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
         )
@@ -102,11 +105,16 @@ class Projector:
                 msgs = self.consumer.consume(self.settings.batch_max_messages, self.settings.poll_timeout_s)
                 if msgs:
                     self.process_batch(msgs)
+                self.last_progress = time.monotonic()
                 if time.monotonic() >= next_check:
                     self.follow_stored_offsets()
                     next_check = time.monotonic() + self.check_interval_s
         finally:
-            self.consumer.close()
+            self._stop.set()  # also ends this loop's watchdog: a rebuilt projector has its own
+            try:
+                self.consumer.close()
+            except KafkaException as exc:  # a fenced consumer cannot leave cleanly
+                log.warning("closing the consumer: %s", exc)
             self.conn.close()
 
     def follow_stored_offsets(self) -> None:
@@ -149,8 +157,8 @@ class Projector:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    raise FatalLoopError(f"consumer failed fatally: {err}")
                 log.warning("consumer error: %s", err)
                 continue
             tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0

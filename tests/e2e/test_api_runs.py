@@ -7,7 +7,7 @@ import time
 import httpx
 import psycopg
 import pytest
-from conftest import E2E_ENV
+from harness import E2E_ENV
 from helpers import unique, wait_for
 
 from keel import cli_runs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import kill_and_restart
+from harness import kill_and_restart
 from helpers import wait_for
 from test_runs import submit
 

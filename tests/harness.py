@@ -1,4 +1,4 @@
-"""The whole stack as real processes: simulators, scheduler, executor, adapters, ledger."""
+"""The whole stack as real processes (simulators, services, API) for the e2e and chaos tests."""
 
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
+    "KEEL_STALL_TIMEOUT_S": "45",
     "KEEL_BREAKER_OPEN_MS": "1500",
     "KEEL_API_URL": "http://127.0.0.1:18080",
-    "KEEL_WORKFLOW_DIRS": str(Path(__file__).parents[1] / "workflows"),
+    "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),
 }
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
 
@@ -111,13 +112,18 @@ class Simulators:
             httpx.post(f"{url}/_reset").raise_for_status()
 
 
-def kill_and_restart(settings: Settings, name: str) -> None:
-    """SIGKILL a running service instance (no goodbye to the broker) and start it again."""
-    pid = running_pid(settings, f"{name}-0")
-    assert pid is not None, f"{name}-0 is not running"
+def kill(settings: Settings, service: str, instance: str = "0") -> None:
+    """SIGKILL a running service instance: no goodbye to the broker, no cleanup."""
+    name = f"{service}-{instance}"
+    pid = running_pid(settings, name)
+    assert pid is not None, f"{name} is not running"
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: running_pid(settings, f"{name}-0") is None, 10, f"{name}-0 to die")
-    start_background(settings, service_process(name))
+    wait_for(lambda: running_pid(settings, name) is None, 10, f"{name} to die")
+
+
+def kill_and_restart(settings: Settings, service: str, instance: str = "0") -> None:
+    kill(settings, service, instance)
+    start_background(settings, service_process(service, instance))
 
 
 def _processes() -> list[Background]:

@@ -1,0 +1,47 @@
+"""Checks that a run's events, in log order, form a valid lifecycle (used by the chaos proof and tests)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from keel import events as ev
+from keel.contracts import RunEvent
+
+ENDINGS = frozenset({ev.COMPLETED, ev.FAILED, ev.CANCELED})
+
+
+def lifecycle_problems(events: Sequence[RunEvent], side_effect_steps: set[str]) -> list[str]:
+    """What is wrong with one run's log; empty when it is a valid lifecycle.
+
+    Facts from workers may arrive after the run ended (a stale attempt finishing late); the scheduler's
+    own decisions may not.
+    """
+    problems: list[str] = []
+    kinds = [e.event for e in events]
+    if not kinds or kinds[0] != ev.CREATED:
+        problems.append(f"does not start with created: {kinds[:3]}")
+    if kinds.count(ev.CREATED) > 1:
+        problems.append("created more than once")
+    endings = [i for i, k in enumerate(kinds) if k in ENDINGS]
+    if len(endings) > 1:
+        problems.append(f"ended more than once: {[kinds[i] for i in endings]}")
+    end = endings[0] if endings else None
+    if end is not None:
+        late = [e.event for e in events[end + 1 :] if e.source == "scheduler"]
+        if late:
+            problems.append(f"scheduler decisions after the run ended: {late}")
+    commits = Counter(e.step for e in events if e.event == ev.STEP_COMMITTED)
+    for step in side_effect_steps:
+        if commits[step] > 1:
+            problems.append(f"side-effect step {step} committed {commits[step]} times")
+    if end is not None and kinds[end] == ev.COMPLETED:
+        before = {e.step for e in events[:end] if e.event == ev.STEP_COMMITTED}
+        steps = {e.step for e in events if e.step}
+        missing = sorted(s for s in steps if s not in before)
+        if missing:
+            problems.append(f"completed before steps committed: {missing}")
+    for e in events:
+        if e.event == ev.RETRY_SCHEDULED and e.retry and e.retry.next_attempt != e.attempt + 1:
+            problems.append(f"{e.step}: retry after attempt {e.attempt} names attempt {e.retry.next_attempt}")
+    return problems
