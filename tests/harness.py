@@ -36,6 +36,7 @@ E2E_ENV = {
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
     "KEEL_STALL_TIMEOUT_S": "45",
+    "KEEL_TXN_TIMEOUT_S": "8",
     "KEEL_BREAKER_OPEN_MS": "1500",
     "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),

@@ -183,7 +183,8 @@ def test_exactly_once_effects_under_kill_9(stack, keel, sims):
     print(f"faults fired {faults}")
     print(
         f"deliveries: email {stats['email']['deliveries']}, crm {stats['crm']['deliveries']}; "
-        f"duplicates = {len(verdict.duplicate_deliveries)}; ledger duplicates = {len(verdict.ledger_duplicates)}"
+        f"duplicates = {len(verdict.duplicate_deliveries)}; "
+        f"ledger duplicates = {len(verdict.ledger_duplicates)}"
     )
     print(f"time to drain after the last kill: {drained:.1f}s")
     print(
