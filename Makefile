@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo up down status test test-unit test-integration lint fmt typecheck schemas \
+.PHONY: help setup demo up down status test test-unit test-integration chaos lint fmt typecheck schemas \
         schema-release codegen clean
 
 help: ## list the commands
@@ -35,7 +35,7 @@ down: ## stop everything `make up` started
 status: ## show what runs
 	@$(VENV)/bin/keel status
 
-test: setup ## run the whole suite against the real broker and database (starts and stops them itself)
+test: setup ## the whole suite (unit, integration, e2e, small chaos) on a real broker and database
 	@$(PY) -m pytest
 
 test-unit: setup ## only the unit tests (no processes)
@@ -44,9 +44,13 @@ test-unit: setup ## only the unit tests (no processes)
 test-integration: setup ## only the integration tests
 	@$(PY) -m pytest tests/integration
 
-lint: setup ## ruff, and mypy on libs/
+chaos: setup ## the full chaos proof: 300 runs, kill -9 of services and the broker, invariants checked
+	@KEEL_CHAOS_RUNS=$${KEEL_CHAOS_RUNS:-300} KEEL_CHAOS_SECONDS=$${KEEL_CHAOS_SECONDS:-120} \
+		$(PY) -m pytest tests/chaos -s -p no:cacheprovider
+
+lint: setup ## ruff, and mypy on libs/ and the services
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy libs/keel
+	@$(VENV)/bin/mypy libs/keel services
 
 typecheck: setup ## mypy on libs/ and the services
 	@$(VENV)/bin/mypy libs/keel services

@@ -24,6 +24,7 @@ from keel.stack import (
     simulator_processes,
     start_background,
     stop_background,
+    supervised,
 )
 from keel.topics import catalogue, ensure_topics
 
@@ -31,13 +32,10 @@ Args = argparse.Namespace
 
 
 def _processes(settings: Settings) -> list[Background]:
-    """Everything `keel up` starts after the broker and database, in start order."""
-    return (
-        [registry_process(settings)]
-        + simulator_processes()
-        + [service_process(s) for s in SERVICES]
-        + [api_process(settings.api_url)]
-    )
+    """Everything `keel up` starts after the broker and database, in start order; the services run
+    under keel.supervise, which restarts them if they die."""
+    services = [supervised(service_process(s)) for s in SERVICES]
+    return [registry_process(settings), *simulator_processes(), *services, api_process(settings.api_url)]
 
 
 def cmd_up(settings: Settings, _: Args) -> int:

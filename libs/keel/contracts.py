@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 class ControlCommand:
     """An operator's or a system's instruction about a run (cancel, resume, timer fired, ...). Topic keel.control, keyed by run_id."""
 
-    AVRO_NAME: ClassVar[str] = "keel.ControlCommand"
+    AVRO_NAME: ClassVar[str] = 'keel.ControlCommand'
     command_id: str
     run_id: str
     tenant_id: str
@@ -26,29 +26,29 @@ class ControlCommand:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command_id": self.command_id,
-            "run_id": self.run_id,
-            "tenant_id": self.tenant_id,
-            "action": self.action,
-            "step": self.step,
-            "reason": self.reason,
-            "issued_by": self.issued_by,
-            "issued_at": self.issued_at,
-            "args_json": self.args_json,
+            'command_id': self.command_id,
+            'run_id': self.run_id,
+            'tenant_id': self.tenant_id,
+            'action': self.action,
+            'step': self.step,
+            'reason': self.reason,
+            'issued_by': self.issued_by,
+            'issued_at': self.issued_at,
+            'args_json': self.args_json,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ControlCommand:
         return cls(
-            command_id=d["command_id"],
-            run_id=d["run_id"],
-            tenant_id=d["tenant_id"],
-            action=d["action"],
-            step=d.get("step", None),
-            reason=d.get("reason", None),
-            issued_by=d.get("issued_by", None),
-            issued_at=d["issued_at"],
-            args_json=d.get("args_json", None),
+            command_id=d['command_id'],
+            run_id=d['run_id'],
+            tenant_id=d['tenant_id'],
+            action=d['action'],
+            step=d.get('step', None),
+            reason=d.get('reason', None),
+            issued_by=d.get('issued_by', None),
+            issued_at=d['issued_at'],
+            args_json=d.get('args_json', None),
         )
 
 
@@ -56,21 +56,21 @@ class ControlCommand:
 class DeadLetterHeader:
     """One Kafka header."""
 
-    AVRO_NAME: ClassVar[str] = "keel.DeadLetterHeader"
+    AVRO_NAME: ClassVar[str] = 'keel.DeadLetterHeader'
     name: str
     value: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "value": self.value,
+            'name': self.name,
+            'value': self.value,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeadLetterHeader:
         return cls(
-            name=d["name"],
-            value=d.get("value", None),
+            name=d['name'],
+            value=d.get('value', None),
         )
 
 
@@ -78,7 +78,7 @@ class DeadLetterHeader:
 class DeadLetter:
     """A message that could not be decoded, validated or processed, kept with its original bytes, origin and reason so it can be inspected and redriven. Topic keel.dead-letters, keyed by dead_letter_id."""
 
-    AVRO_NAME: ClassVar[str] = "keel.DeadLetter"
+    AVRO_NAME: ClassVar[str] = 'keel.DeadLetter'
     dead_letter_id: str
     source_topic: str
     source_partition: int
@@ -94,35 +94,35 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dead_letter_id": self.dead_letter_id,
-            "source_topic": self.source_topic,
-            "source_partition": self.source_partition,
-            "source_offset": self.source_offset,
-            "consumer_group": self.consumer_group,
-            "key": self.key,
-            "value": self.value,
-            "headers": [x.to_dict() for x in self.headers],
-            "reason": self.reason,
-            "error_class": self.error_class,
-            "failed_at": self.failed_at,
-            "history": self.history,
+            'dead_letter_id': self.dead_letter_id,
+            'source_topic': self.source_topic,
+            'source_partition': self.source_partition,
+            'source_offset': self.source_offset,
+            'consumer_group': self.consumer_group,
+            'key': self.key,
+            'value': self.value,
+            'headers': [x.to_dict() for x in self.headers],
+            'reason': self.reason,
+            'error_class': self.error_class,
+            'failed_at': self.failed_at,
+            'history': self.history,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeadLetter:
         return cls(
-            dead_letter_id=d["dead_letter_id"],
-            source_topic=d["source_topic"],
-            source_partition=d["source_partition"],
-            source_offset=d["source_offset"],
-            consumer_group=d.get("consumer_group", None),
-            key=d.get("key", None),
-            value=d.get("value", None),
-            headers=[DeadLetterHeader.from_dict(x) for x in d.get("headers") or []],
-            reason=d["reason"],
-            error_class=d["error_class"],
-            failed_at=d["failed_at"],
-            history=d.get("history", []),
+            dead_letter_id=d['dead_letter_id'],
+            source_topic=d['source_topic'],
+            source_partition=d['source_partition'],
+            source_offset=d['source_offset'],
+            consumer_group=d.get('consumer_group', None),
+            key=d.get('key', None),
+            value=d.get('value', None),
+            headers=[DeadLetterHeader.from_dict(x) for x in d.get('headers') or []],
+            reason=d['reason'],
+            error_class=d['error_class'],
+            failed_at=d['failed_at'],
+            history=d.get('history', []),
         )
 
 
@@ -130,7 +130,7 @@ class DeadLetter:
 class LedgerRecord:
     """The commit ledger's durable record that a side effect happened. Topic keel.ledger (compacted), keyed by idempotency_key: at most one commit per key."""
 
-    AVRO_NAME: ClassVar[str] = "keel.LedgerRecord"
+    AVRO_NAME: ClassVar[str] = 'keel.LedgerRecord'
     idempotency_key: str
     tenant_id: str
     workflow: str
@@ -144,31 +144,31 @@ class LedgerRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "idempotency_key": self.idempotency_key,
-            "tenant_id": self.tenant_id,
-            "workflow": self.workflow,
-            "run_id": self.run_id,
-            "step": self.step,
-            "attempt": self.attempt,
-            "tool": self.tool,
-            "external_id": self.external_id,
-            "output_ref": self.output_ref,
-            "committed_at": self.committed_at,
+            'idempotency_key': self.idempotency_key,
+            'tenant_id': self.tenant_id,
+            'workflow': self.workflow,
+            'run_id': self.run_id,
+            'step': self.step,
+            'attempt': self.attempt,
+            'tool': self.tool,
+            'external_id': self.external_id,
+            'output_ref': self.output_ref,
+            'committed_at': self.committed_at,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LedgerRecord:
         return cls(
-            idempotency_key=d["idempotency_key"],
-            tenant_id=d["tenant_id"],
-            workflow=d["workflow"],
-            run_id=d["run_id"],
-            step=d["step"],
-            attempt=d["attempt"],
-            tool=d.get("tool", None),
-            external_id=d.get("external_id", None),
-            output_ref=d.get("output_ref", None),
-            committed_at=d["committed_at"],
+            idempotency_key=d['idempotency_key'],
+            tenant_id=d['tenant_id'],
+            workflow=d['workflow'],
+            run_id=d['run_id'],
+            step=d['step'],
+            attempt=d['attempt'],
+            tool=d.get('tool', None),
+            external_id=d.get('external_id', None),
+            output_ref=d.get('output_ref', None),
+            committed_at=d['committed_at'],
         )
 
 
@@ -176,24 +176,24 @@ class LedgerRecord:
 class RunDetail:
     """Run-level detail."""
 
-    AVRO_NAME: ClassVar[str] = "keel.RunDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.RunDetail'
     status: str | None = None
     reason: str | None = None
     requested_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
-            "reason": self.reason,
-            "requested_by": self.requested_by,
+            'status': self.status,
+            'reason': self.reason,
+            'requested_by': self.requested_by,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunDetail:
         return cls(
-            status=d.get("status", None),
-            reason=d.get("reason", None),
-            requested_by=d.get("requested_by", None),
+            status=d.get('status', None),
+            reason=d.get('reason', None),
+            requested_by=d.get('requested_by', None),
         )
 
 
@@ -201,7 +201,7 @@ class RunDetail:
 class StepDetail:
     """Step-level detail."""
 
-    AVRO_NAME: ClassVar[str] = "keel.StepDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.StepDetail'
     kind: str | None = None
     timeout_ms: int | None = None
     deadline: datetime | None = None
@@ -209,19 +209,19 @@ class StepDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "timeout_ms": self.timeout_ms,
-            "deadline": self.deadline,
-            "failure_class": self.failure_class,
+            'kind': self.kind,
+            'timeout_ms': self.timeout_ms,
+            'deadline': self.deadline,
+            'failure_class': self.failure_class,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepDetail:
         return cls(
-            kind=d.get("kind", None),
-            timeout_ms=d.get("timeout_ms", None),
-            deadline=d.get("deadline", None),
-            failure_class=d.get("failure_class", None),
+            kind=d.get('kind', None),
+            timeout_ms=d.get('timeout_ms', None),
+            deadline=d.get('deadline', None),
+            failure_class=d.get('failure_class', None),
         )
 
 
@@ -229,7 +229,7 @@ class StepDetail:
 class ToolDetail:
     """A call to an external system through a versioned adapter."""
 
-    AVRO_NAME: ClassVar[str] = "keel.ToolDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.ToolDetail'
     tool: str
     idempotency_mode: str | None = None
     external_id: str | None = None
@@ -241,27 +241,27 @@ class ToolDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "tool": self.tool,
-            "idempotency_mode": self.idempotency_mode,
-            "external_id": self.external_id,
-            "failure_class": self.failure_class,
-            "http_status": self.http_status,
-            "latency_ms": self.latency_ms,
-            "retry_after_ms": self.retry_after_ms,
-            "already_committed": self.already_committed,
+            'tool': self.tool,
+            'idempotency_mode': self.idempotency_mode,
+            'external_id': self.external_id,
+            'failure_class': self.failure_class,
+            'http_status': self.http_status,
+            'latency_ms': self.latency_ms,
+            'retry_after_ms': self.retry_after_ms,
+            'already_committed': self.already_committed,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ToolDetail:
         return cls(
-            tool=d["tool"],
-            idempotency_mode=d.get("idempotency_mode", None),
-            external_id=d.get("external_id", None),
-            failure_class=d.get("failure_class", None),
-            http_status=d.get("http_status", None),
-            latency_ms=d.get("latency_ms", None),
-            retry_after_ms=d.get("retry_after_ms", None),
-            already_committed=d.get("already_committed", False),
+            tool=d['tool'],
+            idempotency_mode=d.get('idempotency_mode', None),
+            external_id=d.get('external_id', None),
+            failure_class=d.get('failure_class', None),
+            http_status=d.get('http_status', None),
+            latency_ms=d.get('latency_ms', None),
+            retry_after_ms=d.get('retry_after_ms', None),
+            already_committed=d.get('already_committed', False),
         )
 
 
@@ -269,7 +269,7 @@ class ToolDetail:
 class ModelDetail:
     """One call to a model through the router."""
 
-    AVRO_NAME: ClassVar[str] = "keel.ModelDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.ModelDetail'
     provider: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -277,19 +277,19 @@ class ModelDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "provider": self.provider,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_ms": self.latency_ms,
+            'provider': self.provider,
+            'prompt_tokens': self.prompt_tokens,
+            'completion_tokens': self.completion_tokens,
+            'latency_ms': self.latency_ms,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelDetail:
         return cls(
-            provider=d.get("provider", None),
-            prompt_tokens=d.get("prompt_tokens", 0),
-            completion_tokens=d.get("completion_tokens", 0),
-            latency_ms=d.get("latency_ms", None),
+            provider=d.get('provider', None),
+            prompt_tokens=d.get('prompt_tokens', 0),
+            completion_tokens=d.get('completion_tokens', 0),
+            latency_ms=d.get('latency_ms', None),
         )
 
 
@@ -297,7 +297,7 @@ class ModelDetail:
 class RetryDetail:
     """Why and when a step is tried again."""
 
-    AVRO_NAME: ClassVar[str] = "keel.RetryDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.RetryDetail'
     failure_class: str
     reason: str
     delay_ms: int
@@ -306,21 +306,21 @@ class RetryDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "failure_class": self.failure_class,
-            "reason": self.reason,
-            "delay_ms": self.delay_ms,
-            "fire_at": self.fire_at,
-            "next_attempt": self.next_attempt,
+            'failure_class': self.failure_class,
+            'reason': self.reason,
+            'delay_ms': self.delay_ms,
+            'fire_at': self.fire_at,
+            'next_attempt': self.next_attempt,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RetryDetail:
         return cls(
-            failure_class=d["failure_class"],
-            reason=d["reason"],
-            delay_ms=d["delay_ms"],
-            fire_at=d["fire_at"],
-            next_attempt=d["next_attempt"],
+            failure_class=d['failure_class'],
+            reason=d['reason'],
+            delay_ms=d['delay_ms'],
+            fire_at=d['fire_at'],
+            next_attempt=d['next_attempt'],
         )
 
 
@@ -328,24 +328,24 @@ class RetryDetail:
 class CommitDetail:
     """The durable record that a step's effect happened."""
 
-    AVRO_NAME: ClassVar[str] = "keel.CommitDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.CommitDetail'
     external_id: str | None = None
     committed_at: datetime
     duplicate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "external_id": self.external_id,
-            "committed_at": self.committed_at,
-            "duplicate": self.duplicate,
+            'external_id': self.external_id,
+            'committed_at': self.committed_at,
+            'duplicate': self.duplicate,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CommitDetail:
         return cls(
-            external_id=d.get("external_id", None),
-            committed_at=d["committed_at"],
-            duplicate=d.get("duplicate", False),
+            external_id=d.get('external_id', None),
+            committed_at=d['committed_at'],
+            duplicate=d.get('duplicate', False),
         )
 
 
@@ -353,24 +353,24 @@ class CommitDetail:
 class BudgetDetail:
     """Spend against a budget."""
 
-    AVRO_NAME: ClassVar[str] = "keel.BudgetDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.BudgetDetail'
     scope: str
     limit_usd: float
     spent_usd: float
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "scope": self.scope,
-            "limit_usd": self.limit_usd,
-            "spent_usd": self.spent_usd,
+            'scope': self.scope,
+            'limit_usd': self.limit_usd,
+            'spent_usd': self.spent_usd,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BudgetDetail:
         return cls(
-            scope=d["scope"],
-            limit_usd=d["limit_usd"],
-            spent_usd=d["spent_usd"],
+            scope=d['scope'],
+            limit_usd=d['limit_usd'],
+            spent_usd=d['spent_usd'],
         )
 
 
@@ -378,7 +378,7 @@ class BudgetDetail:
 class QuarantineDetail:
     """A run held for a human."""
 
-    AVRO_NAME: ClassVar[str] = "keel.QuarantineDetail"
+    AVRO_NAME: ClassVar[str] = 'keel.QuarantineDetail'
     case_id: str
     reason: str
     failure_class: str | None = None
@@ -387,21 +387,21 @@ class QuarantineDetail:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "case_id": self.case_id,
-            "reason": self.reason,
-            "failure_class": self.failure_class,
-            "decision": self.decision,
-            "decided_by": self.decided_by,
+            'case_id': self.case_id,
+            'reason': self.reason,
+            'failure_class': self.failure_class,
+            'decision': self.decision,
+            'decided_by': self.decided_by,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QuarantineDetail:
         return cls(
-            case_id=d["case_id"],
-            reason=d["reason"],
-            failure_class=d.get("failure_class", None),
-            decision=d.get("decision", None),
-            decided_by=d.get("decided_by", None),
+            case_id=d['case_id'],
+            reason=d['reason'],
+            failure_class=d.get('failure_class', None),
+            decision=d.get('decision', None),
+            decided_by=d.get('decided_by', None),
         )
 
 
@@ -409,7 +409,7 @@ class QuarantineDetail:
 class RunEvent:
     """The one envelope of keel.run-events, the source of truth: every fact about a run. Keyed by run_id (total order per run). Family-specific fields live in optional detail records so that a new event kind or family never breaks an old reader: old readers skip unknown kinds and ignore detail records they do not know."""
 
-    AVRO_NAME: ClassVar[str] = "keel.RunEvent"
+    AVRO_NAME: ClassVar[str] = 'keel.RunEvent'
     event_id: str
     run_id: str
     task_id: str | None = None
@@ -429,7 +429,7 @@ class RunEvent:
     input_json: str | None = None
     output_json: str | None = None
     error: str | None = None
-    source: str = "unknown"
+    source: str = 'unknown'
     trace_id: str | None = None
     span_id: str | None = None
     run: RunDetail | None = None
@@ -443,73 +443,71 @@ class RunEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event_id": self.event_id,
-            "run_id": self.run_id,
-            "task_id": self.task_id,
-            "agent_id": self.agent_id,
-            "tenant_id": self.tenant_id,
-            "workflow": self.workflow,
-            "workflow_version": self.workflow_version,
-            "step": self.step,
-            "event": self.event,
-            "ts": self.ts,
-            "attempt": self.attempt,
-            "idempotency_key": self.idempotency_key,
-            "model": self.model,
-            "cost_usd_est": self.cost_usd_est,
-            "input_ref": self.input_ref,
-            "output_ref": self.output_ref,
-            "input_json": self.input_json,
-            "output_json": self.output_json,
-            "error": self.error,
-            "source": self.source,
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-            "run": self.run.to_dict() if self.run is not None else None,
-            "step_detail": self.step_detail.to_dict() if self.step_detail is not None else None,
-            "tool": self.tool.to_dict() if self.tool is not None else None,
-            "model_call": self.model_call.to_dict() if self.model_call is not None else None,
-            "retry": self.retry.to_dict() if self.retry is not None else None,
-            "commit": self.commit.to_dict() if self.commit is not None else None,
-            "budget": self.budget.to_dict() if self.budget is not None else None,
-            "quarantine": self.quarantine.to_dict() if self.quarantine is not None else None,
+            'event_id': self.event_id,
+            'run_id': self.run_id,
+            'task_id': self.task_id,
+            'agent_id': self.agent_id,
+            'tenant_id': self.tenant_id,
+            'workflow': self.workflow,
+            'workflow_version': self.workflow_version,
+            'step': self.step,
+            'event': self.event,
+            'ts': self.ts,
+            'attempt': self.attempt,
+            'idempotency_key': self.idempotency_key,
+            'model': self.model,
+            'cost_usd_est': self.cost_usd_est,
+            'input_ref': self.input_ref,
+            'output_ref': self.output_ref,
+            'input_json': self.input_json,
+            'output_json': self.output_json,
+            'error': self.error,
+            'source': self.source,
+            'trace_id': self.trace_id,
+            'span_id': self.span_id,
+            'run': self.run.to_dict() if self.run is not None else None,
+            'step_detail': self.step_detail.to_dict() if self.step_detail is not None else None,
+            'tool': self.tool.to_dict() if self.tool is not None else None,
+            'model_call': self.model_call.to_dict() if self.model_call is not None else None,
+            'retry': self.retry.to_dict() if self.retry is not None else None,
+            'commit': self.commit.to_dict() if self.commit is not None else None,
+            'budget': self.budget.to_dict() if self.budget is not None else None,
+            'quarantine': self.quarantine.to_dict() if self.quarantine is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunEvent:
         return cls(
-            event_id=d["event_id"],
-            run_id=d["run_id"],
-            task_id=d.get("task_id", None),
-            agent_id=d.get("agent_id", None),
-            tenant_id=d["tenant_id"],
-            workflow=d["workflow"],
-            workflow_version=d.get("workflow_version", None),
-            step=d.get("step", None),
-            event=d["event"],
-            ts=d["ts"],
-            attempt=d.get("attempt", 0),
-            idempotency_key=d.get("idempotency_key", None),
-            model=d.get("model", None),
-            cost_usd_est=d.get("cost_usd_est", None),
-            input_ref=d.get("input_ref", None),
-            output_ref=d.get("output_ref", None),
-            input_json=d.get("input_json", None),
-            output_json=d.get("output_json", None),
-            error=d.get("error", None),
-            source=d.get("source", "unknown"),
-            trace_id=d.get("trace_id", None),
-            span_id=d.get("span_id", None),
-            run=RunDetail.from_dict(d["run"]) if d.get("run") is not None else None,
-            step_detail=StepDetail.from_dict(d["step_detail"]) if d.get("step_detail") is not None else None,
-            tool=ToolDetail.from_dict(d["tool"]) if d.get("tool") is not None else None,
-            model_call=ModelDetail.from_dict(d["model_call"]) if d.get("model_call") is not None else None,
-            retry=RetryDetail.from_dict(d["retry"]) if d.get("retry") is not None else None,
-            commit=CommitDetail.from_dict(d["commit"]) if d.get("commit") is not None else None,
-            budget=BudgetDetail.from_dict(d["budget"]) if d.get("budget") is not None else None,
-            quarantine=QuarantineDetail.from_dict(d["quarantine"])
-            if d.get("quarantine") is not None
-            else None,
+            event_id=d['event_id'],
+            run_id=d['run_id'],
+            task_id=d.get('task_id', None),
+            agent_id=d.get('agent_id', None),
+            tenant_id=d['tenant_id'],
+            workflow=d['workflow'],
+            workflow_version=d.get('workflow_version', None),
+            step=d.get('step', None),
+            event=d['event'],
+            ts=d['ts'],
+            attempt=d.get('attempt', 0),
+            idempotency_key=d.get('idempotency_key', None),
+            model=d.get('model', None),
+            cost_usd_est=d.get('cost_usd_est', None),
+            input_ref=d.get('input_ref', None),
+            output_ref=d.get('output_ref', None),
+            input_json=d.get('input_json', None),
+            output_json=d.get('output_json', None),
+            error=d.get('error', None),
+            source=d.get('source', 'unknown'),
+            trace_id=d.get('trace_id', None),
+            span_id=d.get('span_id', None),
+            run=RunDetail.from_dict(d['run']) if d.get('run') is not None else None,
+            step_detail=StepDetail.from_dict(d['step_detail']) if d.get('step_detail') is not None else None,
+            tool=ToolDetail.from_dict(d['tool']) if d.get('tool') is not None else None,
+            model_call=ModelDetail.from_dict(d['model_call']) if d.get('model_call') is not None else None,
+            retry=RetryDetail.from_dict(d['retry']) if d.get('retry') is not None else None,
+            commit=CommitDetail.from_dict(d['commit']) if d.get('commit') is not None else None,
+            budget=BudgetDetail.from_dict(d['budget']) if d.get('budget') is not None else None,
+            quarantine=QuarantineDetail.from_dict(d['quarantine']) if d.get('quarantine') is not None else None,
         )
 
 
@@ -517,7 +515,7 @@ class RunEvent:
 class RunRequested:
     """A request to start one run of a workflow. Topic keel.run-requests, keyed by run_id. A repeated run_id is a no-op, never a second run."""
 
-    AVRO_NAME: ClassVar[str] = "keel.RunRequested"
+    AVRO_NAME: ClassVar[str] = 'keel.RunRequested'
     request_id: str
     run_id: str
     tenant_id: str
@@ -532,33 +530,33 @@ class RunRequested:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "request_id": self.request_id,
-            "run_id": self.run_id,
-            "tenant_id": self.tenant_id,
-            "workflow": self.workflow,
-            "workflow_version": self.workflow_version,
-            "task_id": self.task_id,
-            "input_json": self.input_json,
-            "input_ref": self.input_ref,
-            "requested_at": self.requested_at,
-            "requested_by": self.requested_by,
-            "trace_id": self.trace_id,
+            'request_id': self.request_id,
+            'run_id': self.run_id,
+            'tenant_id': self.tenant_id,
+            'workflow': self.workflow,
+            'workflow_version': self.workflow_version,
+            'task_id': self.task_id,
+            'input_json': self.input_json,
+            'input_ref': self.input_ref,
+            'requested_at': self.requested_at,
+            'requested_by': self.requested_by,
+            'trace_id': self.trace_id,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunRequested:
         return cls(
-            request_id=d["request_id"],
-            run_id=d["run_id"],
-            tenant_id=d["tenant_id"],
-            workflow=d["workflow"],
-            workflow_version=d.get("workflow_version", None),
-            task_id=d.get("task_id", None),
-            input_json=d.get("input_json", None),
-            input_ref=d.get("input_ref", None),
-            requested_at=d["requested_at"],
-            requested_by=d.get("requested_by", None),
-            trace_id=d.get("trace_id", None),
+            request_id=d['request_id'],
+            run_id=d['run_id'],
+            tenant_id=d['tenant_id'],
+            workflow=d['workflow'],
+            workflow_version=d.get('workflow_version', None),
+            task_id=d.get('task_id', None),
+            input_json=d.get('input_json', None),
+            input_ref=d.get('input_ref', None),
+            requested_at=d['requested_at'],
+            requested_by=d.get('requested_by', None),
+            trace_id=d.get('trace_id', None),
         )
 
 
@@ -566,7 +564,7 @@ class RunRequested:
 class StepCommand:
     """A request to execute one attempt of a step. Topic keel.step-commands, keyed by run_id."""
 
-    AVRO_NAME: ClassVar[str] = "keel.StepCommand"
+    AVRO_NAME: ClassVar[str] = 'keel.StepCommand'
     command_id: str
     run_id: str
     tenant_id: str
@@ -584,39 +582,39 @@ class StepCommand:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command_id": self.command_id,
-            "run_id": self.run_id,
-            "tenant_id": self.tenant_id,
-            "workflow": self.workflow,
-            "workflow_version": self.workflow_version,
-            "task_id": self.task_id,
-            "step": self.step,
-            "kind": self.kind,
-            "attempt": self.attempt,
-            "input_json": self.input_json,
-            "idempotency_key": self.idempotency_key,
-            "issued_at": self.issued_at,
-            "deadline": self.deadline,
-            "trace_id": self.trace_id,
+            'command_id': self.command_id,
+            'run_id': self.run_id,
+            'tenant_id': self.tenant_id,
+            'workflow': self.workflow,
+            'workflow_version': self.workflow_version,
+            'task_id': self.task_id,
+            'step': self.step,
+            'kind': self.kind,
+            'attempt': self.attempt,
+            'input_json': self.input_json,
+            'idempotency_key': self.idempotency_key,
+            'issued_at': self.issued_at,
+            'deadline': self.deadline,
+            'trace_id': self.trace_id,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StepCommand:
         return cls(
-            command_id=d["command_id"],
-            run_id=d["run_id"],
-            tenant_id=d["tenant_id"],
-            workflow=d["workflow"],
-            workflow_version=d["workflow_version"],
-            task_id=d.get("task_id", None),
-            step=d["step"],
-            kind=d["kind"],
-            attempt=d["attempt"],
-            input_json=d["input_json"],
-            idempotency_key=d.get("idempotency_key", None),
-            issued_at=d["issued_at"],
-            deadline=d.get("deadline", None),
-            trace_id=d.get("trace_id", None),
+            command_id=d['command_id'],
+            run_id=d['run_id'],
+            tenant_id=d['tenant_id'],
+            workflow=d['workflow'],
+            workflow_version=d['workflow_version'],
+            task_id=d.get('task_id', None),
+            step=d['step'],
+            kind=d['kind'],
+            attempt=d['attempt'],
+            input_json=d['input_json'],
+            idempotency_key=d.get('idempotency_key', None),
+            issued_at=d['issued_at'],
+            deadline=d.get('deadline', None),
+            trace_id=d.get('trace_id', None),
         )
 
 
@@ -624,7 +622,7 @@ class StepCommand:
 class ToolCommand:
     """A request to call an external system through a versioned adapter. Topic keel.tool-commands, keyed by run_id."""
 
-    AVRO_NAME: ClassVar[str] = "keel.ToolCommand"
+    AVRO_NAME: ClassVar[str] = 'keel.ToolCommand'
     command_id: str
     run_id: str
     tenant_id: str
@@ -641,47 +639,47 @@ class ToolCommand:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "command_id": self.command_id,
-            "run_id": self.run_id,
-            "tenant_id": self.tenant_id,
-            "workflow": self.workflow,
-            "workflow_version": self.workflow_version,
-            "task_id": self.task_id,
-            "step": self.step,
-            "attempt": self.attempt,
-            "tool": self.tool,
-            "payload_json": self.payload_json,
-            "idempotency_key": self.idempotency_key,
-            "issued_at": self.issued_at,
-            "trace_id": self.trace_id,
+            'command_id': self.command_id,
+            'run_id': self.run_id,
+            'tenant_id': self.tenant_id,
+            'workflow': self.workflow,
+            'workflow_version': self.workflow_version,
+            'task_id': self.task_id,
+            'step': self.step,
+            'attempt': self.attempt,
+            'tool': self.tool,
+            'payload_json': self.payload_json,
+            'idempotency_key': self.idempotency_key,
+            'issued_at': self.issued_at,
+            'trace_id': self.trace_id,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ToolCommand:
         return cls(
-            command_id=d["command_id"],
-            run_id=d["run_id"],
-            tenant_id=d["tenant_id"],
-            workflow=d["workflow"],
-            workflow_version=d["workflow_version"],
-            task_id=d.get("task_id", None),
-            step=d["step"],
-            attempt=d["attempt"],
-            tool=d["tool"],
-            payload_json=d["payload_json"],
-            idempotency_key=d["idempotency_key"],
-            issued_at=d["issued_at"],
-            trace_id=d.get("trace_id", None),
+            command_id=d['command_id'],
+            run_id=d['run_id'],
+            tenant_id=d['tenant_id'],
+            workflow=d['workflow'],
+            workflow_version=d['workflow_version'],
+            task_id=d.get('task_id', None),
+            step=d['step'],
+            attempt=d['attempt'],
+            tool=d['tool'],
+            payload_json=d['payload_json'],
+            idempotency_key=d['idempotency_key'],
+            issued_at=d['issued_at'],
+            trace_id=d.get('trace_id', None),
         )
 
 
 # Top-level record type of each contract file (by stem).
 RECORD_TYPES: dict[str, type] = {
-    "control_command": ControlCommand,
-    "dead_letter": DeadLetter,
-    "ledger_record": LedgerRecord,
-    "run_event": RunEvent,
-    "run_request": RunRequested,
-    "step_command": StepCommand,
-    "tool_command": ToolCommand,
+    'control_command': ControlCommand,
+    'dead_letter': DeadLetter,
+    'ledger_record': LedgerRecord,
+    'run_event': RunEvent,
+    'run_request': RunRequested,
+    'step_command': StepCommand,
+    'tool_command': ToolCommand,
 }

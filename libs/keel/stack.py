@@ -198,3 +198,10 @@ def api_process(url: str) -> Background:
         [sys.executable, "-m", "services.api", "--port", str(port_of(url))],
         ready=http_ok(f"{url}/healthz"),
     )
+
+
+def supervised(proc: Background) -> Background:
+    """The same process, run under keel.supervise (restarted when it dies)."""
+    return Background(
+        proc.name, [sys.executable, "-m", "keel.supervise", "--", *proc.argv], proc.ready, proc.ready_timeout
+    )

@@ -37,11 +37,14 @@ def main() -> None:
         )
         return
     instance = f"{args.group}-{args.instance}" if args.instance is not None else None
-    print("STARTED", flush=True)  # for supervisors and tests that wait for the loop to be up
+    announced = False
     while True:
         projector = Projector(
             settings, topics=topics, schema=args.schema, group_id=args.group, instance_id=instance
         )
+        if not announced:  # the schema exists now: tests and supervisors may look at it
+            print("STARTED", flush=True)
+            announced = True
         try:
             projector.run()  # returns on SIGTERM/SIGINT
             return

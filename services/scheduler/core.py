@@ -113,8 +113,11 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
         raise Rejected(str(exc), "unknown_workflow") from None
     size = len((req.input_json or "").encode())
     if size > MAX_INPUT_BYTES:
-        raise Rejected(f"run input is {size} bytes; at most {MAX_INPUT_BYTES} may be inlined "
-                       "(store larger inputs in the blob store and pass input_ref)", "oversized")
+        raise Rejected(
+            f"run input is {size} bytes; at most {MAX_INPUT_BYTES} may be inlined "
+            "(store larger inputs in the blob store and pass input_ref)",
+            "oversized",
+        )
     try:
         run_input = json.loads(req.input_json or "{}")
         if not isinstance(run_input, dict):

@@ -33,14 +33,20 @@ class SchedulerProcessor(Processor):
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self.states.load({tp.partition for tp in partitions})
-        self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
+        self._index_timers()
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         self.states.drop({tp.partition for tp in partitions})
-        self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
+        self._index_timers()
 
     def on_abort(self) -> None:
         self.states.abort()
+        # The index moved with the aborted changes; timers fired in that batch must stay due. (Messages
+        # are re-read after the rewind; ticks are not, so nothing else would bring them back.)
+        self._index_timers()
+
+    def _index_timers(self) -> None:
+        self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
 
     def on_commit(self) -> None:
         self.states.commit()

@@ -1,0 +1,52 @@
+"""Keeps one service process running: `python -m keel.supervise -- COMMAND...` (used by `keel up`).
+
+Restarts the command when it exits abnormally (a crash, the loop watchdog, kill -9), with a growing
+pause; passes SIGTERM/SIGINT on and exits when the command stops because it was asked to.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        print("usage: python -m keel.supervise -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    command = argv[argv.index("--") + 1 :]
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    pause = 1.0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(command)
+        code = child.wait()
+        if stopping or code == 0:
+            return code
+        # A process that ran a while before failing gets restarted at once; one that keeps failing
+        # at start waits longer each time (at most 30 s), so it cannot spin.
+        pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+        print(
+            f"keel.supervise: {' '.join(command)} exited with {code}; restarting in {pause:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(pause)
+        if stopping:
+            return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
