@@ -82,3 +82,28 @@ class ApiKeys:
 def tenant_for(key: str) -> str | None:
     """The tenant of `key` under the keys configured in this process's environment."""
     return ApiKeys.from_env().tenant_for(key)
+
+
+OPERATOR_ENV = "KEEL_OPERATOR_KEYS"
+DEV_OPERATOR_KEYS = [hash_key("ops-dev-key")]
+
+
+def operator_hashes() -> list[str]:
+    """Hashes of the operators' keys: KEEL_OPERATOR_KEYS (a JSON list of "sha256:<hex>"), else the local
+    development key `ops-dev-key`. Operators work across tenants (dead letters), so they have keys of
+    their own, never a tenant's."""
+    raw = os.environ.get(OPERATOR_ENV)
+    if raw is None:
+        return list(DEV_OPERATOR_KEYS)
+    try:
+        values = json.loads(raw)
+    except ValueError as exc:
+        raise ApiKeyConfigError(f"{OPERATOR_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(values, list) or not all(isinstance(v, str) and _HASH.match(v) for v in values):
+        raise ApiKeyConfigError(f'{OPERATOR_ENV} must be a JSON list of "sha256:<64 hex digits>"')
+    return values
+
+
+def is_operator(key: str, hashes: Sequence[str]) -> bool:
+    presented = hash_key(key).encode()
+    return any(hmac.compare_digest(presented, h.encode()) for h in hashes)

@@ -18,7 +18,7 @@ from keel.apikeys import ApiKeys
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.workflows import Catalog, InvalidInput, UnknownWorkflow, validate_input
-from services.api import errors, queries
+from services.api import errors, operators, queries
 from services.api.config import ApiSettings
 from services.api.errors import ApiError
 from services.api.pool import Pool
@@ -93,6 +93,7 @@ def create_app(
     app = FastAPI(title="Keel API", version="1", lifespan=lifespan)
     app.state.deps = deps
     errors.install(app)
+    operators.install(app)
     schema = api.projection_schema
 
     @app.post("/v1/runs", status_code=202)

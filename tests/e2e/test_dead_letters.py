@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from confluent_kafka import Producer
 from helpers import read_topic, unique, wait_for
@@ -98,3 +99,27 @@ def test_each_bad_request_gets_a_dead_letter_and_a_redrive_that_fails_again_keep
     assert listing.returncode == 0, listing.stderr
     line = next(ln for ln in listing.stdout.splitlines() if ln.startswith(first.dead_letter_id))
     assert "redriven" in line
+
+
+def test_operators_work_dead_letters_over_the_api_and_tenants_cannot(stack, keel):
+    from harness import E2E_ENV
+
+    url, ops = E2E_ENV["KEEL_API_URL"], {"Authorization": "Bearer ops-dev-key"}
+    serde = Serde(registry_client(stack.schema_registry_url))
+    origin = produce(stack, "k5", serde.encode(RUN_REQUESTS, request("no_such_workflow", LEAD)))
+    wait_for(lambda: origin in letters_by_origin(stack, serde), 30, "the dead letter")
+    letter_id = letters_by_origin(stack, serde)[origin].dead_letter_id
+
+    tenant = httpx.get(f"{url}/v1/dead-letters", headers={"Authorization": "Bearer acme-dev-key"})
+    assert tenant.status_code == 403  # dead letters cross tenants: operators only
+    assert httpx.get(f"{url}/v1/dead-letters").status_code == 401
+    listed = httpx.get(f"{url}/v1/dead-letters", headers=ops).json()["dead_letters"]
+    assert letter_id in [x["dead_letter_id"] for x in listed]
+    detail = httpx.get(f"{url}/v1/dead-letters/{letter_id}", headers=ops).json()
+    assert detail["error_class"] == "unknown_workflow" and detail["source_offset"] == origin[1]
+    assert httpx.get(f"{url}/v1/dead-letters/no:0:0", headers=ops).status_code == 404
+    redriven = httpx.post(f"{url}/v1/dead-letters/{letter_id}/redrive", headers=ops)
+    assert redriven.status_code == 200 and redriven.json()["status"] == "redriven"
+    assert httpx.post(f"{url}/v1/dead-letters/{letter_id}/redrive", headers=ops).status_code == 409
+    waiting = httpx.get(f"{url}/v1/dead-letters", headers=ops).json()["dead_letters"]
+    assert letter_id not in [x["dead_letter_id"] for x in waiting]
