@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from keel.contracts import RunEvent
 from keel.idempotency import canonical_json, content_ref
 
 # Run level (scheduler)
@@ -41,31 +38,3 @@ def event_id(run_id: str, kind: str, step: str | None = None, attempt: int = 0, 
     # Deterministic: re-processing the same input after a crash yields the same event ids, so readers
     # can de-duplicate at-least-once copies (only aborted copies exist for transactional producers).
     return ":".join(p for p in (run_id, step or "", str(attempt), kind, extra) if p != "")
-
-
-def run_event(base: RunEvent | None = None, **fields: Any) -> RunEvent:
-    """A RunEvent, from scratch or as a copy of `base` with `fields` replaced (details cleared)."""
-    if base is None:
-        return RunEvent(**fields)
-    cleared = {
-        "run": None,
-        "step_detail": None,
-        "tool": None,
-        "model_call": None,
-        "retry": None,
-        "commit": None,
-        "budget": None,
-        "quarantine": None,
-        "error": None,
-        "input_json": None,
-        "input_ref": None,
-        "output_json": None,
-        "output_ref": None,
-        "cost_usd_est": None,
-        "model": None,
-    }
-    return replace(base, **{**cleared, **fields})
-
-
-def ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
