@@ -46,6 +46,7 @@ test-integration: setup ## only the integration tests
 
 chaos: setup ## the full chaos proof: 300 runs, kill -9 of services and the broker, invariants checked
 	@KEEL_CHAOS_RUNS=$${KEEL_CHAOS_RUNS:-300} KEEL_CHAOS_SECONDS=$${KEEL_CHAOS_SECONDS:-120} \
+		KEEL_CHAOS_RECOVERY_LIMIT_S=$${KEEL_CHAOS_RECOVERY_LIMIT_S:-5} \
 		$(PY) -m pytest tests/chaos -s -p no:cacheprovider
 
 lint: setup ## ruff, and mypy on libs/ and the services

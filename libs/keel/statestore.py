@@ -76,6 +76,8 @@ class ChangelogState(Generic[V]):
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                # A restore reads what is there now: don't let the broker hold fetches open for more.
+                "fetch.wait.max.ms": 10,
             }
         )
         loaded, t0 = 0, time.monotonic()
@@ -87,7 +89,7 @@ class ChangelogState(Generic[V]):
             while todo:
                 if time.monotonic() - t0 > timeout_s:
                     raise TimeoutError(f"restoring {self.topic} {sorted(todo)} took over {timeout_s}s")
-                msg = consumer.poll(0.5)
+                msg = consumer.poll(0.1)
                 if msg is None:
                     continue
                 err = msg.error()

@@ -24,6 +24,24 @@ class Figures:
     broker_kills: int = 0
     crashes_restarted: list[str] = field(default_factory=list)
     recovery_s: dict[str, list[float]] = field(default_factory=dict)
+    # (instance, killed at, seconds to its assignment) for every measured kill
+    recoveries: list[tuple[str, float, float]] = field(default_factory=list)
+    # while the broker is down and for a grace period after it answers again, no member can rejoin:
+    # kills then measure the broker's recovery, not the service's
+    broker_outages: list[tuple[float, float]] = field(default_factory=list)
+    BROKER_GRACE_S = 10.0
+
+    def during_broker_outage(self, at: float) -> bool:
+        return any(start <= at <= end + self.BROKER_GRACE_S for start, end in self.broker_outages)
+
+    def recovery_while_broker_up(self) -> dict[str, float]:
+        """Worst recovery per service, of the kills made while the broker was up."""
+        worst: dict[str, float] = {}
+        for name, at, seconds in self.recoveries:
+            if not self.during_broker_outage(at):
+                service = name.rsplit("-", 1)[0]
+                worst[service] = max(worst.get(service, 0.0), seconds)
+        return worst
 
 
 def _assigned_after(settings: Settings, name: str, since: float) -> float | None:
@@ -73,9 +91,11 @@ class Monkey:
 
     def kill_broker(self) -> None:
         with self._lock:
+            down = time.time()
             kafka(self.settings, "kill")
             time.sleep(self.rng.uniform(1.0, 3.0))
             kafka(self.settings, "start")
+            self.figures.broker_outages.append((down, time.time()))
         self.figures.broker_kills += 1
 
     def _measure(self, name: str, killed_at: float) -> None:
@@ -84,6 +104,7 @@ class Monkey:
             at = _assigned_after(self.settings, name, killed_at)
             if at is not None:
                 self.figures.recovery_s.setdefault(name.rsplit("-", 1)[0], []).append(at - killed_at)
+                self.figures.recoveries.append((name, killed_at, at - killed_at))
                 return
             time.sleep(0.2)
 
