@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from keel.contracts import RunEvent
 from keel.idempotency import canonical_json, content_ref
 
 # Run level (scheduler)
@@ -38,3 +40,52 @@ def event_id(run_id: str, kind: str, step: str | None = None, attempt: int = 0, 
     # Deterministic: re-processing the same input after a crash yields the same event ids, so readers
     # can de-duplicate at-least-once copies (only aborted copies exist for transactional producers).
     return ":".join(p for p in (run_id, step or "", str(attempt), kind, extra) if p != "")
+
+
+class StepCoordinates(Protocol):
+    """Where a step-level fact belongs: step and tool commands and run events all carry these."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def task_id(self) -> str | None: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def workflow_version(self) -> int | None: ...
+    @property
+    def step(self) -> str | None: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def trace_id(self) -> str | None: ...
+
+
+def at_ms(now_ms: int) -> datetime:
+    return datetime.fromtimestamp(now_ms / 1000, UTC)
+
+
+def step_fact(
+    at: StepCoordinates, kind: str, now_ms: int, source: str, extra: str = "", **fields: Any
+) -> RunEvent:
+    """A fact about the step attempt `at` points to, as the service `source` saw it at `now_ms`."""
+    return RunEvent(
+        event_id=event_id(at.run_id, kind, at.step, at.attempt, extra),
+        run_id=at.run_id,
+        task_id=at.task_id,
+        tenant_id=at.tenant_id,
+        workflow=at.workflow,
+        workflow_version=at.workflow_version,
+        step=at.step,
+        event=kind,
+        ts=at_ms(now_ms),
+        attempt=at.attempt,
+        idempotency_key=at.idempotency_key,
+        source=source,
+        trace_id=at.trace_id,
+        **fields,
+    )

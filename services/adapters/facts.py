@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import keel.events as ev
@@ -12,22 +11,7 @@ from services.adapters.base import ToolResult
 
 
 def _event(cmd: ToolCommand, kind: str, now_ms: int, **fields: Any) -> RunEvent:
-    return RunEvent(
-        event_id=ev.event_id(cmd.run_id, kind, cmd.step, cmd.attempt),
-        run_id=cmd.run_id,
-        task_id=cmd.task_id,
-        tenant_id=cmd.tenant_id,
-        workflow=cmd.workflow,
-        workflow_version=cmd.workflow_version,
-        step=cmd.step,
-        event=kind,
-        ts=datetime.fromtimestamp(now_ms / 1000, UTC),
-        attempt=cmd.attempt,
-        idempotency_key=cmd.idempotency_key,
-        source="adapters",
-        trace_id=cmd.trace_id,
-        **fields,
-    )
+    return ev.step_fact(cmd, kind, now_ms, "adapters", **fields)
 
 
 def tool_called(cmd: ToolCommand, mode: str, now_ms: int) -> RunEvent:

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
 
-
-def _ts(now_ms: int) -> datetime:
-    return datetime.fromtimestamp(now_ms / 1000, UTC)
+_ts = ev.at_ms
 
 
 def _event(cmd: StepCommand, kind: str, now_ms: int, extra: str = "", **fields: Any) -> RunEvent:
-    return RunEvent(
-        event_id=ev.event_id(cmd.run_id, kind, cmd.step, cmd.attempt, extra),
-        run_id=cmd.run_id,
-        task_id=cmd.task_id,
-        tenant_id=cmd.tenant_id,
-        workflow=cmd.workflow,
-        workflow_version=cmd.workflow_version,
-        step=cmd.step,
-        event=kind,
-        ts=_ts(now_ms),
-        attempt=cmd.attempt,
-        idempotency_key=cmd.idempotency_key,
-        source="executor",
-        trace_id=cmd.trace_id,
-        **fields,
-    )
+    return ev.step_fact(cmd, kind, now_ms, "executor", extra, **fields)
 
 
 def step_started(cmd: StepCommand, now_ms: int) -> RunEvent:

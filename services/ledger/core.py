@@ -32,23 +32,14 @@ def commit(
         output_ref=result.output_ref,
         committed_at=now,
     )
-    committed = RunEvent(
-        event_id=ev.event_id(result.run_id, ev.STEP_COMMITTED, result.step, result.attempt),
-        run_id=result.run_id,
-        task_id=result.task_id,
+    committed = ev.step_fact(
+        result,
+        ev.STEP_COMMITTED,
+        now_ms,
+        "ledger",
         agent_id=result.agent_id,
-        tenant_id=result.tenant_id,
-        workflow=result.workflow,
-        workflow_version=result.workflow_version,
-        step=result.step,
-        event=ev.STEP_COMMITTED,
-        ts=now,
-        attempt=result.attempt,
-        idempotency_key=result.idempotency_key,
         output_json=result.output_json,
         output_ref=result.output_ref,
-        source="ledger",
-        trace_id=result.trace_id,
         commit=CommitDetail(external_id=external_id, committed_at=now),
     )
     return record, [committed]
