@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from collections.abc import Callable
 
+from keel.looplife import keep_running
 from keel.serde import Serde, registry_client
 from keel.settings import Settings, get_settings
-from keel.txloop import FatalLoopError, Processor, TransactionalLoop
+from keel.txloop import Processor, TransactionalLoop
 
 
 def run_service(
@@ -35,10 +35,10 @@ def run_service(
     settings = get_settings()
     serde = Serde(registry_client(settings.schema_registry_url))
     member = f"keel-{name}-{args.instance}"
-    while True:
-        # A fresh processor each time: after a fatal error its partitions may have been processed by
-        # another instance meanwhile, so whatever state it held is stale.
-        loop = TransactionalLoop(
+
+    def build() -> TransactionalLoop:
+        logging.info("consuming %s", ", ".join(topics))
+        return TransactionalLoop(
             settings,
             serde,
             make_processor(settings, serde),
@@ -47,12 +47,6 @@ def run_service(
             transactional_id=member,
             instance_id=member,
         )
-        logging.info("consuming %s", ", ".join(topics))
-        try:
-            loop.run()  # returns on SIGTERM/SIGINT, after the batch in hand
-        except FatalLoopError as exc:
-            logging.error("%s: rebuilding the loop after %d committed batches", exc, loop.committed_batches)
-            time.sleep(1.0)  # let the group settle before rejoining
-            continue
-        logging.info("stopped after %d committed batches", loop.committed_batches)
-        return
+
+    loop = keep_running(build)  # returns on SIGTERM/SIGINT, after the batch in hand
+    logging.info("stopped after %d committed batches", loop.committed_batches)

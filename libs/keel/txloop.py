@@ -7,10 +7,7 @@ the first offset of the batch, so the batch is processed again; a fenced or fata
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
+from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config, producer_config
 from keel.serde import Contract, Serde
 from keel.settings import Settings
@@ -69,10 +67,6 @@ class AfterCommit:
 
 
 Handled = Output | AfterCommit
-
-
-class FatalLoopError(RuntimeError):
-    """The loop's clients are unusable: rebuild the loop and its processor (see keel.service)."""
 
 
 class StuckTransaction(RuntimeError):
@@ -156,28 +150,25 @@ class TransactionalLoop:
 
     def run(self) -> None:
         """Run until `stop()` or SIGTERM; finishes the batch in hand, then leaves cleanly."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-            watchdog(lambda: self.last_progress, self.settings.stall_timeout_s, self._stop)
-        self.consumer.subscribe(
-            self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
-        )
-        try:
-            while not self._stop.is_set():
-                limit = self.processor.max_batch or self.settings.batch_max_messages
-                msgs = self.consumer.consume(limit, self.settings.poll_timeout_s)
-                self.process_batch(msgs)
-                self.last_progress = time.monotonic()
-        finally:
-            self._stop.set()  # also ends this loop's watchdog: a rebuilt loop has its own
+        with subscribed(
+            self.consumer,
+            self.topics,
+            self._assigned,
+            self._revoked,
+            self._stop,
+            lambda: self.last_progress,
+            self.settings.stall_timeout_s,
+        ):
             try:
-                self.consumer.close()
-            except KafkaException as exc:  # a fenced consumer cannot leave cleanly; it is gone anyway
-                log.warning("closing the consumer: %s", exc)
-            self.producer.flush(10)
-            if self._pool is not None:
-                self._pool.shutdown()
+                while not self._stop.is_set():
+                    limit = self.processor.max_batch or self.settings.batch_max_messages
+                    msgs = self.consumer.consume(limit, self.settings.poll_timeout_s)
+                    self.process_batch(msgs)
+                    self.last_progress = time.monotonic()
+            finally:
+                self.producer.flush(10)
+                if self._pool is not None:
+                    self._pool.shutdown()
 
     def _new_producer(self) -> Producer:
         producer = Producer(producer_config(self.settings, self.transactional_id))
@@ -208,11 +199,7 @@ class TransactionalLoop:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                # A fatal consumer error (e.g. this static member fenced after a coordinator restart) can
-                # arrive as an error event whose fatal() is false but whose code is _FATAL.
-                if err.fatal() or err.code() == KafkaError._FATAL:
-                    raise FatalLoopError(f"consumer failed fatally: {err}")
-                log.warning("consumer error: %s", err)
+                raise_if_fatal(err)
                 continue
             tp = (msg.topic() or "", msg.partition() or 0)
             first.setdefault(tp, msg.offset() or 0)
@@ -415,23 +402,3 @@ class TransactionalLoop:
         except KafkaException as abort_exc:
             log.error("abort failed (%s): rebuilding the producer", abort_exc)
             self.producer = self._new_producer()
-
-
-def watchdog(last_progress: Callable[[], float], stall_timeout_s: float, stopped: threading.Event) -> None:
-    """Exit the process when the loop has made no progress for `stall_timeout_s`.
-
-    librdkafka's transactional calls can block past their own timeouts when the coordinator goes away
-    (e.g. a broker restart mid-commit); a process stuck there holds its partitions and never recovers.
-    Dying loudly (all thread stacks on stderr) lets the supervisor restart it, fencing the stuck
-    producer; its open transaction is aborted by the successor's init_transactions.
-    """
-
-    def watch() -> None:
-        while not stopped.wait(min(5.0, stall_timeout_s / 4)):
-            stalled = time.monotonic() - last_progress()
-            if stalled > stall_timeout_s:
-                log.critical("no progress for %.0f s: exiting for the supervisor to restart us", stalled)
-                faulthandler.dump_traceback(all_threads=True)
-                os._exit(70)
-
-    threading.Thread(target=watch, name="watchdog", daemon=True).start()

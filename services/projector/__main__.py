@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
+from keel.looplife import keep_running
 from keel.settings import get_settings
 from keel.topics import RUN_EVENTS
-from keel.txloop import FatalLoopError
 from services.projector.rebuild import rebuild
 from services.projector.schema import DEFAULT_SCHEMA
 from services.projector.service import GROUP, Projector
@@ -37,20 +36,18 @@ def main() -> None:
         )
         return
     instance = f"{args.group}-{args.instance}" if args.instance is not None else None
-    announced = False
-    while True:
+    announced: list[bool] = []
+
+    def build() -> Projector:
         projector = Projector(
             settings, topics=topics, schema=args.schema, group_id=args.group, instance_id=instance
         )
         if not announced:  # the schema exists now: tests and supervisors may look at it
             print("STARTED", flush=True)
-            announced = True
-        try:
-            projector.run()  # returns on SIGTERM/SIGINT
-            return
-        except FatalLoopError as exc:  # e.g. this static member fenced after a coordinator restart
-            logging.error("%s: rebuilding the projector", exc)
-            time.sleep(1.0)
+            announced.append(True)
+        return projector
+
+    keep_running(build)  # returns on SIGTERM/SIGINT; rebuilds after a fatal consumer error
 
 
 if __name__ == "__main__":

@@ -9,22 +9,21 @@ them instead. The database is the truth.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from keel import db
 from keel.contracts import RunEvent
+from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS
-from keel.txloop import FatalLoopError, watchdog
 from services.projector.core import Position, Projection, error_projection, project
 from services.projector.schema import DEFAULT_SCHEMA, ensure_schema
 from services.projector.store import TP, UNKNOWN, ProjectionStore
@@ -92,30 +91,29 @@ class Projector:
 
     def run(self) -> None:
         """Run until `stop()` or SIGTERM; the batch in hand is finished first."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-            watchdog(lambda: self.last_progress, self.settings.stall_timeout_s, self._stop)
-        self.consumer.subscribe(
-            self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
-        )
-        next_check = time.monotonic() + self.check_interval_s
-        try:
-            while not self._stop.is_set():
-                msgs = self.consumer.consume(self.settings.batch_max_messages, self.settings.poll_timeout_s)
-                if msgs:
-                    self.process_batch(msgs)
-                self.last_progress = time.monotonic()
-                if time.monotonic() >= next_check:
-                    self.follow_stored_offsets()
-                    next_check = time.monotonic() + self.check_interval_s
-        finally:
-            self._stop.set()  # also ends this loop's watchdog: a rebuilt projector has its own
+        with subscribed(
+            self.consumer,
+            self.topics,
+            self._assigned,
+            self._revoked,
+            self._stop,
+            lambda: self.last_progress,
+            self.settings.stall_timeout_s,
+        ):
+            next_check = time.monotonic() + self.check_interval_s
             try:
-                self.consumer.close()
-            except KafkaException as exc:  # a fenced consumer cannot leave cleanly
-                log.warning("closing the consumer: %s", exc)
-            self.conn.close()
+                while not self._stop.is_set():
+                    msgs = self.consumer.consume(
+                        self.settings.batch_max_messages, self.settings.poll_timeout_s
+                    )
+                    if msgs:
+                        self.process_batch(msgs)
+                    self.last_progress = time.monotonic()
+                    if time.monotonic() >= next_check:
+                        self.follow_stored_offsets()
+                        next_check = time.monotonic() + self.check_interval_s
+            finally:
+                self.conn.close()
 
     def follow_stored_offsets(self) -> None:
         """Seek every assigned partition whose stored offset is not where this projector stands.
@@ -157,9 +155,7 @@ class Projector:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.fatal() or err.code() == KafkaError._FATAL:
-                    raise FatalLoopError(f"consumer failed fatally: {err}")
-                log.warning("consumer error: %s", err)
+                raise_if_fatal(err)
                 continue
             tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
             if tp not in self.positions:
