@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from helpers import unique, wait_for
@@ -27,6 +29,8 @@ from keel.stack import (
     stop_background,
 )
 from keel.topics import RUN_EVENTS
+from services.projector.rebuild import build_into
+from services.projector.schema import differences, drop_schema
 
 # Ports apart from a developer's `keel up`, so both can run at once.
 E2E_ENV = {
@@ -160,3 +164,35 @@ def sims(keel: tuple[EventLog, Simulators]) -> Simulators:
 @pytest.fixture
 def events(keel: tuple[EventLog, Simulators]) -> EventLog:
     return keel[0]
+
+
+def settled_projector_offsets(
+    conn: psycopg.Connection, quiet_s: float = 1.5, timeout: float = 90.0
+) -> dict[tuple[str, int], int]:
+    """The live projectors' stored run-event offsets, once they have not moved for `quiet_s`."""
+    state: dict = {"offsets": None, "since": time.monotonic()}
+
+    def quiet() -> bool:
+        rows = conn.execute("SELECT topic, partition, next_offset FROM keel.projector_offsets").fetchall()
+        offsets = {(t, p): o for t, p, o in rows if t == RUN_EVENTS}
+        if offsets != state["offsets"]:
+            state["offsets"], state["since"] = offsets, time.monotonic()
+        return time.monotonic() - state["since"] >= quiet_s
+
+    wait_for(quiet, timeout, "the projectors to settle")
+    return dict(state["offsets"])
+
+
+def rebuilt_projection_differences(
+    settings: Settings, conn: psycopg.Connection
+) -> tuple[dict[str, int], int]:
+    """Rebuild the projections from the topic into a shadow schema, up to where the live ones stand,
+    and compare: (rows differing per table, events in the shadow)."""
+    until = settled_projector_offsets(conn)
+    shadow = unique("shadow").replace("-", "_")
+    try:
+        build_into(settings, [RUN_EVENTS], shadow, until)
+        events = conn.execute(f"SELECT count(*) FROM {shadow}.events").fetchone()[0]
+        return differences(conn, "keel", shadow), events
+    finally:
+        drop_schema(conn, shadow)

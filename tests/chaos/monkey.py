@@ -23,7 +23,6 @@ class Figures:
     kills: list[str] = field(default_factory=list)
     broker_kills: int = 0
     crashes_restarted: list[str] = field(default_factory=list)
-    recovery_s: dict[str, list[float]] = field(default_factory=dict)
     # (instance, killed at, seconds to its assignment) for every measured kill
     recoveries: list[tuple[str, float, float]] = field(default_factory=list)
     # while the broker is down and for a grace period after it answers again, no member can rejoin:
@@ -103,7 +102,6 @@ class Monkey:
         while time.time() < deadline and not self._stop.is_set():
             at = _assigned_after(self.settings, name, killed_at)
             if at is not None:
-                self.figures.recovery_s.setdefault(name.rsplit("-", 1)[0], []).append(at - killed_at)
                 self.figures.recoveries.append((name, killed_at, at - killed_at))
                 return
             time.sleep(0.2)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from confluent_kafka import Producer
+from harness import rebuilt_projection_differences
 from helpers import unique, wait_for
 from monkey import INSTANCES, SCALING, Monkey
 from verify import verify
@@ -28,10 +29,8 @@ from keel.contracts import RunRequested
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.stack import stop_background
-from keel.topics import RUN_EVENTS, RUN_REQUESTS
+from keel.topics import RUN_REQUESTS
 from keel.workflows import Catalog
-from services.projector.rebuild import build_into
-from services.projector.schema import differences, drop_schema
 
 pytestmark = pytest.mark.chaos
 RUNS = int(os.environ.get("KEEL_CHAOS_RUNS", "40"))
@@ -110,19 +109,6 @@ def _submit(settings: Settings, accepted: list[str], done: threading.Event) -> N
     done.set()
 
 
-def _settled_offsets(conn: psycopg.Connection) -> dict[tuple[str, int], int]:
-    seen: list[dict[tuple[str, int], int]] = []
-
-    def quiet() -> bool:
-        rows = conn.execute("SELECT topic, partition, next_offset FROM keel.projector_offsets").fetchall()
-        seen.append({(t, p): o for t, p, o in rows if t == RUN_EVENTS})
-        time.sleep(0.3)
-        return len(seen) > 5 and seen[-1] == seen[-6]
-
-    wait_for(quiet, 90, "the projectors to settle")
-    return seen[-1]
-
-
 def test_exactly_once_effects_under_kill_9(stack, keel, sims):
     events, _ = keel
     for name, rules in FAULTS.items():
@@ -167,13 +153,7 @@ def test_exactly_once_effects_under_kill_9(stack, keel, sims):
     verdict = verify(stack, accepted, deliveries, side_effects)
 
     with psycopg.connect(stack.db_url(), autocommit=True) as conn:
-        until = _settled_offsets(conn)
-        shadow = unique("chaos_shadow").replace("-", "_")
-        try:
-            build_into(stack, [RUN_EVENTS], shadow, until)
-            projection_diff = differences(conn, "keel", shadow)
-        finally:
-            drop_schema(conn, shadow)
+        projection_diff, _ = rebuilt_projection_differences(stack, conn)
 
     recovery = monkey.figures.recovery_while_broker_up()
     near_broker = [

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import psycopg
 import pytest
-from harness import E2E_ENV
-from helpers import unique, wait_for
+from harness import E2E_ENV, rebuilt_projection_differences
+from helpers import unique
 
 from keel import cli_runs
 from keel.settings import Settings
-from keel.topics import RUN_EVENTS
-from services.projector.rebuild import build_into
-from services.projector.schema import differences, drop_schema
 
 pytestmark = pytest.mark.e2e
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada", "product": "Keel"}
@@ -68,11 +63,6 @@ def test_a_tenant_neither_sees_nor_submits_as_another(acme, globex, sims, keel):
     assert httpx.get(f"{URL}/v1/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
-def _stored_offsets(conn: psycopg.Connection) -> dict[tuple[str, int], int]:
-    rows = conn.execute("SELECT topic, partition, next_offset FROM keel.projector_offsets").fetchall()
-    return {(t, p): o for t, p, o in rows if t == RUN_EVENTS}
-
-
 def test_projections_rebuilt_from_the_topics_equal_the_live_ones(stack, acme, sims, keel):
     runs = [cli_runs.submit(acme, "outbound_email", LEAD) for _ in range(3)]
     runs.append(
@@ -81,20 +71,6 @@ def test_projections_rebuilt_from_the_topics_equal_the_live_ones(stack, acme, si
     for run_id in runs:
         assert cli_runs.wait(acme, run_id, 60, quiet=True)["status"] == "completed"
     with psycopg.connect(stack.db_url(), autocommit=True) as conn:
-        # Quiet: the live projector's positions stop moving once every run has ended.
-        snapshots: list[dict] = []
-
-        def settled() -> bool:
-            snapshots.append(_stored_offsets(conn))
-            return len(snapshots) > 3 and snapshots[-1] == snapshots[-4]
-
-        wait_for(lambda: settled() or bool(time.sleep(0.3)), 30, "the projector to settle")
-        until = snapshots[-1]
-        shadow = unique("shadow").replace("-", "_")
-        try:
-            build_into(stack, [RUN_EVENTS], shadow, until)
-            assert differences(conn, "keel", shadow) == {}
-            count = conn.execute(f"SELECT count(*) FROM {shadow}.events").fetchone()[0]
-            assert count >= sum(1 for _ in runs) * 5
-        finally:
-            drop_schema(conn, shadow)
+        diff, events = rebuilt_projection_differences(stack, conn)
+    assert diff == {}
+    assert events >= sum(1 for _ in runs) * 5

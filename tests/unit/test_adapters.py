@@ -10,7 +10,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from infra.simulators.runner import running
 from keel.idempotency import idempotency_key
 from services.adapters import AdapterSettings, ToolResult, UnknownTool, call_tool, get_adapter
 from services.adapters.classify import classify_exception, classify_http, parse_retry_after, request_was_sent
@@ -25,18 +24,6 @@ ACTIVITY = {"contact_email": "ada@example.com", "kind": "email_sent", "note": "i
 
 def key(payload: dict[str, Any], step: str = "send") -> str:
     return idempotency_key("acme", "outreach", "run-1", step, payload)
-
-
-@pytest.fixture(scope="module")
-def email_url() -> Iterator[str]:
-    with running("email") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def crm_url() -> Iterator[str]:
-    with running("crm") as url:
-        yield url
 
 
 @pytest.fixture

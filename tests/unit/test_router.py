@@ -11,7 +11,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from infra.simulators.runner import running
 from keel.pricing import UnknownModelPrice, cost_usd, pricing_table
 from keel.router import ModelError, ModelRequest, ModelRouter, Route, RouterSettings
 
@@ -21,12 +20,6 @@ MESSAGES = [
     {"role": "system", "content": "You write short emails."},
     {"role": "user", "content": "Draft a follow-up to Ada about the pilot."},
 ]
-
-
-@pytest.fixture(scope="module")
-def model_url() -> Iterator[str]:
-    with running("model") as url:
-        yield url
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.simulators.runner import running
-
 pytestmark = pytest.mark.timeout(30)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,24 +28,6 @@ def _client(url: str, headers: dict[str, str]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=url, headers=headers, timeout=5.0) as client:
         client.post("/_reset").raise_for_status()
         yield client
-
-
-@pytest.fixture(scope="module")
-def email_url() -> Iterator[str]:
-    with running("email") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def crm_url() -> Iterator[str]:
-    with running("crm") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def model_url() -> Iterator[str]:
-    with running("model") as url:
-        yield url
 
 
 @pytest.fixture
