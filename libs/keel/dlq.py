@@ -16,7 +16,8 @@ from confluent_kafka import Producer
 
 from keel.contracts import DeadLetter
 from keel.producer import producer_config
-from keel.serde import Serde
+from keel.reader import read_topic
+from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import DEAD_LETTER_STATUS, DEAD_LETTERS
 
@@ -73,14 +74,26 @@ def history_of(headers: Any) -> list[str]:
     return []
 
 
-def entries(settings: Settings, serde: Serde, read: Any) -> list[Entry]:
-    """Every dead letter with its redrive status. `read(settings, topic)` returns the topic's messages."""
+def entries(settings: Settings) -> list[Entry]:
+    """Every dead letter with its redrive status, oldest first."""
+    serde = Serde(registry_client(settings.schema_registry_url))
     status = {}
-    for msg in read(settings, DEAD_LETTER_STATUS):
-        key = (msg.key() or b"").decode()
-        status[key] = json.loads(msg.value()) if msg.value() else None
-    letters = [serde.decode(DEAD_LETTERS, m.value()) for m in read(settings, DEAD_LETTERS)]
+    for msg in read_topic(settings, DEAD_LETTER_STATUS):
+        value = msg.value()
+        status[(msg.key() or b"").decode()] = json.loads(value) if value else None
+    # A dead letter always has a value; a tombstone on the topic would only be someone's cleanup.
+    raw = [v for m in read_topic(settings, DEAD_LETTERS) if (v := m.value()) is not None]
+    letters = [serde.decode(DEAD_LETTERS, v) for v in raw]
     return [Entry(x, status.get(x.dead_letter_id)) for x in letters]
+
+
+def waiting(all_entries: list[Entry]) -> list[Entry]:
+    """The dead letters not redriven yet."""
+    return [e for e in all_entries if e.status is None]
+
+
+def find(all_entries: list[Entry], dead_letter_id: str) -> Entry | None:
+    return next((e for e in all_entries if e.letter.dead_letter_id == dead_letter_id), None)
 
 
 def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -65,8 +66,14 @@ class StepCoordinates(Protocol):
     def trace_id(self) -> str | None: ...
 
 
-def at_ms(now_ms: int) -> datetime:
-    return datetime.fromtimestamp(now_ms / 1000, UTC)
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds: the services' notion of now (timers, deadlines, ts)."""
+    return int(time.time() * 1000)
+
+
+def at_ms(ms: int) -> datetime:
+    """An epoch-milliseconds time as the aware datetime the contracts carry."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def step_fact(

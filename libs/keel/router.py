@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
+from keel.events import now_ms
 from keel.pricing import cost_usd, price_of
 
 # A model call has no side effect, so it never has an unknown outcome; budget trips happen elsewhere.
@@ -111,10 +112,6 @@ def _retry_after_ms(value: str | None) -> int | None:
     return max(0, math.ceil(seconds * 1000)) if math.isfinite(seconds) else None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _chain(settings: RouterSettings, model: str) -> list[str]:
     return list(dict.fromkeys([model, *settings.route(model).fallbacks]))  # ordered, without repeats
 
@@ -152,7 +149,7 @@ class ModelRouter:
 
     def _guarded_call(self, model: str, req: ModelRequest, transitions: list[Transition]) -> ModelResponse:
         breaker = self.breakers.get(f"model:{model}")
-        permit = breaker.before_call(_now_ms())
+        permit = breaker.before_call(now_ms())
         if isinstance(permit, Rejection):
             raise ModelError("rate_limited", f"{model}: circuit open, not called", permit.retry_after_ms)
         if permit.transition:
@@ -160,9 +157,9 @@ class ModelRouter:
         try:
             reply = self._call(model, req)
         except ModelError as exc:
-            transitions += breaker.record(permit, False, exc.failure_class, _now_ms())
+            transitions += breaker.record(permit, False, exc.failure_class, now_ms())
             raise
-        transitions += breaker.record(permit, True, None, _now_ms())
+        transitions += breaker.record(permit, True, None, now_ms())
         return reply
 
     def _call(self, model: str, req: ModelRequest) -> ModelResponse:

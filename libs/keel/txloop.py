@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+import keel.events as ev
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
 from keel.looplife import raise_if_fatal, subscribed
@@ -213,7 +214,7 @@ class TransactionalLoop:
         for encoded, later in handled:
             outputs.extend(encoded)
             works.extend(later)
-        outputs.extend(self._encoded(self.processor.tick(int(time.time() * 1000))))
+        outputs.extend(self._encoded(self.processor.tick(ev.now_ms())))
         if not last and not outputs:
             return True
         offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]

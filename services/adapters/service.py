@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+import keel.events as ev
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
 from keel.contracts import ToolCommand
 from keel.serde import Serde
@@ -49,21 +49,21 @@ class AdapterProcessor(Processor):
         mode = adapter.idempotency_mode
         committed = self.ledger.get(cmd.idempotency_key)
         if committed is not None:
-            fact = facts.already_committed(cmd, mode, committed.external_id, None, _now())
+            fact = facts.already_committed(cmd, mode, committed.external_id, None, ev.now_ms())
             return [Output(RUN_EVENTS, cmd.run_id, fact)]
         payload = json.loads(cmd.payload_json)
 
         def call() -> list[Output]:
             before, result, after = self._call(adapter, payload, cmd)
-            circuit = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, _now())) for t in before]
-            outcome = Output(RUN_EVENTS, cmd.run_id, facts.tool_result(cmd, mode, result, _now()))
-            later = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, _now())) for t in after]
+            circuit = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, ev.now_ms())) for t in before]
+            outcome = Output(RUN_EVENTS, cmd.run_id, facts.tool_result(cmd, mode, result, ev.now_ms()))
+            later = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, ev.now_ms())) for t in after]
             return [*circuit, outcome, *later]
 
         # tool_called commits (with the command's offset) before the call: if this process dies during
         # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
         # retries only what the adapter's idempotency mode makes safe to repeat.
-        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, _now())), AfterCommit(call)]
+        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, ev.now_ms())), AfterCommit(call)]
 
     def _call(
         self, adapter: Adapter[Any, Any], payload: Any, cmd: ToolCommand
@@ -71,7 +71,7 @@ class AdapterProcessor(Processor):
         """The provider call behind its circuit breaker: while the breaker is open, nothing is sent.
         Returns the breaker's state changes before the call (to half-open), the result, and after it."""
         breaker = self.breakers.get(adapter.name)
-        permit = breaker.before_call(_now())
+        permit = breaker.before_call(ev.now_ms())
         if isinstance(permit, Rejection):
             error = f"circuit open for {adapter.name}: provider not called"
             refused = ToolResult(
@@ -79,12 +79,8 @@ class AdapterProcessor(Processor):
             )
             return [], refused, []
         result = call_tool(adapter, payload, cmd.idempotency_key, cmd.tenant_id, self.settings, self.http)
-        after = breaker.record(permit, result.ok, result.failure_class, _now())
+        after = breaker.record(permit, result.ok, result.failure_class, ev.now_ms())
         return ([permit.transition] if permit.transition else []), result, after
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 def _breaker_policy() -> BreakerPolicy:

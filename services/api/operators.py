@@ -8,8 +8,6 @@ from fastapi import APIRouter, Depends, Request
 
 from keel import dlq
 from keel.apikeys import is_operator, operator_hashes
-from keel.reader import read_topic
-from keel.serde import Serde, registry_client
 from services.api.errors import ApiError
 
 router = APIRouter(prefix="/v1/dead-letters")
@@ -32,22 +30,18 @@ def operator(request: Request) -> str:
 Operator = Annotated[str, Depends(operator)]
 
 
-def _entries(request: Request) -> list[dlq.Entry]:
-    settings = request.app.state.deps.settings
-    return dlq.entries(settings, Serde(registry_client(settings.schema_registry_url)), read_topic)
-
-
 def _entry(request: Request, dead_letter_id: str) -> dlq.Entry:
-    for entry in _entries(request):
-        if entry.letter.dead_letter_id == dead_letter_id:
-            return entry
-    raise ApiError(404, "not_found", f"no dead letter {dead_letter_id!r}")
+    found = dlq.find(dlq.entries(request.app.state.deps.settings), dead_letter_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no dead letter {dead_letter_id!r}")
+    return found
 
 
 @router.get("")
 def list_dead_letters(request: Request, _: Operator, all: bool = False) -> dict[str, Any]:  # noqa: A002
     """Waiting dead letters (all=true: redriven ones too), oldest first."""
-    return {"dead_letters": [e.summary() for e in _entries(request) if all or e.status is None]}
+    entries = dlq.entries(request.app.state.deps.settings)
+    return {"dead_letters": [e.summary() for e in (entries if all else dlq.waiting(entries))]}
 
 
 @router.get("/{dead_letter_id}")
@@ -76,8 +70,7 @@ def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
     settings = request.app.state.deps.settings
     done = [
         {"dead_letter_id": e.letter.dead_letter_id, **dlq.redrive(settings, e.letter, who)}
-        for e in _entries(request)
-        if e.status is None
+        for e in dlq.waiting(dlq.entries(settings))
     ]
     return {"redriven": done}
 

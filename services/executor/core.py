@@ -9,8 +9,6 @@ import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
 
-_ts = ev.at_ms
-
 
 def _event(cmd: StepCommand, kind: str, now_ms: int, extra: str = "", **fields: Any) -> RunEvent:
     return ev.step_fact(cmd, kind, now_ms, "executor", extra, **fields)
@@ -86,7 +84,7 @@ def llm_succeeded(
             agent_id=agent,
             output_json=out_json,
             output_ref=out_ref,
-            commit=CommitDetail(committed_at=_ts(now_ms)),
+            commit=CommitDetail(committed_at=ev.at_ms(now_ms)),
         ),
     ]
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 import httpx
 
+import keel.events as ev
 from keel.contracts import StepCommand
 from keel.router import ModelError, ModelRequest, ModelRouter, RouterSettings
 from keel.serde import Serde
@@ -28,7 +28,7 @@ class ExecutorProcessor(Processor):
 
     def handle(self, record: Record) -> Sequence[Output]:
         cmd: StepCommand = record.value
-        now = _now()
+        now = ev.now_ms()
         outputs = [Output(RUN_EVENTS, cmd.run_id, core.step_started(cmd, now))]
         if cmd.kind == "tool":
             try:
@@ -49,9 +49,9 @@ class ExecutorProcessor(Processor):
             answer = self.router.complete(request)
         except ModelError as exc:
             events = core.llm_failed(
-                cmd, agent, model, exc.failure_class, exc.message, getattr(exc, "cost_usd", None), _now()
+                cmd, agent, model, exc.failure_class, exc.message, getattr(exc, "cost_usd", None), ev.now_ms()
             )
-            events += core.circuit_events(cmd, exc.transitions, _now())
+            events += core.circuit_events(cmd, exc.transitions, ev.now_ms())
         else:
             output = answer.parsed if request.response_format == "json" else {"text": answer.content}
             events = core.llm_succeeded(
@@ -64,14 +64,10 @@ class ExecutorProcessor(Processor):
                 answer.cost_usd,
                 answer.latency_ms,
                 output,
-                _now(),
+                ev.now_ms(),
             )
-            events += core.circuit_events(cmd, answer.transitions, _now())
+            events += core.circuit_events(cmd, answer.transitions, ev.now_ms())
         return outputs + [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:

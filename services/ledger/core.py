@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from keel import events as ev
 from keel.contracts import CommitDetail, LedgerRecord, RunEvent
 
@@ -18,7 +16,7 @@ def commit(
     """
     if result.event != ev.TOOL_SUCCEEDED or not result.idempotency_key or already is not None:
         return None, []
-    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    now = ev.at_ms(now_ms)
     external_id = result.tool.external_id if result.tool else None
     record = LedgerRecord(
         idempotency_key=result.idempotency_key,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from confluent_kafka import TopicPartition
@@ -46,7 +45,7 @@ class LedgerProcessor(Processor):
         result: RunEvent = record.value
         if result.event != ev.TOOL_SUCCEEDED or not result.idempotency_key:
             return []
-        new, facts = commit(result, self.commits.get(result.idempotency_key), int(time.time() * 1000))
+        new, facts = commit(result, self.commits.get(result.idempotency_key), ev.now_ms())
         if new is None:
             return []
         return [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from keel import events as ev
@@ -76,10 +75,6 @@ class Decision:
     outputs: list[Emitted]
 
 
-def _ts(now_ms: int) -> datetime:
-    return datetime.fromtimestamp(now_ms / 1000, UTC)
-
-
 def _event(
     state: RunState,
     kind: str,
@@ -98,7 +93,7 @@ def _event(
         workflow_version=state.workflow_version,
         step=step,
         event=kind,
-        ts=_ts(now_ms),
+        ts=ev.at_ms(now_ms),
         attempt=attempt,
         source="scheduler",
         trace_id=state.trace_id,
@@ -310,7 +305,7 @@ def _retry_or_stop(
                         failure_class=failure_class,
                         reason=decision.reason,
                         delay_ms=decision.delay_ms,
-                        fire_at=_ts(step.fire_at),
+                        fire_at=ev.at_ms(step.fire_at),
                         next_attempt=step.attempt + 1,
                     ),
                 )
@@ -395,8 +390,8 @@ def _issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int) -> list[E
             attempt=attempt,
             input_json=canonical_json(payload),
             idempotency_key=key,
-            issued_at=_ts(now_ms),
-            deadline=_ts(step.deadline),
+            issued_at=ev.at_ms(now_ms),
+            deadline=ev.at_ms(step.deadline),
             trace_id=state.trace_id,
         )
     ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from confluent_kafka import TopicPartition
 
+import keel.events as ev
 from keel.contracts import RunEvent, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
@@ -57,7 +57,7 @@ class SchedulerProcessor(Processor):
         # The core mutates the state it is given: hand it a copy, so an aborted batch leaves no trace.
         state = RunState.from_json(current.to_json()) if current else None
         try:
-            decision = decide(state, record.value, record.partition, _now(), self.workflows)
+            decision = decide(state, record.value, record.partition, ev.now_ms(), self.workflows)
         except Rejected as exc:
             raise Reject(exc.reason, exc.error_class) from None
         return self._apply(run_id, current, decision, record.partition)
@@ -102,10 +102,6 @@ def _adapter_mode(tool: str) -> str | None:
         return str(get_adapter(tool).idempotency_mode)
     except UnknownTool:
         return None  # unknown: treated as "none", the safe reading
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 def make_processor(settings: Settings, _: Serde) -> SchedulerProcessor:
