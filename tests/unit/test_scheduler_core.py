@@ -54,6 +54,33 @@ def fact(state: RunState, kind: str, step: str, attempt: int, **fields: object) 
     )  # type: ignore[arg-type]
 
 
+def send_failed(
+    state: RunState,
+    failure_class: str,
+    mode: str | None = "provider_key",
+    attempt: int = 1,
+    retry_after_ms: int | None = None,
+    **fields: object,
+) -> RunEvent:
+    """The adapters' report that an attempt of send_email failed with `failure_class`."""
+    tool = ToolDetail(
+        tool="email@1", idempotency_mode=mode, failure_class=failure_class, retry_after_ms=retry_after_ms
+    )
+    return fact(state, ev.TOOL_FAILED, "send_email", attempt, source="adapters", tool=tool, **fields)
+
+
+def llm_failed(state: RunState, step: str, attempt: int) -> RunEvent:
+    """The executor's report that an llm attempt failed transiently."""
+    return fact(
+        state,
+        ev.STEP_FAILED,
+        step,
+        attempt,
+        source="executor",
+        step_detail=StepDetail(failure_class="transient"),
+    )
+
+
 def commit(state: RunState, step: str, attempt: int, output: object, now: int = T0) -> Decision:
     return decide(
         state,
@@ -144,15 +171,8 @@ def _at_send(state: RunState) -> StepCommand:
 def test_unknown_outcome_on_a_provider_key_adapter_is_retried_with_the_same_key_after_the_timer():
     state = started()
     first = _at_send(state)
-    failed = fact(
-        state,
-        ev.TOOL_FAILED,
-        "send_email",
-        1,
-        source="adapters",
-        error="read timeout",
-        idempotency_key=first.idempotency_key,
-        tool=ToolDetail(tool="email@1", idempotency_mode="provider_key", failure_class="unknown_outcome"),
+    failed = send_failed(
+        state, "unknown_outcome", "provider_key", error="read timeout", idempotency_key=first.idempotency_key
     )
     d = decide(state, failed, 0, T0 + 10, CATALOG)
     [retry] = [o for o in d.outputs if isinstance(o, RunEvent)]
@@ -169,14 +189,7 @@ def test_unknown_outcome_on_a_provider_key_adapter_is_retried_with_the_same_key_
 def test_unknown_outcome_without_a_safe_mode_is_quarantined_not_retried():
     state = started()
     _at_send(state)
-    failed = fact(
-        state,
-        ev.TOOL_FAILED,
-        "send_email",
-        1,
-        source="adapters",
-        tool=ToolDetail(tool="email@1", idempotency_mode="none", failure_class="unknown_outcome"),
-    )
+    failed = send_failed(state, "unknown_outcome", "none")
     d = decide(state, failed, 0, T0, CATALOG)
     assert kinds(d) == ["quarantined"] and commands(d) == [] and state.status == "quarantined"
 
@@ -185,15 +198,7 @@ def test_unknown_outcome_without_a_safe_mode_is_quarantined_not_retried():
 def test_auth_and_validation_failures_are_never_retried(failure_class):
     state = started()
     _at_send(state)
-    failed = fact(
-        state,
-        ev.TOOL_FAILED,
-        "send_email",
-        1,
-        source="adapters",
-        error="nope",
-        tool=ToolDetail(tool="email@1", idempotency_mode="provider_key", failure_class=failure_class),
-    )
+    failed = send_failed(state, failure_class, "provider_key", error="nope")
     d = decide(state, failed, 0, T0, CATALOG)
     assert kinds(d) == ["failed"] and state.status == "failed"
 
@@ -202,14 +207,7 @@ def test_rate_limits_wait_at_least_the_retry_after_and_attempts_run_out():
     state = started()
     d = decide(
         state,
-        fact(
-            state,
-            ev.STEP_FAILED,
-            "draft_email",
-            1,
-            source="executor",
-            step_detail=StepDetail(failure_class="transient"),
-        ),
+        llm_failed(state, "draft_email", 1),
         0,
         T0,
         CATALOG,
@@ -219,14 +217,7 @@ def test_rate_limits_wait_at_least_the_retry_after_and_attempts_run_out():
         commands(due(state, T0 + 10**9, CATALOG, MODES))
         d = decide(
             state,
-            fact(
-                state,
-                ev.STEP_FAILED,
-                "draft_email",
-                attempt,
-                source="executor",
-                step_detail=StepDetail(failure_class="transient"),
-            ),
+            llm_failed(state, "draft_email", attempt),
             0,
             T0,
             CATALOG,
@@ -236,14 +227,7 @@ def test_rate_limits_wait_at_least_the_retry_after_and_attempts_run_out():
     _at_send(state)
     d = decide(
         state,
-        fact(
-            state,
-            ev.TOOL_FAILED,
-            "send_email",
-            1,
-            source="adapters",
-            tool=ToolDetail(tool="email@1", failure_class="rate_limited", retry_after_ms=7000),
-        ),
+        send_failed(state, "rate_limited", None, retry_after_ms=7000),
         0,
         T0,
         CATALOG,
@@ -253,14 +237,7 @@ def test_rate_limits_wait_at_least_the_retry_after_and_attempts_run_out():
 
 def test_stale_failures_of_an_earlier_attempt_are_ignored():
     state = started()
-    stale = fact(
-        state,
-        ev.STEP_FAILED,
-        "draft_email",
-        7,
-        source="executor",
-        step_detail=StepDetail(failure_class="transient"),
-    )
+    stale = llm_failed(state, "draft_email", 7)
     assert decide(state, stale, 0, T0, CATALOG).outputs == []
 
 
