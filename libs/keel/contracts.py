@@ -91,6 +91,9 @@ class DeadLetter:
     error_class: str
     failed_at: datetime
     history: list[str] = field(default_factory=list)
+    value_size: int | None = None
+    value_digest: str | None = None
+    value_truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +109,9 @@ class DeadLetter:
             'error_class': self.error_class,
             'failed_at': self.failed_at,
             'history': self.history,
+            'value_size': self.value_size,
+            'value_digest': self.value_digest,
+            'value_truncated': self.value_truncated,
         }
 
     @classmethod
@@ -123,6 +129,9 @@ class DeadLetter:
             error_class=d['error_class'],
             failed_at=d['failed_at'],
             history=d.get('history', []),
+            value_size=d.get('value_size', None),
+            value_digest=d.get('value_digest', None),
+            value_truncated=d.get('value_truncated', False),
         )
 
 
@@ -238,6 +247,8 @@ class ToolDetail:
     latency_ms: int | None = None
     retry_after_ms: int | None = None
     already_committed: bool = False
+    effect_accepted: bool | None = None
+    blocked_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -249,6 +260,8 @@ class ToolDetail:
             'latency_ms': self.latency_ms,
             'retry_after_ms': self.retry_after_ms,
             'already_committed': self.already_committed,
+            'effect_accepted': self.effect_accepted,
+            'blocked_reason': self.blocked_reason,
         }
 
     @classmethod
@@ -262,6 +275,8 @@ class ToolDetail:
             latency_ms=d.get('latency_ms', None),
             retry_after_ms=d.get('retry_after_ms', None),
             already_committed=d.get('already_committed', False),
+            effect_accepted=d.get('effect_accepted', None),
+            blocked_reason=d.get('blocked_reason', None),
         )
 
 
@@ -636,6 +651,7 @@ class ToolCommand:
     idempotency_key: str
     issued_at: datetime
     trace_id: str | None = None
+    deadline: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -652,6 +668,7 @@ class ToolCommand:
             'idempotency_key': self.idempotency_key,
             'issued_at': self.issued_at,
             'trace_id': self.trace_id,
+            'deadline': self.deadline,
         }
 
     @classmethod
@@ -670,6 +687,7 @@ class ToolCommand:
             idempotency_key=d['idempotency_key'],
             issued_at=d['issued_at'],
             trace_id=d.get('trace_id', None),
+            deadline=d.get('deadline', None),
         )
 
 
