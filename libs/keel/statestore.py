@@ -19,6 +19,7 @@ from keel.settings import Settings
 from keel.txloop import Output
 
 V = TypeVar("V")
+_DELETED = object()  # a staged removal: the key reads as absent until commit, then is gone
 log = logging.getLogger(__name__)
 
 
@@ -39,21 +40,31 @@ class ChangelogState(Generic[V]):
 
     def get(self, key: str) -> V | None:
         hit = self._pending.get(key) or self._committed.get(key)
-        return hit[1] if hit else None
+        return None if hit is None or hit[1] is _DELETED else hit[1]
 
     def put(self, key: str, value: V, partition: int) -> Output:
         """Stage `value`; returns the changelog output to produce in the same transaction."""
         self._pending[key] = (partition, value)
         return Output(self.topic, key, self.encode(value), partition=partition)
 
+    def delete(self, key: str, partition: int) -> Output:
+        """Stage the removal of `key`; returns the tombstone to produce in the same transaction."""
+        self._pending[key] = (partition, _DELETED)  # type: ignore[assignment]
+        return Output(self.topic, key, None, partition=partition)
+
     def items(self) -> Iterator[tuple[str, int, V]]:
         """Every entry (pending over committed) as (key, partition, value)."""
         merged = {**self._committed, **self._pending}
         for key, (partition, value) in merged.items():
-            yield key, partition, value
+            if value is not _DELETED:
+                yield key, partition, value
 
     def commit(self) -> None:
-        self._committed.update(self._pending)
+        for key, (partition, value) in self._pending.items():
+            if value is _DELETED:
+                self._committed.pop(key, None)
+            else:
+                self._committed[key] = (partition, value)
         self._pending.clear()
 
     def abort(self) -> None:

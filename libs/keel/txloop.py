@@ -28,7 +28,7 @@ from keel.topics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 # (topic, key, value bytes, headers, partition) ready to produce
-_Encoded = tuple[str, str | None, bytes, list[tuple[str, bytes]], int | None]
+_Encoded = tuple[str, str | None, bytes | None, list[tuple[str, bytes]], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +47,14 @@ class Record:
 class Output:
     """One message to produce inside the batch's transaction.
 
-    `value` is a contract record (encoded with the topic's envelope) or raw bytes (internal changelogs).
+    `value` is a contract record (encoded with the topic's envelope), raw bytes (internal changelogs) or
+    None (a tombstone: removes the key from a compacted topic).
     `partition` pins the partition, e.g. a changelog written beside the input partition it belongs to.
     """
 
     topic: str
     key: str | None
-    value: Contract | bytes
+    value: Contract | bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     partition: int | None = None
 
@@ -319,7 +320,9 @@ class TransactionalLoop:
             (
                 o.topic,
                 o.key,
-                o.value if isinstance(o.value, bytes) else self.serde.encode(o.topic, o.value),
+                o.value
+                if o.value is None or isinstance(o.value, bytes)
+                else self.serde.encode(o.topic, o.value),
                 o.headers,
                 o.partition,
             )
@@ -330,7 +333,7 @@ class TransactionalLoop:
         self,
         topic: str,
         key: str | None,
-        value: bytes,
+        value: bytes | None,
         headers: list[tuple[str, bytes]],
         partition: int | None,
     ) -> None:

@@ -43,6 +43,7 @@ class RunState:
     requested_by: str | None = None
     status: str = RUNNING
     steps: dict[str, StepState] = field(default_factory=dict)
+    ended_at: int | None = None  # ms since epoch: when the run became terminal (retention counts from it)
 
     def committed(self) -> set[str]:
         return {n for n, s in self.steps.items() if s.status == COMMITTED}
