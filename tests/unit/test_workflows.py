@@ -338,3 +338,26 @@ def test_validate_input_follows_json_types():
         "field 'o' should be object, got array",
         "field 'a' should be array, got object",
     ]
+
+
+def _chain(n: int, close: bool = False) -> dict[str, Any]:
+    """n llm steps, each needing the one before (the first the last, when `close`), listed last first so
+    that a depth-first walk from the first listed step goes the whole length of the chain."""
+    step = {"kind": "llm", "model": "m", "prompt": "p"}
+    steps: list[dict[str, Any]] = [{"name": f"s{i}", **step} for i in range(n)]
+    for i in range(1, n):
+        steps[i]["needs"] = [f"s{i - 1}"]
+    if close:
+        steps[0]["needs"] = [f"s{n - 1}"]
+    return {"name": "long_chain", "version": 1, "steps": steps[::-1]}
+
+
+def test_a_chain_of_5000_steps_validates_orders_and_draws_without_recursion_errors():
+    spec = parse_workflow(_chain(5000))
+    assert topological_order(spec)[:3] == ["s0", "s1", "s2"] and len(topological_order(spec)) == 5000
+    assert mermaid(spec).count("-->") == 4999
+
+
+def test_a_cycle_through_5000_steps_is_found_without_recursion_errors():
+    [problem] = errors_of(_chain(5000, close=True))
+    assert problem.startswith("cycle in needs: s4999 -> s4998 -> s4997") and problem.endswith("s0 -> s4999")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -136,7 +137,8 @@ class WorkflowSpec(_Frozen):
 def _graph_problems(spec: WorkflowSpec) -> list[str]:
     names = [s.name for s in spec.steps]
     known = set(names)
-    problems = [f"duplicate step name {n!r}" for n in dict.fromkeys(n for n in names if names.count(n) > 1)]
+    counts = Counter(names)
+    problems = [f"duplicate step name {n!r}" for n in dict.fromkeys(n for n in names if counts[n] > 1)]
     problems += [
         f"step {s.name!r} needs unknown step {d!r}" for s in spec.steps for d in s.needs if d not in known
     ]
@@ -146,8 +148,10 @@ def _graph_problems(spec: WorkflowSpec) -> list[str]:
     if cycle := find_cycle(needs):
         return [f"cycle in needs: {' -> '.join(cycle)}"]
     for s in spec.steps:
-        upstream = ancestors(needs, s.name)
-        for root, ref, *_ in template.paths(s.template):
+        refs = template.paths(s.template)
+        # Only steps that read other steps' outputs need their ancestry (quadratic over a long chain).
+        upstream = ancestors(needs, s.name) if any(root == "steps" for root, *_ in refs) else set()
+        for root, ref, *_ in refs:
             if root == "input" and ref not in spec.input:
                 problems.append(f"step {s.name!r} reads input.{ref}, which the workflow input lacks")
             elif root == "steps" and ref not in known:
