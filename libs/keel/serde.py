@@ -6,9 +6,11 @@ serializers only look their schema up, so a producer can never register a schema
 
 from __future__ import annotations
 
+import io
+import threading
 from typing import Any, Protocol
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, dual_schema_id_deserializer
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -37,6 +39,16 @@ def register_contracts(client: SchemaRegistryClient, topics: dict[str, str] | No
     return ids
 
 
+class TrailingBytes(ValueError):
+    """A value holds more than one Avro record: bytes were appended, or it was framed wrongly."""
+
+
+class _Payloads(threading.local):
+    """The body the deserializer read its record from, per thread, so `decode` can see what is left."""
+
+    body: io.BytesIO | None = None
+
+
 class Serde:
     """Encodes contract records for, and decodes them from, the topics they are the envelope of."""
 
@@ -45,6 +57,13 @@ class Serde:
         self.envelopes = dict(TOPIC_ENVELOPES if envelopes is None else envelopes)
         self._ser: dict[str, AvroSerializer] = {}
         self._de: dict[str, AvroDeserializer] = {}
+        self._payloads = _Payloads()
+
+    def _framing(self, data: bytes, ctx: SerializationContext | None, schema_id: Any) -> io.BytesIO:
+        # The library's own framing (header or magic-byte prefix); we only keep the body it returns.
+        body = dual_schema_id_deserializer(data, ctx, schema_id)
+        self._payloads.body = body
+        return body
 
     def envelope(self, topic: str) -> str:
         try:
@@ -62,10 +81,18 @@ class Serde:
         return data
 
     def decode(self, topic: str, data: bytes) -> Any:
-        """Decode with the current contract as the reader schema (Avro resolution upgrades old writers)."""
+        """Decode with the current contract as the reader schema (Avro resolution upgrades old writers).
+
+        Strict: the value must be exactly one record. Avro readers stop at the record's end and ignore
+        what follows, so bytes smuggled after a valid request would otherwise pass unseen."""
         de = self._de.get(topic)
         envelope = self.envelope(topic)
         if de is None:
-            de = self._de[topic] = AvroDeserializer(self.client, schema_text(envelope), conf=_SERDE_CONF)
+            conf = {**_SERDE_CONF, "schema.id.deserializer": self._framing}
+            de = self._de[topic] = AvroDeserializer(self.client, schema_text(envelope), conf=conf)
+        self._payloads.body = None
         value = de(data, SerializationContext(topic, MessageField.VALUE))
+        body = self._payloads.body
+        if body is not None and (left := len(body.getbuffer()) - body.tell()) > 0:
+            raise TrailingBytes(f"{left} trailing byte{'s' * (left > 1)} after the {envelope} record")
         return RECORD_TYPES[envelope].from_dict(value)  # type: ignore[attr-defined]
