@@ -9,45 +9,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keel import events as ev
-from keel.contracts import (
-    ControlCommand,
-    QuarantineDetail,
-    RetryDetail,
-    RunDetail,
-    RunEvent,
-    RunRequested,
-    StepCommand,
-)
-from keel.idempotency import canonical_json, idempotency_key
-from keel.workflows import (
-    InvalidInput,
-    StepSpec,
-    TemplateError,
-    WorkflowSpec,
-    build_context,
-    ready_steps,
-    render,
-    render_text,
-    validate_input,
-)
-from services.scheduler.retry import decide_retry
+from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
+from keel.intake import MAX_INLINE_INPUT_BYTES
+from keel.workflows import StepSpec, WorkflowSpec
+from services.scheduler.admission import Rejected, admit, check_fields
+from services.scheduler.dispatch import dispatch_ready, issue
+from services.scheduler.outcomes import DEFAULT_TOOL_CLIENT_TIMEOUT_MS, ToolModes, on_failure, on_timeout
 from services.scheduler.state import (
+    CANCELING,
     COMMITTED,
     DISPATCHED,
     QUARANTINED,
-    RUN_FAILED,
     RUNNING,
+    STEP_CANCELED,
     TERMINAL,
     WAITING_RETRY,
     RunState,
     StepState,
 )
+from services.scheduler.verdicts import Decision, Emitted, end, event, quarantine
 
-Emitted = RunEvent | StepCommand
+__all__ = [
+    "DEFAULT_TOOL_CLIENT_TIMEOUT_MS",
+    "MAX_INPUT_BYTES",
+    "Decision",
+    "Emitted",
+    "Rejected",
+    "ToolModes",
+    "Workflows",
+    "decide",
+    "due",
+    "next_timer",
+    "start_run",
+]
 
 
 class Workflows(Protocol):
@@ -55,71 +52,19 @@ class Workflows(Protocol):
 
 
 # Inline run inputs travel in every event that copies them; larger ones belong in the blob store.
-MAX_INPUT_BYTES = 256 * 1024
+MAX_INPUT_BYTES = MAX_INLINE_INPUT_BYTES
 
-# The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
-ToolModes = Callable[[str], "str | None"]
-
-
-class Rejected(Exception):  # noqa: N818 - a verdict on a message
-    """The message cannot start a run (unknown workflow, invalid input): it belongs in dead letters."""
-
-    def __init__(self, reason: str, error_class: str) -> None:
-        super().__init__(reason)
-        self.reason, self.error_class = reason, error_class
-
-
-@dataclass
-class Decision:
-    state: RunState | None
-    outputs: list[Emitted]
-
-
-def _event(
-    state: RunState,
-    kind: str,
-    now_ms: int,
-    step: str | None = None,
-    attempt: int = 0,
-    extra: str = "",
-    **fields: Any,
-) -> RunEvent:
-    return RunEvent(
-        event_id=ev.event_id(state.run_id, kind, step, attempt, extra),
-        run_id=state.run_id,
-        task_id=state.task_id,
-        tenant_id=state.tenant_id,
-        workflow=state.workflow,
-        workflow_version=state.workflow_version,
-        step=step,
-        event=kind,
-        ts=ev.at_ms(now_ms),
-        attempt=attempt,
-        source="scheduler",
-        trace_id=state.trace_id,
-        **fields,
-    )
+_TimerFilter = Callable[[StepState], bool]
 
 
 def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflows) -> Decision:
+    """A new run, or Rejected (-> dead letter with the reason) before anything is issued or spent."""
+    check_fields(req)
     try:
         spec = workflows.get(req.workflow, req.workflow_version)
     except LookupError as exc:
         raise Rejected(str(exc), "unknown_workflow") from None
-    size = len((req.input_json or "").encode())
-    if size > MAX_INPUT_BYTES:
-        raise Rejected(
-            f"run input is {size} bytes; at most {MAX_INPUT_BYTES} may be inlined "
-            "(store larger inputs in the blob store and pass input_ref)",
-            "oversized",
-        )
-    try:
-        run_input = json.loads(req.input_json or "{}")
-        if not isinstance(run_input, dict):
-            raise InvalidInput(spec.name, ["the run input must be a JSON object"])
-        validate_input(spec, run_input)
-    except (ValueError, InvalidInput) as exc:
-        raise Rejected(f"{exc} (workflow version {spec.version})", "invalid_input") from None
+    run_input = admit(req, spec)
     state = RunState(
         run_id=req.run_id,
         tenant_id=req.tenant_id,
@@ -134,7 +79,7 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
     )
     input_json, input_ref = ev.inline(run_input)
     outputs: list[Emitted] = [
-        _event(
+        event(
             state,
             ev.CREATED,
             now_ms,
@@ -142,10 +87,10 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
             input_ref=input_ref,
             run=RunDetail(status="created", requested_by=req.requested_by),
         ),
-        _event(state, ev.SCHEDULED, now_ms, run=RunDetail(status="scheduled")),
-        _event(state, ev.STARTED, now_ms, run=RunDetail(status="running")),
+        event(state, ev.SCHEDULED, now_ms, run=RunDetail(status="scheduled")),
+        event(state, ev.STARTED, now_ms, run=RunDetail(status="running")),
     ]
-    outputs += _dispatch_ready(state, spec, now_ms)
+    outputs += dispatch_ready(state, spec, now_ms)
     return Decision(state, outputs)
 
 
@@ -156,242 +101,167 @@ def decide(
         if state is not None:  # a repeated run_id is a no-op, never a second run
             return Decision(state, [])
         return start_run(message, partition, now_ms, workflows)
-    if state is None or state.status in TERMINAL:
+    if state is None:
         return Decision(state, [])
-    spec = workflows.get(state.workflow, state.workflow_version)
+    if state.status in TERMINAL:
+        # A commit that arrives after the run ended (failed by timeouts, canceled) is still a fact about
+        # an effect that exists: it is recorded in the run's state, and nothing else happens.
+        if isinstance(message, RunEvent) and message.event == ev.STEP_COMMITTED:
+            _record_commit(state, message)
+        return Decision(state, [])
+    if isinstance(message, ControlCommand):
+        return _on_cancel(state, message, now_ms) if message.action == "cancel" else Decision(state, [])
     if isinstance(message, RunEvent):
-        return _on_fact(state, message, spec, now_ms)
-    if isinstance(message, ControlCommand) and message.action == "cancel":
-        state.status = ev.CANCELED
-        return Decision(
-            state,
-            [
-                _event(
-                    state,
-                    ev.CANCELED,
-                    now_ms,
-                    error=message.reason,
-                    run=RunDetail(status="canceled", reason=message.reason),
-                )
-            ],
-        )
+        return _on_fact(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
     return Decision(state, [])
 
 
-def due(state: RunState, now_ms: int, workflows: Workflows, tool_mode: ToolModes) -> Decision:
-    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported."""
-    if state.status != RUNNING:
+def due(
+    state: RunState,
+    now_ms: int,
+    workflows: Workflows,
+    tool_mode: ToolModes,
+    *,
+    tool_timeout_ms: int = DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
+) -> Decision:
+    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported.
+
+    `tool_timeout_ms` is the adapters' HTTP client timeout: a tool attempt that timed out here may still
+    be mid-call there, so its retry waits until that call must have ended."""
+    if state.status not in (RUNNING, CANCELING):
         return Decision(state, [])
     spec = workflows.get(state.workflow, state.workflow_version)
     outputs: list[Emitted] = []
     for name, step in state.steps.items():
-        if state.status != RUNNING:
+        if state.status not in (RUNNING, CANCELING):
             break
         if step.status == WAITING_RETRY and step.fire_at is not None and step.fire_at <= now_ms:
-            outputs += _issue(state, spec.step(name), step.attempt + 1, now_ms)
+            if state.status == RUNNING:
+                outputs += issue(state, spec.step(name), step.attempt + 1, now_ms)
         elif step.status == DISPATCHED and step.deadline is not None and step.deadline <= now_ms:
-            outputs += _on_timeout(state, spec.step(name), now_ms, tool_mode).outputs
+            if state.status == CANCELING:
+                outputs += _timed_out_while_canceling(state, spec.step(name), now_ms).outputs
+            else:
+                outputs += on_timeout(state, spec.step(name), now_ms, tool_mode, tool_timeout_ms).outputs
     return Decision(state, outputs)
 
 
 def next_timer(state: RunState) -> int | None:
-    if state.status != RUNNING:
+    if state.status not in (RUNNING, CANCELING):
         return None
     times = [s.fire_at for s in state.steps.values() if s.status == WAITING_RETRY and s.fire_at is not None]
     times += [s.deadline for s in state.steps.values() if s.status == DISPATCHED and s.deadline is not None]
     return min(times) if times else None
 
 
-def _on_timeout(state: RunState, spec: StepSpec, now_ms: int, tool_mode: ToolModes) -> Decision:
-    # The attempt never reported back: its worker died or stalled mid-call. For a tool the call may have
-    # reached the provider, so the outcome is unknown; an llm step has no side effect to repeat.
-    attempt = state.steps[spec.name].attempt
-    if spec.kind == "llm":
-        failure_class, mode = "transient", None
-    else:
-        failure_class, mode = "unknown_outcome", tool_mode(spec.tool or "")
-    error = f"attempt {attempt} timed out after {spec.timeout_ms} ms without a result"
-    return _retry_or_stop(state, spec, failure_class, mode, None, error, None, now_ms)
+def _record_commit(state: RunState, fact: RunEvent) -> bool:
+    """Commit the step a step_committed names, whatever attempt it names and whatever the step was doing
+    (waiting to retry, or a newer attempt in flight): its timer goes with it. False if nothing changed."""
+    step = state.steps.get(fact.step or "")
+    if step is None or fact.source == "scheduler" or step.status == COMMITTED:
+        return False
+    step.status, step.fire_at, step.deadline = COMMITTED, None, None
+    step.output = json.loads(fact.output_json) if fact.output_json else None
+    step.external_id = fact.commit.external_id if fact.commit else None
+    return True
 
 
 def _on_fact(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int) -> Decision:
     step = state.steps.get(fact.step or "")
     if step is None or fact.source == "scheduler":
         return Decision(state, [])
-    if fact.event == ev.STEP_COMMITTED and step.status != COMMITTED:
-        step.status, step.fire_at, step.deadline = COMMITTED, None, None
-        step.output = json.loads(fact.output_json) if fact.output_json else None
-        step.external_id = fact.commit.external_id if fact.commit else None
-        if state.status != RUNNING:
+    if fact.event == ev.STEP_COMMITTED:
+        if not _record_commit(state, fact):
+            return Decision(state, [])
+        if state.status == CANCELING:
+            return _settle_cancel(state, now_ms)
+        if state.status != RUNNING:  # quarantined: recorded for whoever resolves the case
             return Decision(state, [])
         if len(state.committed()) == len(state.steps):
-            state.status = ev.COMPLETED
             out_json, out_ref = ev.inline(state.outputs())
-            return Decision(
-                state,
-                [
-                    _event(
-                        state,
-                        ev.COMPLETED,
-                        now_ms,
-                        output_json=out_json,
-                        output_ref=out_ref,
-                        run=RunDetail(status="completed"),
-                    )
-                ],
-            )
-        return Decision(state, _dispatch_ready(state, spec, now_ms))
+            return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref)
+        return Decision(state, dispatch_ready(state, spec, now_ms))
     if (
         fact.event in (ev.TOOL_FAILED, ev.STEP_FAILED)
         and step.status == DISPATCHED
         and fact.attempt == step.attempt
     ):
-        return _on_failure(state, spec.step(fact.step or ""), fact, now_ms)
+        if state.status == CANCELING:
+            return _failed_while_canceling(state, spec.step(fact.step or ""), fact, now_ms)
+        if state.status == RUNNING:
+            return on_failure(state, spec.step(fact.step or ""), fact, now_ms)
     return Decision(state, [])
 
 
-def _on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
+def _on_cancel(state: RunState, cmd: ControlCommand, now_ms: int) -> Decision:
+    """No new attempt starts. With nothing in flight the run ends canceled at once; otherwise each call
+    in flight settles first (its commit kept, an unknown outcome quarantined), then the run ends."""
+    if state.status == CANCELING:
+        return Decision(state, [])
+    state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
+    if state.status == QUARANTINED:  # a human's decision on a held run: it ends here
+        return _end_canceled(state, now_ms)
+    unknown = None
+    for name, step in state.steps.items():
+        if step.status == WAITING_RETRY:
+            step.fire_at = None
+            if step.last_failure == "unknown_outcome":
+                unknown = unknown or name  # its last attempt may have had its effect: never retried now
+            else:
+                step.status = STEP_CANCELED
+    state.status = CANCELING
+    if unknown is not None:
+        step = state.steps[unknown]
+        why = f"canceled by {_who(state)} while attempt {step.attempt}'s outcome was unknown"
+        return quarantine(state, unknown, now_ms, why, "unknown_outcome")
+    return _settle_cancel(state, now_ms)
+
+
+def _failed_while_canceling(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
     tool = fact.tool
-    failure_class = (
-        (tool.failure_class if tool else None)
-        or (fact.step_detail.failure_class if fact.step_detail else None)
-        or "transient"
+    failure_class = (tool.failure_class if tool else None) or (
+        fact.step_detail.failure_class if fact.step_detail else None
     )
-    return _retry_or_stop(
-        state,
-        spec,
-        failure_class,
-        tool.idempotency_mode if tool else None,
-        tool.retry_after_ms if tool else None,
-        fact.error,
-        fact.idempotency_key,
-        now_ms,
-    )
-
-
-def _retry_or_stop(
-    state: RunState,
-    spec: StepSpec,
-    failure_class: str,
-    mode: str | None,
-    retry_after_ms: int | None,
-    error: str | None,
-    key: str | None,
-    now_ms: int,
-) -> Decision:
-    step = state.steps[spec.name]
-    decision = decide_retry(
-        spec.retry,
-        failure_class,
-        step.attempt,
-        idempotency_mode=mode,
-        retry_after_ms=retry_after_ms,
-        seed=f"{state.run_id}|{spec.name}|{step.attempt}",
-    )
-    if decision.action == "retry":
-        step.status, step.fire_at, step.deadline = WAITING_RETRY, now_ms + decision.delay_ms, None
-        return Decision(
+    accepted = bool(tool and tool.effect_accepted)
+    called = not (tool and tool.blocked_reason)
+    if spec.kind == "tool" and called and (failure_class == "unknown_outcome" or accepted):
+        what = "the provider accepted it" if accepted else "its outcome is unknown"
+        why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
+        return quarantine(
             state,
-            [
-                _event(
-                    state,
-                    ev.RETRY_SCHEDULED,
-                    now_ms,
-                    spec.name,
-                    step.attempt,
-                    idempotency_key=key,
-                    error=error,
-                    retry=RetryDetail(
-                        failure_class=failure_class,
-                        reason=decision.reason,
-                        delay_ms=decision.delay_ms,
-                        fire_at=ev.at_ms(step.fire_at),
-                        next_attempt=step.attempt + 1,
-                    ),
-                )
-            ],
+            spec.name,
+            now_ms,
+            why,
+            failure_class,
+            error=fact.error,
+            key=fact.idempotency_key,
+            evidence=fact,
         )
-    if decision.action == "quarantine":
-        state.status = QUARANTINED
-        step.deadline = None
-        case = f"{state.run_id}:{spec.name}:{step.attempt}"
-        return Decision(
-            state,
-            [
-                _event(
-                    state,
-                    ev.QUARANTINED,
-                    now_ms,
-                    spec.name,
-                    step.attempt,
-                    idempotency_key=key,
-                    error=error,
-                    quarantine=QuarantineDetail(
-                        case_id=case, reason=decision.reason, failure_class=failure_class
-                    ),
-                )
-            ],
-        )
-    return _fail(
-        state, now_ms, f"step {spec.name} attempt {step.attempt}: {decision.reason}: {error}", spec.name
-    )
-
-
-def _fail(state: RunState, now_ms: int, reason: str, step: str | None = None) -> Decision:
-    state.status = RUN_FAILED
-    if step:
-        state.steps[step].status = "failed"
-    return Decision(
-        state, [_event(state, ev.FAILED, now_ms, error=reason, run=RunDetail(status="failed", reason=reason))]
-    )
-
-
-def _dispatch_ready(state: RunState, spec: WorkflowSpec, now_ms: int) -> list[Emitted]:
-    outputs: list[Emitted] = []
-    for name in ready_steps(spec, state.committed(), state.started()):
-        outputs += _issue(state, spec.step(name), 1, now_ms)
-        if state.status != RUNNING:
-            break
-    return outputs
-
-
-def _issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int) -> list[Emitted]:
-    """The command for one attempt. Its input is rendered from committed outputs only, so every attempt
-    of a step renders the same payload and so carries the same idempotency key."""
-    context = build_context(state.input, state.outputs())
-    try:
-        if spec.kind == "llm":
-            payload: dict[str, Any] = {
-                "model": spec.model,
-                "prompt": render_text(spec.prompt or "", context),
-                "response_format": spec.response_format,
-                "agent": spec.agent,
-            }
-            key = None
-        else:
-            tool_payload = render(spec.input, context)
-            payload = {"tool": spec.tool, "payload": tool_payload}
-            key = idempotency_key(state.tenant_id, state.workflow, state.run_id, spec.name, tool_payload)
-    except (TemplateError, ValueError) as exc:
-        return _fail(state, now_ms, f"step {spec.name}: cannot render its input: {exc}", spec.name).outputs
     step = state.steps[spec.name]
-    step.status, step.attempt, step.fire_at = DISPATCHED, attempt, None
-    step.deadline = now_ms + spec.timeout_ms
-    return [
-        StepCommand(
-            command_id=f"{state.run_id}/{spec.name}/{attempt}",
-            run_id=state.run_id,
-            tenant_id=state.tenant_id,
-            workflow=state.workflow,
-            workflow_version=state.workflow_version,
-            task_id=state.task_id,
-            step=spec.name,
-            kind=spec.kind,
-            attempt=attempt,
-            input_json=canonical_json(payload),
-            idempotency_key=key,
-            issued_at=ev.at_ms(now_ms),
-            deadline=ev.at_ms(step.deadline),
-            trace_id=state.trace_id,
-        )
-    ]
+    step.status, step.deadline = STEP_CANCELED, None  # settled: the attempt had no effect
+    return _settle_cancel(state, now_ms)
+
+
+def _timed_out_while_canceling(state: RunState, spec: StepSpec, now_ms: int) -> Decision:
+    step = state.steps[spec.name]
+    if spec.kind == "tool":
+        why = f"canceled by {_who(state)}; attempt {step.attempt} was in flight and timed out"
+        return quarantine(state, spec.name, now_ms, f"{why}: outcome unknown", "unknown_outcome")
+    step.status, step.deadline = STEP_CANCELED, None  # an llm attempt has no effect to wait for
+    return _settle_cancel(state, now_ms)
+
+
+def _settle_cancel(state: RunState, now_ms: int) -> Decision:
+    return Decision(state, []) if state.in_flight() else _end_canceled(state, now_ms)
+
+
+def _end_canceled(state: RunState, now_ms: int) -> Decision:
+    for step in state.steps.values():
+        if step.status == WAITING_RETRY:
+            step.status, step.fire_at = STEP_CANCELED, None
+    reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
+    return end(state, ev.CANCELED, now_ms, reason)
+
+
+def _who(state: RunState) -> str:
+    return state.canceled_by or "an unnamed operator"

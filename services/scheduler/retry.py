@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from keel.workflows import RetryPolicy
 
 SAFE_TO_REPEAT_MODES = frozenset({"provider_key", "lookup"})
+# The longest a provider's Retry-After can hold a step (unless the step's own max backoff is longer): a
+# provider's header must not park a run for days, nor push a timer past what a datetime can hold.
+MAX_RETRY_AFTER_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,12 @@ def decide_retry(
     if failure_class == "unknown_outcome":
         reason = f"outcome unknown; the {idempotency_mode} adapter makes repeating with the same key safe"
     elif failure_class == "rate_limited" and retry_after_ms is not None:
-        delay = max(delay, retry_after_ms)
+        ceiling = max(policy.max_backoff_ms, MAX_RETRY_AFTER_MS)
+        wait = min(max(retry_after_ms, 0), ceiling)
+        delay = max(delay, wait)
         reason = f"rate limited: retry after the provider's Retry-After ({retry_after_ms} ms)"
+        if wait < retry_after_ms:
+            reason += f", capped at {ceiling} ms"
     else:
         reason = f"{failure_class} failure: retry with backoff"
     return RetryDecision("retry", reason, delay)

@@ -1,9 +1,10 @@
-"""The scheduler's state of one run, and its JSON form in the scheduler's changelog topic."""
+"""The scheduler's state of one run, and its versioned JSON form in the scheduler's changelog topic."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Step statuses
@@ -14,10 +15,16 @@ PENDING, DISPATCHED, WAITING_RETRY, COMMITTED, FAILED = (
     "committed",
     "failed",
 )
-# Run statuses
-RUNNING, QUARANTINED = "running", "quarantined"
+STEP_CANCELED = "canceled"  # the run was canceled before this step's next attempt; no effect is pending
+# Run statuses. CANCELING: a cancel arrived while attempts were in flight; no step starts, and the run
+# ends canceled once they have settled (or goes to quarantine if one's outcome turns out unknown).
+RUNNING, QUARANTINED, CANCELING = "running", "quarantined", "canceling"
 COMPLETED, RUN_FAILED, CANCELED = "completed", "failed", "canceled"
 TERMINAL = frozenset({COMPLETED, RUN_FAILED, CANCELED})
+
+# The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
+# upcaster below: the changelog holds records of every version ever written, and a restore reads them all.
+STATE_VERSION = 2
 
 
 @dataclass
@@ -28,6 +35,12 @@ class StepState:
     deadline: int | None = None  # ms since epoch: when the current attempt counts as lost
     output: Any = None
     external_id: str | None = None
+    # The command input and idempotency key rendered for the first attempt; every retry reuses them, so
+    # an upgrade that renders templates differently can never change the key of a step under way.
+    input_json: str | None = None
+    idempotency_key: str | None = None
+    blocked: int = 0  # attempts the adapter refused without calling the provider (they do not count)
+    last_failure: str | None = None  # failure class of the latest failed or timed-out attempt
 
 
 @dataclass
@@ -44,12 +57,19 @@ class RunState:
     status: str = RUNNING
     steps: dict[str, StepState] = field(default_factory=dict)
     ended_at: int | None = None  # ms since epoch: when the run became terminal (retention counts from it)
+    canceled_by: str | None = None  # who asked for the cancel, and why (kept while in-flight calls settle)
+    cancel_reason: str | None = None
+    version: int = STATE_VERSION
 
     def committed(self) -> set[str]:
         return {n for n, s in self.steps.items() if s.status == COMMITTED}
 
     def started(self) -> set[str]:
         return {n for n, s in self.steps.items() if s.status != PENDING}
+
+    def in_flight(self) -> list[str]:
+        """Steps with an attempt issued and not yet reported: its call may be under way right now."""
+        return [n for n, s in self.steps.items() if s.status == DISPATCHED]
 
     def outputs(self) -> dict[str, Any]:
         return {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
@@ -59,6 +79,42 @@ class RunState:
 
     @classmethod
     def from_json(cls, data: bytes) -> RunState:
-        raw = json.loads(data)
+        raw = upcast(json.loads(data))
         raw["steps"] = {name: StepState(**s) for name, s in raw["steps"].items()}
         return cls(**raw)
+
+
+def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    # v1 had no version field, no ended_at (in its first releases), no cancel fields, and steps without
+    # their rendered input: such a step renders once more at its next attempt, then keeps what it got.
+    raw.setdefault("ended_at", None)
+    for step in raw["steps"].values():
+        step.setdefault("input_json", None)
+        step.setdefault("idempotency_key", None)
+        step.setdefault("blocked", 0)
+        step.setdefault("last_failure", None)
+    return raw
+
+
+# version -> the function that lifts a record of that version to the next one.
+UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+    """Lift a stored record of any released version to the current form, one version at a time."""
+    version = raw.pop("version", 1)
+    if version > STATE_VERSION:
+        raise ValueError(
+            f"run state {raw.get('run_id')!r} has version {version}, newer than this scheduler's "
+            f"{STATE_VERSION}: it was written by a newer release"
+        )
+    while version < STATE_VERSION:
+        raw = UPCASTERS[version](raw)
+        version += 1
+    known = {f.name for f in fields(RunState)}
+    unknown = sorted(set(raw) - known)
+    if unknown:  # a field this release does not know would be silently dropped by the next write
+        raise ValueError(
+            f"run state {raw.get('run_id')!r} has unknown fields {unknown} for version {version}"
+        )
+    return raw

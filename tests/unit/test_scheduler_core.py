@@ -60,11 +60,18 @@ def send_failed(
     mode: str | None = "provider_key",
     attempt: int = 1,
     retry_after_ms: int | None = None,
+    effect_accepted: bool | None = None,
+    blocked_reason: str | None = None,
     **fields: object,
 ) -> RunEvent:
     """The adapters' report that an attempt of send_email failed with `failure_class`."""
     tool = ToolDetail(
-        tool="email@1", idempotency_mode=mode, failure_class=failure_class, retry_after_ms=retry_after_ms
+        tool="email@1",
+        idempotency_mode=mode,
+        failure_class=failure_class,
+        retry_after_ms=retry_after_ms,
+        effect_accepted=effect_accepted,
+        blocked_reason=blocked_reason,
     )
     return fact(state, ev.TOOL_FAILED, "send_email", attempt, source="adapters", tool=tool, **fields)
 
@@ -258,8 +265,8 @@ def test_fan_out_and_join():
     assert join.step == "summarize"
 
 
-def test_cancel_stops_the_run():
-    state = started()
+def test_cancel_stops_the_run_once_the_attempt_in_flight_has_settled():
+    state = started()  # draft_email is in flight
     d = decide(
         state,
         ControlCommand(
@@ -274,8 +281,11 @@ def test_cancel_stops_the_run():
         T0,
         CATALOG,
     )
-    assert kinds(d) == ["canceled"]
-    assert commit(state, "draft_email", 1, {"subject": "s", "body": "b"}).outputs == []
+    assert d.outputs == [] and state.status == "canceling"
+    d = commit(state, "draft_email", 1, {"subject": "s", "body": "b"})
+    assert kinds(d) == ["canceled"] and commands(d) == []  # its commit is kept; nothing else starts
+    assert state.steps["draft_email"].status == "committed"
+    assert commit(state, "log_to_crm", 1, {"activity_id": "a"}).outputs == []
 
 
 def test_state_survives_its_json_form_and_replay_is_deterministic():

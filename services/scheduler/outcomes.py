@@ -1,0 +1,159 @@
+"""What a failed or lost attempt leads to: a retry (when, and why), a quarantine, or a failed run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keel import events as ev
+from keel.contracts import RetryDetail, RunEvent
+from keel.workflows import StepSpec
+from services.scheduler.retry import decide_retry
+from services.scheduler.state import WAITING_RETRY, RunState
+from services.scheduler.verdicts import Decision, event, fail, quarantine
+
+# The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
+ToolModes = Callable[[str], "str | None"]
+
+# How long the adapters' HTTP client may still be in a call after its command's deadline. It must be at
+# least the adapters' KEEL_TOOL_TIMEOUT_S (5 s by default), with a margin: that timeout applies to each
+# phase of the call (connect, write, read) and not to the call as a whole.
+DEFAULT_TOOL_CLIENT_TIMEOUT_MS = 10_000
+
+# Attempts the adapter refused without calling the provider (circuit open, deadline passed, key in
+# flight) do not count against a step's max_attempts; past this many they do, so a provider that stays
+# unreachable still ends the run instead of retrying it forever.
+MAX_FREE_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed or lost attempt, as the retry decision needs it."""
+
+    failure_class: str
+    mode: str | None = None
+    error: str | None = None
+    key: str | None = None
+    retry_after_ms: int | None = None
+    effect_accepted: bool = False  # the provider's answer proves it accepted the call
+    blocked_reason: str | None = None  # the provider was not called at all
+    not_before: int | None = None  # no next attempt before this (ms): the lost call may still be running
+    evidence: RunEvent | None = None
+
+
+def on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
+    tool = fact.tool
+    failure_class = (
+        (tool.failure_class if tool else None)
+        or (fact.step_detail.failure_class if fact.step_detail else None)
+        or "transient"
+    )
+    failure = Failure(
+        failure_class,
+        mode=tool.idempotency_mode if tool else None,
+        error=fact.error,
+        key=fact.idempotency_key,
+        retry_after_ms=tool.retry_after_ms if tool else None,
+        effect_accepted=bool(tool and tool.effect_accepted),
+        blocked_reason=tool.blocked_reason if tool else None,
+        evidence=fact,
+    )
+    return retry_or_stop(state, spec, failure, now_ms)
+
+
+def on_timeout(
+    state: RunState, spec: StepSpec, now_ms: int, tool_mode: ToolModes, tool_timeout_ms: int
+) -> Decision:
+    # The attempt never reported back: its worker died or stalled mid-call. For a tool the call may have
+    # reached the provider, so the outcome is unknown, and the call may even still be running: the next
+    # attempt under the same key waits until it must have ended. An llm step has no side effect.
+    step = state.steps[spec.name]
+    error = f"attempt {step.attempt} timed out after {spec.timeout_ms} ms without a result"
+    if spec.kind == "llm":
+        return retry_or_stop(state, spec, Failure("transient", error=error), now_ms)
+    deadline = step.deadline if step.deadline is not None else now_ms
+    failure = Failure(
+        "unknown_outcome",
+        mode=tool_mode(spec.tool or ""),
+        error=error,
+        key=step.idempotency_key,
+        not_before=deadline + tool_timeout_ms,
+    )
+    return retry_or_stop(state, spec, failure, now_ms)
+
+
+def retry_or_stop(state: RunState, spec: StepSpec, failure: Failure, now_ms: int) -> Decision:
+    step = state.steps[spec.name]
+    step.last_failure = failure.failure_class
+    if failure.blocked_reason:
+        step.blocked += 1
+    counted = step.attempt - min(step.blocked, MAX_FREE_ATTEMPTS)
+    decision = decide_retry(
+        spec.retry,
+        failure.failure_class,
+        counted,
+        idempotency_mode=failure.mode,
+        retry_after_ms=failure.retry_after_ms,
+        seed=f"{state.run_id}|{spec.name}|{step.attempt}",
+    )
+    if decision.action == "retry":
+        return _retry(state, spec, failure, decision.reason, now_ms + decision.delay_ms, now_ms)
+    # A side effect that happened, or may have, is never forgotten by failing the run: it is held.
+    if spec.kind == "tool" and decision.action == "fail" and failure.effect_accepted:
+        reason = f"the provider accepted the call but its answer broke the contract ({decision.reason})"
+        return _hold(state, spec, failure, reason, now_ms)
+    if spec.kind == "tool" and decision.action == "fail" and failure.failure_class == "unknown_outcome":
+        reason = f"{decision.reason}; the last attempt's outcome is unknown, so its effect may exist"
+        return _hold(state, spec, failure, reason, now_ms)
+    if decision.action == "quarantine":
+        return _hold(state, spec, failure, decision.reason, now_ms)
+    reason = f"step {spec.name} attempt {step.attempt}: {decision.reason}: {failure.error}"
+    return fail(state, now_ms, reason, spec.name)
+
+
+def _hold(state: RunState, spec: StepSpec, failure: Failure, reason: str, now_ms: int) -> Decision:
+    return quarantine(
+        state,
+        spec.name,
+        now_ms,
+        reason,
+        failure.failure_class,
+        error=failure.error,
+        key=failure.key,
+        evidence=failure.evidence,
+    )
+
+
+def _retry(
+    state: RunState, spec: StepSpec, failure: Failure, reason: str, fire_at: int, now_ms: int
+) -> Decision:
+    step = state.steps[spec.name]
+    if failure.blocked_reason:
+        reason = (
+            f"{failure.blocked_reason}: the provider was not called, so the attempt is not counted; {reason}"
+        )
+    if failure.not_before is not None and fire_at < failure.not_before:
+        fire_at = failure.not_before
+        reason += "; not before the lost attempt's call must have ended (its deadline + the client timeout)"
+    step.status, step.fire_at, step.deadline = WAITING_RETRY, fire_at, None
+    return Decision(
+        state,
+        [
+            event(
+                state,
+                ev.RETRY_SCHEDULED,
+                now_ms,
+                spec.name,
+                step.attempt,
+                idempotency_key=failure.key,
+                error=failure.error,
+                retry=RetryDetail(
+                    failure_class=failure.failure_class,
+                    reason=reason,
+                    delay_ms=fire_at - now_ms,
+                    fire_at=ev.at_ms(fire_at),
+                    next_attempt=step.attempt + 1,
+                ),
+            )
+        ],
+    )

@@ -1,0 +1,103 @@
+"""The scheduler's facts about a run: how each is built, and the verdicts that stop a run or hold it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keel import events as ev
+from keel.contracts import QuarantineDetail, RunDetail, RunEvent, StepCommand
+from services.scheduler.state import QUARANTINED, RUN_FAILED, RunState
+
+Emitted = RunEvent | StepCommand
+
+
+@dataclass
+class Decision:
+    state: RunState | None
+    outputs: list[Emitted]
+
+
+def event(
+    state: RunState,
+    kind: str,
+    now_ms: int,
+    step: str | None = None,
+    attempt: int = 0,
+    extra: str = "",
+    **fields: Any,
+) -> RunEvent:
+    return RunEvent(
+        event_id=ev.event_id(state.run_id, kind, step, attempt, extra),
+        run_id=state.run_id,
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        workflow_version=state.workflow_version,
+        step=step,
+        event=kind,
+        ts=ev.at_ms(now_ms),
+        attempt=attempt,
+        source="scheduler",
+        trace_id=state.trace_id,
+        **fields,
+    )
+
+
+def end(state: RunState, status: str, now_ms: int, reason: str | None = None, **fields: Any) -> Decision:
+    """The run becomes terminal (completed, failed, canceled); `ended_at` starts its retention clock."""
+    state.status, state.ended_at = status, now_ms
+    if reason is not None:
+        fields.setdefault("error", reason)
+    return Decision(
+        state, [event(state, status, now_ms, run=RunDetail(status=status, reason=reason), **fields)]
+    )
+
+
+def fail(state: RunState, now_ms: int, reason: str, step: str | None = None) -> Decision:
+    if step:
+        state.steps[step].status = "failed"
+    return end(state, RUN_FAILED, now_ms, reason)
+
+
+def quarantine(
+    state: RunState,
+    step_name: str,
+    now_ms: int,
+    reason: str,
+    failure_class: str | None,
+    *,
+    error: str | None = None,
+    key: str | None = None,
+    evidence: RunEvent | None = None,
+) -> Decision:
+    """Hold the run for a human. `evidence` is the fact that proved or suggested an effect: its input and
+    output (refs, and the output itself) travel on the quarantined event, so the case can be judged from
+    it alone."""
+    state.status = QUARANTINED
+    step = state.steps[step_name]
+    step.deadline = step.fire_at = None
+    proof: dict[str, Any] = {}
+    if evidence is not None:
+        proof = {
+            "input_ref": evidence.input_ref,
+            "output_ref": evidence.output_ref,
+            "output_json": evidence.output_json,
+        }
+    case = f"{state.run_id}:{step_name}:{step.attempt}"
+    return Decision(
+        state,
+        [
+            event(
+                state,
+                ev.QUARANTINED,
+                now_ms,
+                step_name,
+                step.attempt,
+                idempotency_key=key or step.idempotency_key,
+                error=error,
+                quarantine=QuarantineDetail(case_id=case, reason=reason, failure_class=failure_class),
+                **proof,
+            )
+        ],
+    )
