@@ -345,14 +345,18 @@ def _chain(n: int, close: bool = False) -> dict[str, Any]:
     that a depth-first walk from the first listed step goes the whole length of the chain."""
     step = {"kind": "llm", "model": "m", "prompt": "p"}
     steps: list[dict[str, Any]] = [{"name": f"s{i}", **step} for i in range(n)]
-    for i in range(1, n):
+    for i in range(1, n):  # each reads the step before it and the first: ancestry checked all along
         steps[i]["needs"] = [f"s{i - 1}"]
+        steps[i]["prompt"] = f"{{{{ steps.s{i - 1}.output.text }}}} {{{{ steps.s0.output.text }}}}"
     if close:
         steps[0]["needs"] = [f"s{n - 1}"]
     return {"name": "long_chain", "version": 1, "steps": steps[::-1]}
 
 
 def test_a_chain_of_5000_steps_validates_orders_and_draws_without_recursion_errors():
+    data = _chain(5000)
+    data["steps"][-1]["prompt"] = "{{ steps.s1.output.text }}"  # s0 reading a later step: refused
+    assert errors_of(data) == ["step 's0' reads steps.s1 but does not depend on 's1' (add it to needs)"]
     spec = parse_workflow(_chain(5000))
     assert topological_order(spec)[:3] == ["s0", "s1", "s2"] and len(topological_order(spec)) == 5000
     assert mermaid(spec).count("-->") == 4999

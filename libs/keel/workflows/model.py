@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keel.workflows import template
-from keel.workflows.graph import ancestors, find_cycle
+from keel.workflows.graph import ancestry, find_cycle
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TOOL_REF = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+$")
@@ -147,16 +147,14 @@ def _graph_problems(spec: WorkflowSpec) -> list[str]:
     needs = {s.name: s.needs for s in spec.steps}
     if cycle := find_cycle(needs):
         return [f"cycle in needs: {' -> '.join(cycle)}"]
+    depends = ancestry(needs)
     for s in spec.steps:
-        refs = template.paths(s.template)
-        # Only steps that read other steps' outputs need their ancestry (quadratic over a long chain).
-        upstream = ancestors(needs, s.name) if any(root == "steps" for root, *_ in refs) else set()
-        for root, ref, *_ in refs:
+        for root, ref, *_ in template.paths(s.template):
             if root == "input" and ref not in spec.input:
                 problems.append(f"step {s.name!r} reads input.{ref}, which the workflow input lacks")
             elif root == "steps" and ref not in known:
                 problems.append(f"step {s.name!r} reads steps.{ref}, an unknown step")
-            elif root == "steps" and ref not in upstream:
+            elif root == "steps" and not depends(s.name, ref):
                 # A step may only read outputs that are guaranteed committed before it starts.
                 problems.append(
                     f"step {s.name!r} reads steps.{ref} but does not depend on {ref!r} (add it to needs)"
