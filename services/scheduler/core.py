@@ -3,6 +3,11 @@
 Messages are run requests, facts from the other services, control commands and timer ticks; outputs
 are facts (RunEvent) and step commands. No I/O: the same inputs always give the same outputs, so a
 recorded stream can be replayed through it in tests.
+
+Facts that arrive late are kept: a step_committed commits its step whatever attempt it names and
+whatever the step is doing (its timer is dropped); on a run that has already ended (failed after its
+attempts timed out, or canceled) it is recorded in the run's state and nothing else happens, so the
+state still says which effects exist. A cancel never cuts a call short: see `_on_cancel`.
 """
 
 from __future__ import annotations
