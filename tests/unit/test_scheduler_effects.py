@@ -25,6 +25,7 @@ from keel import events as ev
 from keel.contracts import ControlCommand, RunEvent
 from keel.workflows import Catalog
 from services.scheduler.core import DEFAULT_TOOL_CLIENT_TIMEOUT_MS, decide, due, next_timer
+from services.scheduler.outcomes import MAX_FREE_ATTEMPTS
 from services.scheduler.state import RunState
 
 
@@ -300,3 +301,15 @@ def test_a_late_step_fact_from_the_scheduler_itself_is_ignored():
         and state.steps["draft_email"].status == "dispatched"
     )
     assert json.loads(state.to_json())["version"] >= 2
+
+
+def test_a_provider_that_is_never_called_still_ends_the_run_eventually():
+    state = started()
+    _at_send(state)
+    for attempt in range(1, 100):
+        refused = send_failed(state, "transient", attempt=attempt, blocked_reason="circuit_open")
+        d = decide(state, refused, 0, T0, CATALOG)
+        if kinds(d) != ["retry_scheduled"]:
+            break
+        commands(due(state, next_timer(state), CATALOG, MODES))
+    assert kinds(d) == ["failed"] and attempt == MAX_FREE_ATTEMPTS + 5
