@@ -1,0 +1,139 @@
+"""The bench's own Keel stack: what `keel up` starts, started (and stopped) by the bench itself.
+
+Whatever already answers (a broker, a registry, a database given by DATABASE_URL) is used as it is;
+whatever the bench starts, it stops. The services run without a supervisor, so each one's pid is the
+service itself and /proc tells its CPU time and peak memory.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from keel import db
+from keel.serde import register_contracts, registry_client
+from keel.settings import Settings
+from keel.stack import (
+    SERVICES,
+    Background,
+    api_process,
+    kafka,
+    port_of,
+    registry_process,
+    running_pid,
+    service_process,
+    simulator_processes,
+    start_background,
+    stop_background,
+)
+from keel.topics import catalogue, ensure_topics
+
+PREFIX = "bench-"
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", flush=True)
+
+
+def _renamed(proc: Background) -> Background:
+    # Own pid files, so the bench never stops (or is mistaken for) a `keel up` stack.
+    return Background(PREFIX + proc.name, proc.argv, proc.ready, proc.ready_timeout)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+def _registry_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/subjects", timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class BenchStack:
+    settings: Settings
+    started: list[str] = field(default_factory=list)
+    kafka_started: bool = False
+    postgres_started: bool = False
+
+    def processes(self) -> list[Background]:
+        services = [service_process(s) for s in SERVICES]
+        return [_renamed(p) for p in [*simulator_processes(), *services, api_process(self.settings.api_url)]]
+
+    def service_pids(self) -> dict[str, int]:
+        """Service name (and `api`) -> pid of each running Keel process the bench started."""
+        out = {}
+        for proc in self.processes():
+            name = proc.name.removeprefix(PREFIX)
+            pid = running_pid(self.settings, proc.name)
+            if pid is not None and not name.startswith("sim-"):
+                out[name.removesuffix("-0")] = pid
+        return out
+
+    def up(self) -> None:
+        s = self.settings
+        if not _broker_answers(s.kafka_bootstrap):
+            say(f"starting Kafka on {s.kafka_bootstrap}")
+            kafka(s, "start")
+            self.kafka_started = True
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        ensure_topics(admin, catalogue(s), s.topic_replication)
+        if not _registry_answers(s.schema_registry_url):
+            say(f"starting the schema registry on {s.schema_registry_url}")
+            self._start(_renamed(registry_process(s)))
+        register_contracts(registry_client(s.schema_registry_url))
+        if not s.db_url() and not db.embedded_running(s):
+            say("starting the embedded PostgreSQL")
+            self.postgres_started = True
+        with db.connect(s) as conn:
+            db.migrate(conn)
+        procs = self.processes()
+        taken = [p.name for p in procs if self._port(p) > 0 and _port_taken(self._port(p))]
+        if taken:
+            raise RuntimeError(
+                f"ports of {', '.join(taken)} are in use: stop the other stack (`keel down`) first"
+            )
+        for proc in procs:
+            say(f"starting {proc.name.removeprefix(PREFIX)}")
+            self._start(proc)
+
+    @staticmethod
+    def _port(proc: Background) -> int:
+        argv = proc.argv
+        return port_of(f"x:{argv[argv.index('--port') + 1]}") if "--port" in argv else -1
+
+    def _start(self, proc: Background) -> None:
+        self.started.append(proc.name)
+        start_background(self.settings, proc)
+
+    def stop_services(self) -> None:
+        """Stop Keel's services and API, keeping the simulators (and the infrastructure) up."""
+        for name in reversed(self.started):
+            if name.removeprefix(PREFIX).split("-")[0] in (*SERVICES, "api"):
+                stop_background(self.settings, name)
+                self.started.remove(name)
+
+    def down(self) -> None:
+        for name in reversed(self.started):
+            stop_background(self.settings, name)
+        self.started.clear()
+        if self.kafka_started:
+            say("stopping Kafka")
+            kafka(self.settings, "stop", check=False)
+        if self.postgres_started:
+            say("stopping the embedded PostgreSQL")
+            db.stop_embedded(self.settings)
