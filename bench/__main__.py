@@ -142,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     stack = BenchStack(settings)
     try:
         say("bringing up the stack (broker, registry, database, simulators, services, API)")
-        stack.up()
+        peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        stack.up(keel=not args.no_keel, simulators=bool(peers) or not args.no_keel)
         sims = Simulators(**sims_conf)
         if not args.no_floor:
             for name, hops in (("one_hop", 1), ("chain", args.hops)):
                 say(f"floor: {hops} transactional hop(s), paced at {args.rates}/s and flat out")
                 result["floor"][name] = floor.measure(
-                    settings.kafka_bootstrap, hops, rates, min(args.paced_seconds, 10), max(args.runs, 1000)
+                    settings.kafka_bootstrap,
+                    hops,
+                    rates,
+                    min(args.paced_seconds, 10),
+                    max(3 * args.runs, 5000),
                 )
         if not args.no_keel:
             say("keel: the outbound_email workflow")
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "phases": [p.to_dict() for p in phases],
         }
         os.environ["BENCH_TOOL_TIMEOUT_S"] = str(tools.tool_timeout_s)
-        for peer in [p.strip() for p in args.peers.split(",") if p.strip()]:
+        for peer in peers:
             say(f"{peer}: the same workflow")
             sims.reset()
             try:

@@ -33,7 +33,8 @@ def draw(result: dict[str, Any], path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_ylabel("ms (log)")
         ax.set_title(title)
-    axes[0].legend(fontsize=7)
+    if systems:
+        axes[0].legend(fontsize=7)
     ax = axes[-1]
     names, rates = [], []
     for system in systems:
@@ -41,10 +42,10 @@ def draw(result: dict[str, Any], path: Path) -> Path:
         names.append(system)
         rates.append(flat.get("steps_per_s_sustained") or 0)
     floor = result.get("floor", {}).get("chain", {}).get("flat_out", {})
-    if floor.get("msgs_per_s_sustained"):
+    if floor.get("msgs_per_s_overall"):
         hops = result["floor"]["chain"]["hops"]
         names.append(f"floor\n({hops} hops, msgs)")
-        rates.append(floor["msgs_per_s_sustained"])
+        rates.append(floor["msgs_per_s_overall"])
     ax.bar(names, rates, color=[f"C{i}" for i in range(len(names))])
     ax.set_yscale("log")
     ax.set_title("flat out: committed steps/s")

@@ -57,7 +57,7 @@ class EventCollector:
                 key = msg.key() or b""
                 if not key.startswith(self.prefix.encode()):
                     continue  # another client's run: not decoded at all
-                event = self.serde.decode(RUN_EVENTS, msg.value())
+                event = self.serde.decode(RUN_EVENTS, msg.value() or b"")
                 t = event.ts.timestamp()
                 with self._lock:
                     self.marks.append(Mark(event.run_id, event.step, event.event, t))

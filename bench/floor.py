@@ -120,7 +120,7 @@ class Chain:
         out = []
         for msg in [first, *self._sink.consume(1000, 0)]:
             if msg.error() is None:
-                out.append((struct.unpack(">d", msg.value())[0], time.time()))
+                out.append((struct.unpack(">d", msg.value() or b"")[0], time.time()))
         return out
 
     def _receive(self, expect: int, deadline: float) -> list[tuple[float, float]]:
@@ -156,10 +156,14 @@ class Chain:
     @staticmethod
     def _figures(got: list[tuple[float, float]], count: int) -> dict[str, Any]:
         rate = stats.sustained_rate([v for _, v in got])
+        span = (max(v for _, v in got) - min(s for s, _ in got)) if got else 0.0
         return {
             "messages": count,
             "received": len(got),
             "latency_ms": stats.summary_ms([v - s for s, v in got]),
+            # Whole burst: first send to last visible. The central-80% rate is beside it; with one
+            # transaction per batch, messages become visible in bursts that can flatter it.
+            "msgs_per_s_overall": round(len(got) / span, 1) if span > 0 else None,
             "msgs_per_s_sustained": round(rate, 1) if rate else None,
         }
 

@@ -69,22 +69,33 @@ class BenchStack:
     started: list[str] = field(default_factory=list)
     kafka_started: bool = False
     postgres_started: bool = False
+    instances: int = 1  # of every service (each is a consumer group: instances share its partitions)
+
+    def service_processes(self) -> list[Background]:
+        return [_renamed(service_process(s, str(i))) for s in SERVICES for i in range(self.instances)]
 
     def processes(self) -> list[Background]:
-        services = [service_process(s) for s in SERVICES]
-        return [_renamed(p) for p in [*simulator_processes(), *services, api_process(self.settings.api_url)]]
+        sims = [_renamed(p) for p in simulator_processes()]
+        return [*sims, *self.service_processes(), _renamed(api_process(self.settings.api_url))]
 
     def service_pids(self) -> dict[str, int]:
-        """Service name (and `api`) -> pid of each running Keel process the bench started."""
+        """`scheduler`, `executor-1`, ..., `api` -> pid of each running Keel process the bench started
+        (an instance suffix only when there are several)."""
         out = {}
         for proc in self.processes():
             name = proc.name.removeprefix(PREFIX)
             pid = running_pid(self.settings, proc.name)
             if pid is not None and not name.startswith("sim-"):
-                out[name.removesuffix("-0")] = pid
+                out[name.removesuffix("-0") if self.instances == 1 else name] = pid
         return out
 
-    def up(self) -> None:
+    def start_services(self) -> None:
+        """Start the services and the API again (after stop_services), with `instances` of each."""
+        for proc in [*self.service_processes(), _renamed(api_process(self.settings.api_url))]:
+            self._start(proc)
+
+    def up(self, keel: bool = True, simulators: bool = True) -> None:
+        """Infrastructure always; the simulators and Keel's services and API when asked for."""
         s = self.settings
         if not _broker_answers(s.kafka_bootstrap):
             say(f"starting Kafka on {s.kafka_bootstrap}")
@@ -101,7 +112,12 @@ class BenchStack:
             self.postgres_started = True
         with db.connect(s) as conn:
             db.migrate(conn)
-        procs = self.processes()
+        procs = [
+            p
+            for p in self.processes()
+            if (simulators and p.name.startswith(PREFIX + "sim-"))
+            or (keel and not p.name.startswith(PREFIX + "sim-"))
+        ]
         taken = [p.name for p in procs if self._port(p) > 0 and _port_taken(self._port(p))]
         if taken:
             raise RuntimeError(

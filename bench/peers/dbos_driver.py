@@ -73,7 +73,7 @@ def outbound_email(phase: str, run_id: str, lead: dict[str, str]) -> str:
         _record(phase, flow.mark(run_id, None, "failed"), ended=True)
         raise
     _record(phase, flow.mark(run_id, None, "completed"), ended=True)
-    return message_id
+    return str(message_id)
 
 
 def make_peer(plan: dict[str, Any]) -> Peer:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 # Pinned so every run of the bench compares against the same peers.
 PACKAGES = {
-    "celery": ["celery==5.7.0", "redis==8.1.0", "httpx>=0.27,<1"],
+    # kombu 5.7 imports `packaging` for its Redis transport without declaring it.
+    "celery": ["celery==5.7.0", "redis==8.1.0", "packaging", "httpx>=0.27,<1"],
     "dbos": ["dbos==3.4.0", "httpx>=0.27,<1"],
 }
 
