@@ -29,6 +29,19 @@ def draw(result: dict[str, Any], path: Path) -> Path:
             p99 = [(figs.get(p, {}).get(metric) or {}).get("p99") or 0 for p in phases]
             ax.bar(xs, p99, width, alpha=0.35, color=f"C{i}")
             ax.bar(xs, p50, width, label=f"{system} (p50 solid, p99 light)", color=f"C{i}")
+        ref = {"step_latency_ms": "chain", "handoff_gap_ms": "one_hop"}.get(metric)
+        floor = result.get("floor", {}).get(ref or "", {})
+        paced = sorted((k for k in floor if k.startswith("paced_")), key=lambda k: float(k.split("_")[1]))
+        if paced and floor[paced[0]]["latency_ms"].get("p50"):
+            what = f"{floor['hops']} hop(s)"
+            ax.axhline(
+                floor[paced[0]]["latency_ms"]["p50"],
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"floor p50, {what} ({paced[0]})",
+            )
+            ax.legend(fontsize=7)
         ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(phases))], phases, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("ms (log)")
