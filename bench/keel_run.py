@@ -8,7 +8,7 @@ from typing import Any
 from bench import procstat
 from bench.events import EventCollector
 from bench.load import Submitter
-from bench.plan import Phase
+from bench.plan import Phase, run_ids_prefix
 from bench.sims import Simulators
 from keel.settings import Settings
 
@@ -33,7 +33,7 @@ def run_keel(
     out: dict[str, Any] = {"phases": {}}
     try:
         for phase in phases:
-            prefix = f"{run_prefix}-{phase.name}"
+            prefix = run_ids_prefix(run_prefix, phase)
             if phase.timeout_every:
                 sims.reset()
                 sims.timeouts_on_email(phase.count, phase.timeout_every, hang_ms)

@@ -38,3 +38,8 @@ def lead(run_id: str) -> dict[str, str]:
     """The workflow's input. One recipient per run: the provider's delivered records then count each
     run's sends, whichever system sent them and whether or not it used idempotency keys."""
     return {"lead_email": f"{run_id}@bench.example", "lead_name": "Ada Lovelace", "product": "Keel"}
+
+
+def run_ids_prefix(system_prefix: str, phase: Phase) -> str:
+    """Run ids of a phase start with this (and must pass keel.intake's run id rule)."""
+    return f"{system_prefix}-{phase.name.replace('_', '-')}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import procstat
-from bench.plan import Phase, lead
+from bench.plan import Phase, lead, run_ids_prefix
 from bench.sims import Simulators
 
 
@@ -48,7 +48,7 @@ def run_plan(peer: Peer, plan: dict[str, Any], say: Callable[[str], None]) -> di
     pids.setdefault("driver", os.getpid())
     out: dict[str, Any] = {"phases": {}}
     for phase in (Phase.from_dict(p) for p in plan["phases"]):
-        prefix = f"{plan['run_prefix']}-{phase.name}"
+        prefix = run_ids_prefix(plan["run_prefix"], phase)
         if phase.timeout_every:
             sims.reset()
             sims.timeouts_on_email(phase.count, phase.timeout_every, plan["hang_ms"])

@@ -102,3 +102,12 @@ def test_overhead_is_keel_over_the_floor_at_the_same_rate() -> None:
     assert overhead(result) == {
         "paced_5_per_s": {"step_p50_over_chain_p50": 2.5, "gap_p50_over_hop_p50": 3.0}
     }
+
+
+def test_every_run_id_the_plan_makes_is_a_valid_keel_run_id() -> None:
+    from bench.plan import run_ids_prefix
+    from keel.intake import run_id_problem
+
+    for phase in build_plan(2000, [5.0, 20.0], 20.0, 100):
+        run_id = f"{run_ids_prefix('bench-20261130T155101Z-keel', phase)}-{phase.count - 1}"
+        assert run_id_problem(run_id) is None, run_id
