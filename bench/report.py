@@ -22,7 +22,10 @@ def system_figures(raw: dict[str, Any], phases: list[Phase]) -> dict[str, Any]:
         if phase.measure_cpu and figures["committed_steps"]:
             cpu = rec.get("cpu_s", {})
             figures["cpu_s"] = cpu
-            figures["cpu_s_per_step"] = round(sum(cpu.values()) / figures["committed_steps"], 5)
+            # The system's own processes; its broker or database ("infra:...") are shown, not summed,
+            # as Kafka's and PostgreSQL's CPU are not counted for Keel either.
+            own = sum(v for k, v in cpu.items() if not k.startswith("infra:"))
+            figures["cpu_s_per_step"] = round(own / figures["committed_steps"], 5)
         if "duplicates" in rec:
             figures["duplicates"] = rec["duplicates"]
         out["phases"][phase.name] = figures

@@ -45,7 +45,8 @@ def _offer(peer: Peer, phase: Phase, prefix: str) -> dict[str, float]:
 def run_plan(peer: Peer, plan: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
     sims = Simulators(**plan["sims"])
     pids: dict[str, int] = {k: int(v) for k, v in plan["pids"].items()}
-    pids.setdefault("driver", os.getpid())
+    if plan.get("driver_is_the_system"):  # DBOS runs the workflows inside the driver's process
+        pids["dbos"] = os.getpid()
     out: dict[str, Any] = {"phases": {}}
     for phase in (Phase.from_dict(p) for p in plan["phases"]):
         prefix = run_ids_prefix(plan["run_prefix"], phase)

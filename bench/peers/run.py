@@ -123,7 +123,7 @@ def run_celery(plan: dict[str, Any], work: Path) -> dict[str, Any]:
             start_new_session=True,
         )
         procs.append(worker)
-        pids = {"redis": redis.pid, "celery_worker": worker.pid}
+        pids = {"infra:redis": redis.pid, "celery_worker": worker.pid}
         return _drive(python, "celery_driver", {**plan, "pids": pids}, work, env)
     finally:
         for proc in reversed(procs):
@@ -133,5 +133,5 @@ def run_celery(plan: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def run_dbos(plan: dict[str, Any], work: Path, database_url: str) -> dict[str, Any]:
     python = venvs.ensure(work, "dbos")
-    plan = {**plan, "pids": {}, "database_url": database_url}
+    plan = {**plan, "pids": {}, "database_url": database_url, "driver_is_the_system": True}
     return _drive(python, "dbos_driver", plan, work, _env(plan["sims"]))
