@@ -19,7 +19,8 @@ def draw(result: dict[str, Any], path: Path) -> Path:
         ("run_latency_ms", "run: submit -> completed"),
     )
     fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5 * (len(metrics) + 1), 4.5))
-    phases = sorted({p for s in systems for p in result["systems"][s].get("phases", {}) if p != "duplicates"})
+    seen = [p for s in systems for p in result["systems"][s].get("phases", {}) if p != "duplicates"]
+    phases = list(dict.fromkeys(seen))  # in the plan's order: paced light load first, then flat out
     width = 0.8 / max(1, len(systems))
     for ax, (metric, title) in zip(axes, metrics, strict=False):
         for i, system in enumerate(systems):

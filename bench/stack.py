@@ -49,11 +49,11 @@ def _port_taken(port: int) -> bool:
 
 
 def _broker_answers(bootstrap: str) -> bool:
-    try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
-        return True
-    except Exception:
-        return False
+    # A plain connect: a Kafka client would keep logging refused connections long after the answer.
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    with socket.socket() as s:
+        s.settimeout(3)
+        return s.connect_ex((host or "127.0.0.1", int(port))) == 0
 
 
 def _registry_answers(url: str) -> bool:
