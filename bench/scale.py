@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.stack import BenchStack, say
     from keel.router import RouterSettings
     from keel.settings import Settings
-    from keel.stack import SERVICES, kafka, running_pid, start_background
+    from keel.stack import SERVICES, kafka, running_pid, start_background, wait_until
     from services.adapters.config import AdapterSettings
 
     signal.signal(signal.SIGTERM, _interrupt)
@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                         pid = running_pid(settings, name)
                         if pid is not None:
                             os.kill(pid, signal.SIGKILL)
+                            # Until it is gone (a zombie counts as gone), or the restart would
+                            # find the old pid alive and start nothing.
+                            wait_until(
+                                lambda: running_pid(settings, name) is None, 10, f"{name} to die", 0.01
+                            )
                         proc = next(p for p in stack.service_processes() if p.name == name)
                         start_background(settings, proc)
                     killed["restarted"] = time.time()
