@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo up down status test test-unit test-integration chaos lint fmt typecheck schemas \
-        schema-release codegen clean
+        schema-release codegen clean bench bench-scale
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ chaos: setup ## the full chaos proof: 300 runs, kill -9 of services and the brok
 	@KEEL_CHAOS_RUNS=$${KEEL_CHAOS_RUNS:-300} KEEL_CHAOS_SECONDS=$${KEEL_CHAOS_SECONDS:-120} \
 		KEEL_CHAOS_RECOVERY_LIMIT_S=$${KEEL_CHAOS_RECOVERY_LIMIT_S:-5} \
 		$(PY) -m pytest tests/chaos -s -p no:cacheprovider
+
+bench: setup ## benchmark: Keel beside the raw Kafka floor, Celery + Redis and DBOS (KEEL_BENCH_RUNS=200 for a quick check)
+	@$(PY) -m bench
+
+bench-scale: setup ## scale curves: throughput and p50/p99 vs offered load and instances; recovery after kill -9
+	@$(PY) -m bench.scale
 
 lint: setup ## ruff, and mypy on libs/ and the services
 	@$(VENV)/bin/ruff check .

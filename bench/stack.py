@@ -1,0 +1,155 @@
+"""The bench's own Keel stack: what `keel up` starts, started (and stopped) by the bench itself.
+
+Whatever already answers (a broker, a registry, a database given by DATABASE_URL) is used as it is;
+whatever the bench starts, it stops. The services run without a supervisor, so each one's pid is the
+service itself and /proc tells its CPU time and peak memory.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from keel import db
+from keel.serde import register_contracts, registry_client
+from keel.settings import Settings
+from keel.stack import (
+    SERVICES,
+    Background,
+    api_process,
+    kafka,
+    port_of,
+    registry_process,
+    running_pid,
+    service_process,
+    simulator_processes,
+    start_background,
+    stop_background,
+)
+from keel.topics import catalogue, ensure_topics
+
+PREFIX = "bench-"
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", flush=True)
+
+
+def _renamed(proc: Background) -> Background:
+    # Own pid files, so the bench never stops (or is mistaken for) a `keel up` stack.
+    return Background(PREFIX + proc.name, proc.argv, proc.ready, proc.ready_timeout)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    # A plain connect: a Kafka client would keep logging refused connections long after the answer.
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    with socket.socket() as s:
+        s.settimeout(3)
+        return s.connect_ex((host or "127.0.0.1", int(port))) == 0
+
+
+def _registry_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/subjects", timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class BenchStack:
+    settings: Settings
+    started: list[str] = field(default_factory=list)
+    kafka_started: bool = False
+    postgres_started: bool = False
+    instances: int = 1  # of every service (each is a consumer group: instances share its partitions)
+
+    def service_processes(self) -> list[Background]:
+        return [_renamed(service_process(s, str(i))) for s in SERVICES for i in range(self.instances)]
+
+    def processes(self) -> list[Background]:
+        sims = [_renamed(p) for p in simulator_processes()]
+        return [*sims, *self.service_processes(), _renamed(api_process(self.settings.api_url))]
+
+    def service_pids(self) -> dict[str, int]:
+        """`scheduler`, `executor-1`, ..., `api` -> pid of each running Keel process the bench started
+        (an instance suffix only when there are several)."""
+        out = {}
+        for proc in self.processes():
+            name = proc.name.removeprefix(PREFIX)
+            pid = running_pid(self.settings, proc.name)
+            if pid is not None and not name.startswith("sim-"):
+                out[name.removesuffix("-0") if self.instances == 1 else name] = pid
+        return out
+
+    def start_services(self) -> None:
+        """Start the services and the API again (after stop_services), with `instances` of each."""
+        for proc in [*self.service_processes(), _renamed(api_process(self.settings.api_url))]:
+            self._start(proc)
+
+    def up(self, keel: bool = True, simulators: bool = True) -> None:
+        """Infrastructure always; the simulators and Keel's services and API when asked for."""
+        s = self.settings
+        if not _broker_answers(s.kafka_bootstrap):
+            say(f"starting Kafka on {s.kafka_bootstrap}")
+            kafka(s, "start")
+            self.kafka_started = True
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        ensure_topics(admin, catalogue(s), s.topic_replication)
+        if not _registry_answers(s.schema_registry_url):
+            say(f"starting the schema registry on {s.schema_registry_url}")
+            self._start(_renamed(registry_process(s)))
+        register_contracts(registry_client(s.schema_registry_url))
+        if not s.db_url() and not db.embedded_running(s):
+            say("starting the embedded PostgreSQL")
+            self.postgres_started = True
+        with db.connect(s) as conn:
+            db.migrate(conn)
+        procs = [
+            p
+            for p in self.processes()
+            if (simulators and p.name.startswith(PREFIX + "sim-"))
+            or (keel and not p.name.startswith(PREFIX + "sim-"))
+        ]
+        taken = [p.name for p in procs if self._port(p) > 0 and _port_taken(self._port(p))]
+        if taken:
+            raise RuntimeError(
+                f"ports of {', '.join(taken)} are in use: stop the other stack (`keel down`) first"
+            )
+        for proc in procs:
+            say(f"starting {proc.name.removeprefix(PREFIX)}")
+            self._start(proc)
+
+    @staticmethod
+    def _port(proc: Background) -> int:
+        argv = proc.argv
+        return port_of(f"x:{argv[argv.index('--port') + 1]}") if "--port" in argv else -1
+
+    def _start(self, proc: Background) -> None:
+        self.started.append(proc.name)
+        start_background(self.settings, proc)
+
+    def stop_services(self) -> None:
+        """Stop Keel's services and API, keeping the simulators (and the infrastructure) up."""
+        for name in reversed(self.started):
+            if name.removeprefix(PREFIX).split("-")[0] in (*SERVICES, "api"):
+                stop_background(self.settings, name)
+                self.started.remove(name)
+
+    def down(self) -> None:
+        for name in reversed(self.started):
+            stop_background(self.settings, name)
+        self.started.clear()
+        if self.kafka_started:
+            say("stopping Kafka")
+            kafka(self.settings, "stop", check=False)
+        if self.postgres_started:
+            say("stopping the embedded PostgreSQL")
+            db.stop_embedded(self.settings)
