@@ -18,6 +18,8 @@ DEAD_LETTERS = "keel.dead-letters"
 SCHEMAS = "_keel.schemas"
 # Which dead letters were redriven (JSON, compacted, keyed by dead_letter_id).
 DEAD_LETTER_STATUS = "keel.dead-letter-status"
+# Which process holds each instance id (JSON, compacted, keyed by transactional id; see keel.lease).
+INSTANCE_LEASES = "keel.instance-leases"
 # Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
 SCHEDULER_STATE = "keel.scheduler-state"
 
@@ -38,17 +40,30 @@ class TopicMismatch(RuntimeError):
 
 def catalogue(settings: Settings) -> list[TopicSpec]:
     p = settings.topic_partitions
-    compacted = {"cleanup.policy": "compact"}
-    specs = [TopicSpec(name, p) for name in RUN_KEYED]
+    # Every topic accepts what the producers send (keel.producer uses the same number).
+    limit = {"max.message.bytes": str(settings.record_limit())}
+    compacted = {"cleanup.policy": "compact", **limit}
+    specs = [TopicSpec(name, p, dict(limit)) for name in RUN_KEYED]
     specs += [
         TopicSpec(LEDGER, p, compacted),
         TopicSpec(SCHEDULER_STATE, p, compacted),
-        TopicSpec(DEAD_LETTERS, 1),
+        TopicSpec(DEAD_LETTERS, 1, dict(limit)),
         TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.
         TopicSpec(SCHEMAS, 1, compacted),
+        lease_topic(),
     ]
     return specs
+
+
+def lease_topic() -> TopicSpec:
+    """Instance leases (keel.lease): tiny records, renewed every second; short segments so that
+    compaction keeps the topic small."""
+    return TopicSpec(
+        INSTANCE_LEASES,
+        1,
+        {"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"},
+    )
 
 
 def ensure_topics(

@@ -1,7 +1,10 @@
 """A minimal service for bus tests: RunRequested in, RunEvent(created) out, on per-test topics.
 
 Run as a script it is a real child process the tests can SIGKILL or SIGTERM:
-    python tests/integration/echo.py IN OUT DLQ GROUP TXID [--hang-before-commit]
+    python tests/integration/echo.py IN OUT DLQ GROUP TXID [--hang-before-commit] [--lease]
+
+Workflow names steer it: `reject-me` is rejected (dead-lettered), `echo-input` copies the run input into
+the event (an output as large as the input).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Echo(Processor):
             event="created",
             ts=req.requested_at,
             source="echo",
+            error=req.input_json if req.workflow == "echo-input" else None,
         )
         return [Output(self.out_topic, req.run_id, event)]
 
