@@ -10,6 +10,16 @@ from __future__ import annotations
 import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+try:  # the registry client speaks through its own copy of httpx (httpx2) when one is installed
+    from confluent_kafka.schema_registry.common._httpx_compat import httpx as _client_httpx
+
+    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+        httpx.TransportError,
+        _client_httpx.TransportError,
+    )
+except ImportError:  # pragma: no cover - older clients use httpx itself
+    _TRANSPORT_ERRORS = (httpx.TransportError,)
+
 
 class RegistryUnavailable(RuntimeError):
     """The schema registry could not answer; the batch must be retried later, not dead-lettered."""
@@ -39,7 +49,7 @@ def registry_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(cur, SchemaRegistryError):
             return cur.http_status_code != 404
-        if isinstance(cur, httpx.TransportError) and _from_registry_client(cur):
+        if isinstance(cur, _TRANSPORT_ERRORS) and _from_registry_client(cur):
             return True
         cur = cur.__cause__ or cur.__context__
     return False

@@ -52,3 +52,15 @@ def test_a_registry_that_cannot_answer_is_not_a_bad_message():
     assert not registry_unavailable(ValueError("Invalid magic byte"))
     # A network error counts only when it comes out of the registry client, not from a processor's call.
     assert not registry_unavailable(httpx.ConnectError("model server down"))
+
+
+def test_the_registry_clients_own_connection_errors_count_as_an_outage():
+    from keel.serde import Serde, registry_client
+
+    serde = Serde(registry_client("http://127.0.0.1:1"))
+    try:
+        serde.decode("keel.run-requests", b"\x00\x00\x00\x00\x01abc")
+    except Exception as exc:
+        assert registry_unavailable(exc), type(exc)
+    else:
+        raise AssertionError("decoding with an unreachable registry cannot succeed")
