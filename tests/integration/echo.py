@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keel.contracts import RunEvent, RunRequested
+from keel.lease import hold_or_exit
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.txloop import Output, Processor, Record, Reject, TransactionalLoop
@@ -75,7 +76,11 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     in_topic, out_topic, dlq, group, txid = sys.argv[1:6]
     hang = "--hang-before-commit" in sys.argv
+    # As a service does: one live process per instance id (here the transactional id).
+    lease = hold_or_exit(Settings(), txid) if "--lease" in sys.argv else None
     loop = make_loop(Settings(), in_topic, out_topic, dlq, group, txid, before_commit=_hang if hang else None)
     print("STARTED", flush=True)
     loop.run()
+    if lease is not None:
+        lease.release()
     print(f"STOPPED committed_batches={loop.committed_batches}", flush=True)
