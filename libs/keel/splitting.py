@@ -60,4 +60,5 @@ class Splitter:
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         """Partitions were revoked: their new owner finds its own way."""
-        self.poisoned = {c: r for c, r in self.poisoned.items() if (c[0], c[1]) not in partitions}
+        for coord in [c for c in self.poisoned if (c[0], c[1]) in partitions]:
+            del self.poisoned[coord]  # in place: the message handler shares this dict

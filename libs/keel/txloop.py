@@ -32,8 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 import keel.events as ev
-from keel.deadletter import dead_letter_for
-from keel.dlq import history_of
 from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config, producer_config
 from keel.registryerrors import RegistryUnavailable, registry_unavailable
@@ -42,6 +40,7 @@ from keel.settings import Settings
 from keel.splitting import Coord, Splitter, is_rejection
 from keel.topics import DEAD_LETTERS
 from keel.txcalls import StuckTransaction, commit, positions, send_offsets
+from keel.txmessages import Encoded, MessageHandler
 from keel.txtypes import AfterCommit, Handled, Output, Processor, Record, Reject
 
 __all__ = [
@@ -56,8 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# (topic, key, value bytes, headers, partition) ready to produce
-_Encoded = tuple[str, str | None, bytes | None, list[tuple[str, bytes]], int | None]
 _MAX_PAUSE_S = 30.0
 
 
@@ -97,6 +94,9 @@ class TransactionalLoop:
         workers = max(1, processor.concurrency)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="handle") if workers > 1 else None
         self.splitter = Splitter(settings.split_after_aborts)
+        self.messages = MessageHandler(
+            serde, processor, group_id, dead_letter_topic, settings.max_message_bytes, self.splitter.poisoned
+        )
         self.committed_batches = 0
         self.last_progress = time.monotonic()
         self.aborted_batches = 0
@@ -228,25 +228,25 @@ class TransactionalLoop:
             self._after_commit(works)
         return True
 
-    def _handle_all(self, good: list[Message]) -> tuple[list[_Encoded], list[Callable[[], Sequence[Output]]]]:
+    def _handle_all(self, good: list[Message]) -> tuple[list[Encoded], list[Callable[[], Sequence[Output]]]]:
         handled = (
-            self._pool.map(self._outputs_for, good)
+            self._pool.map(self.messages.outputs_for, good)
             if self._pool and len(good) > 1
-            else map(self._outputs_for, good)
+            else map(self.messages.outputs_for, good)
         )
-        outputs: list[_Encoded] = []
+        outputs: list[Encoded] = []
         works: list[Callable[[], Sequence[Output]]] = []
         for encoded, later in handled:
             outputs.extend(encoded)
             works.extend(later)
         return outputs, works
 
-    def _tick(self) -> list[_Encoded]:
+    def _tick(self) -> list[Encoded]:
         """The processor's timer outputs, encoded; a tick that raises pauses ticks (never the loop)."""
         if time.monotonic() < self._ticks_paused_until:
             return []
         try:
-            return self._encoded(self.processor.tick(ev.now_ms()))
+            return self.messages.encoded(self.processor.tick(ev.now_ms()))
         except Exception as exc:
             if registry_unavailable(exc):
                 raise RegistryUnavailable(str(exc)) from exc
@@ -290,7 +290,7 @@ class TransactionalLoop:
 
         results = self._pool.map(run, works) if self._pool and len(works) > 1 else map(run, works)
         try:
-            outputs = self._encoded([o for outs in results for o in outs])
+            outputs = self.messages.encoded([o for outs in results for o in outs])
         except Exception:  # e.g. the registry is away: lost like a crash here; timeouts retry the steps
             log.exception("encoding after-commit results failed; timeouts will retry their steps")
             return
@@ -305,97 +305,6 @@ class TransactionalLoop:
                 log.warning("publishing after-commit results failed (try %d of 3): %s", attempt, exc)
                 self._reset_producer(exc.args[0])
         log.error("gave up publishing %d after-commit results; timeouts will retry their steps", len(outputs))
-
-    def _outputs_for(self, msg: Message) -> tuple[list[_Encoded], list[Callable[[], Sequence[Output]]]]:
-        """Decode and handle one message; whatever can never be is turned into a dead letter. Raises
-        RegistryUnavailable when the registry could not answer: that message is good, only early."""
-        try:
-            return self._handle_one(msg)
-        except Exception as exc:
-            if registry_unavailable(exc):
-                raise RegistryUnavailable(str(exc)) from exc
-            raise
-
-    def _handle_one(self, msg: Message) -> tuple[list[_Encoded], list[Callable[[], Sequence[Output]]]]:
-        topic = msg.topic() or ""
-        raw = msg.value()
-        rejected = self.splitter.poisoned.get((topic, msg.partition() or 0, msg.offset() or 0))
-        if rejected is not None:
-            return [self._dead(msg, rejected, "output_rejected", by_reference=True)], []
-        try:
-            if raw is None:
-                raise Reject("message has no value (tombstone) on a topic that carries records", "invalid")
-            value = self.serde.decode(topic, raw)
-        except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)], []
-        except Exception as exc:
-            if registry_unavailable(exc):
-                raise
-            # Bad magic byte, truncated Avro, a schema id the registry answers 404 for: never decodable.
-            return [
-                self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")
-            ], []
-        key = msg.key()
-        record = Record(
-            topic,
-            msg.partition() or 0,
-            msg.offset() or 0,
-            key.decode() if isinstance(key, bytes) else key,
-            value,
-            msg.timestamp()[1],
-        )
-        try:
-            handled = self.processor.handle(record)
-            outs = [h for h in handled if isinstance(h, Output)]
-            return self._encoded(outs), [h.work for h in handled if isinstance(h, AfterCommit)]
-        except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)], []
-        except Exception as exc:
-            if registry_unavailable(exc):
-                raise
-            # One bad message must not stop the loop: keep it, with the reason, for an operator.
-            log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
-            return [
-                self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")
-            ], []
-
-    def _dead(self, msg: Message, reason: str, error_class: str, by_reference: bool = False) -> _Encoded:
-        letter = dead_letter_for(
-            msg,
-            reason,
-            error_class,
-            self.group_id,
-            history_of(msg.headers()),
-            max_bytes=self.settings.max_message_bytes,
-            by_reference=by_reference,
-        )
-        log.warning(
-            "dead letter %s%s: %s",
-            letter.dead_letter_id,
-            " (by reference)" if letter.value_truncated else "",
-            reason,
-        )
-        return (
-            self.dead_letter_topic,
-            letter.dead_letter_id,
-            self.serde.encode(self.dead_letter_topic, letter),
-            [],
-            None,
-        )
-
-    def _encoded(self, outs: Sequence[Output]) -> list[_Encoded]:
-        return [
-            (
-                o.topic,
-                o.key,
-                o.value
-                if o.value is None or isinstance(o.value, bytes)
-                else self.serde.encode(o.topic, o.value),
-                o.headers,
-                o.partition,
-            )
-            for o in outs
-        ]
 
     def _produce(
         self,
