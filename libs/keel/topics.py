@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from keel.settings import Settings
 
@@ -77,6 +84,7 @@ def ensure_topics(
             raise TopicMismatch(
                 f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}"
             )
+    raise_limits(admin, [s for s in specs if s.name in existing], timeout)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -96,3 +104,33 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def raise_limits(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Raise `max.message.bytes` of existing topics that accept less than the catalogue says (topics
+    created before the limit was set): the producers send record batches up to that size, and a batch
+    the broker refuses fails its transaction on every try. Never lowers a limit. Returns altered names."""
+    wanted = {s.name: int(s.config["max.message.bytes"]) for s in specs if "max.message.bytes" in s.config}
+    if not wanted:
+        return []
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted])
+    altered = []
+    for resource, future in described.items():
+        entry = future.result(timeout).get("max.message.bytes")
+        if entry is not None and int(entry.value) >= wanted[resource.name]:
+            continue
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            resource.name,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    str(wanted[resource.name]),
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for fut in admin.incremental_alter_configs([change]).values():
+            fut.result(timeout)
+        altered.append(resource.name)
+    return altered
