@@ -70,3 +70,27 @@ def test_a_killed_instance_restarts_under_its_own_id_within_seconds(stack, topic
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(20)
     assert back_after < 8.0, f"back only {back_after:.1f}s after the kill"
+
+
+def test_a_holder_paused_past_its_lease_is_replaced_and_exits_when_it_wakes(stack, topics):
+    in_t, out_t, dlq, group, _ = topics
+    serde = serde_for(stack, in_t, out_t, dlq)
+    paused = start_echo(stack, topics, "--lease")
+    try:
+        produce_requests(stack, serde, in_t, [unique("run")])
+        wait_for(lambda: committed_offset(stack, group, in_t) == 1, what="the first process to commit")
+        paused.send_signal(signal.SIGSTOP)  # alive, but renewing nothing: like a long GC pause
+        successor = start_echo(stack, topics, "--lease")  # watches one interval, then takes over
+        try:
+            paused.send_signal(signal.SIGCONT)
+            assert paused.wait(30) == 75  # it sees the newer claim and leaves
+            produce_requests(stack, serde, in_t, [unique("run")])
+            wait_for(lambda: committed_offset(stack, group, in_t) == 2, what="the successor to commit")
+            assert successor.poll() is None
+        finally:
+            successor.send_signal(signal.SIGTERM)
+            successor.wait(20)
+    finally:
+        if paused.poll() is None:
+            paused.kill()
+            paused.wait(10)
