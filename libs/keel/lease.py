@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from keel.settings import Settings
@@ -216,7 +216,10 @@ class InstanceLease:
         try:
             self._write("released")
         finally:
-            self._consumer.close()
+            self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _exit_lost(rec: LeaseRecord) -> None:
@@ -231,11 +234,19 @@ def _exit_lost(rec: LeaseRecord) -> None:
 
 def hold_or_exit(settings: Settings, name: str) -> InstanceLease:
     """Take the lease of instance `name` or exit the process with a clear message (status 78)."""
-    lease = InstanceLease(settings, name)
-    try:
-        lease.acquire()
-    except DuplicateInstance as exc:
-        log.critical("%s", exc)
-        print(f"keel: {exc}", file=sys.stderr, flush=True)
-        sys.exit(78)
-    return lease
+    deadline = time.monotonic() + 60  # as long as init_transactions waits for a broker
+    while True:
+        lease = InstanceLease(settings, name)
+        try:
+            lease.acquire()
+            return lease
+        except DuplicateInstance as exc:
+            log.critical("%s", exc)
+            print(f"keel: {exc}", file=sys.stderr, flush=True)
+            sys.exit(78)
+        except KafkaException as exc:  # the broker is away (e.g. restarting): wait for it, don't crash-loop
+            lease.close()
+            if time.monotonic() > deadline:
+                raise
+            log.warning("taking the lease of instance %s: %s; retrying", name, exc)
+            time.sleep(1.0)

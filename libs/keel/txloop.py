@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -229,11 +229,14 @@ class TransactionalLoop:
         return True
 
     def _handle_all(self, good: list[Message]) -> tuple[list[Encoded], list[Callable[[], Sequence[Output]]]]:
-        handled = (
-            self._pool.map(self.messages.outputs_for, good)
-            if self._pool and len(good) > 1
-            else map(self.messages.outputs_for, good)
-        )
+        if self._pool and len(good) > 1:
+            futures = [self._pool.submit(self.messages.outputs_for, m) for m in good]
+            # Every handler has finished before one's error aborts the turn: none stages state after
+            # the on_abort that follows.
+            wait(futures)
+            handled = [f.result() for f in futures]
+        else:
+            handled = [self.messages.outputs_for(m) for m in good]
         outputs: list[Encoded] = []
         works: list[Callable[[], Sequence[Output]]] = []
         for encoded, later in handled:
