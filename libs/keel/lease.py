@@ -56,12 +56,18 @@ class LeaseRecord:
         return self.claim if self.claim >= 0 else offset
 
 
-def _started(pid: int) -> str:
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first); empty where there is no /proc."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def _started(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def process_gone(record: LeaseRecord) -> bool:
@@ -74,6 +80,9 @@ def process_gone(record: LeaseRecord) -> bool:
         return True
     except PermissionError:
         pass
+    fields = _stat(record.pid)
+    if fields and fields[0] in ("Z", "X"):  # killed, not reaped yet
+        return True
     return bool(record.started) and _started(record.pid) != record.started
 
 

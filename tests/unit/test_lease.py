@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from keel.lease import LeaseRecord, _started, free_at_once
 
@@ -36,3 +37,17 @@ def test_released_stale_or_absent_leases_are_free():
     assert free_at_once(None, NOW, 1.0)
     assert free_at_once(_held(os.getpid(), state="released"), NOW, 1.0)
     assert free_at_once(_held(os.getpid(), host="another-host", at_ms=NOW - 60_000), NOW, 1.0)
+
+
+def test_a_killed_process_not_yet_reaped_holds_no_lease():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = _held(child.pid)
+        assert not free_at_once(record, NOW, 1.0)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not free_at_once(record, NOW, 1.0):  # a zombie until we reap it below
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.wait(10)
