@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from keel.registryerrors import registry_unavailable
 from keel.settings import Settings
 from keel.txloop import Output
 
@@ -80,6 +81,25 @@ class ChangelogState(Generic[V]):
         self._committed = {k: v for k, v in self._committed.items() if v[0] not in partitions}
         self.partitions -= partitions
 
+    def _decode(self, raw: bytes, deadline: float) -> V:
+        """Decode one entry; while the schema registry cannot answer, wait for it (up to `deadline`):
+        a restore is complete or it does not happen."""
+        pause = 0.5
+        while True:
+            try:
+                return self.decode(raw)
+            except Exception as exc:
+                if not registry_unavailable(exc) or time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "restoring %s: schema registry unavailable (%s); retrying in %.1fs",
+                    self.topic,
+                    exc,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
     def load(self, partitions: set[int], timeout_s: float = 60.0) -> int:
         """Read the changelog partitions from the beginning to their end. Returns entries loaded."""
         new = partitions - self.partitions
@@ -137,7 +157,8 @@ class ChangelogState(Generic[V]):
                 if msg.value() is None:
                     self._committed.pop(key, None)
                 else:
-                    self._committed[key] = (msg.partition() or 0, self.decode(msg.value() or b""))
+                    value = self._decode(msg.value() or b"", t0 + timeout_s)
+                    self._committed[key] = (msg.partition() or 0, value)
                     loaded += 1
         finally:
             consumer.close()

@@ -21,12 +21,14 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 from echo import make_loop
-from helpers import read_topic, unique, wait_for
+from helpers import make_topics, read_topic, unique, wait_for
 from test_txloop import committed_offset, produce_requests, run_ids_of, serde_for
 from test_txloop import topics as topics  # the fixture
 
 from keel.contracts import DeadLetter
+from keel.serde import Serde, register_contracts, registry_client
 from keel.settings import Settings
+from keel.statestore import ChangelogState
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,38 @@ def test_good_messages_wait_for_the_registry_and_only_unknown_schema_ids_are_dea
     assert (letter.source_offset, letter.error_class) == (4, "undecodable")
     assert letter.value == unknown_id
     assert loop.registry_waits >= 2
+
+
+def test_a_restore_waits_for_the_registry_instead_of_failing(stack: Settings, registry: Registry):
+    changelog = unique("test.changelog")
+    make_topics(stack, changelog)
+    envelopes = {changelog: "dead_letter"}  # any contract: the changelog of a stateful service
+    register_contracts(registry_client(stack.schema_registry_url), envelopes)
+    shared = Serde(registry_client(stack.schema_registry_url), envelopes)
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    producer.produce(changelog, key="k", value=shared.encode(changelog, _letter("t")), partition=0)
+    assert producer.flush(10) == 0
+    registry.start()
+    registry.stop()
+
+    own = Serde(registry_client(registry.url), envelopes)
+    state: ChangelogState[DeadLetter] = ChangelogState(
+        stack, changelog, lambda x: own.encode(changelog, x), lambda b: own.decode(changelog, b), group="g"
+    )
+    outcome: list[object] = []
+    loader = threading.Thread(target=lambda: outcome.append(_try(state.load, {0}, 60.0)), daemon=True)
+    loader.start()
+    loader.join(8.0)  # the registry client's own retries, then ours
+    assert outcome == [], f"the restore gave up while the registry was away: {outcome}"
+    registry.start()
+    loader.join(60)
+    assert outcome == [1]
+    letter = state.get("k")
+    assert letter is not None and letter.reason == "warming the schema cache"
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
