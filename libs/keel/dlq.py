@@ -1,8 +1,10 @@
 """Dead letters you can work with: list, inspect and redrive them to where they came from.
 
 A redrive produces the original key, value and headers back to the source topic and partition, plus a
-`keel-dlq-history` header; if the message fails again, its new dead letter carries that history. Which
-letters were redriven is recorded on the compacted `keel.dead-letter-status` topic.
+`keel-dlq-history` header. A letter kept by reference (`value_truncated`: only a prefix of a value too
+large for the dead-letter topic) is redriven from the original, read back from its source offset and
+checked against the letter's digest. If the message fails again, its new dead letter carries that
+history. Which letters were redriven is recorded on the compacted `keel.dead-letter-status` topic.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from keel.contracts import DeadLetter
+from keel.deadletter import digest
 from keel.producer import producer_config
 from keel.reader import read_topic
 from keel.serde import Serde, registry_client
@@ -52,7 +55,9 @@ class Entry:
             "history": list(x.history),
             "status": self.status,
             "key": _text(x.key),
-            "value_bytes": len(x.value or b""),
+            "value_bytes": x.value_size if x.value_truncated else len(x.value or b""),
+            "value_truncated": x.value_truncated,
+            "value_digest": x.value_digest,
             "value_preview": _text(x.value),
             "headers": {h.name: _text(h.value) for h in x.headers},
         }
@@ -104,12 +109,13 @@ def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dic
         (HISTORY_HEADER, json.dumps(history).encode()),
         (REDRIVE_HEADER, letter.dead_letter_id.encode()),
     ]
+    value = original_value(settings, letter) if letter.value_truncated else letter.value
     producer = Producer(producer_config(settings))
     delivered: list[Any] = []
     producer.produce(
         letter.source_topic,
         key=letter.key,
-        value=letter.value,
+        value=value,
         headers=headers,  # type: ignore[arg-type]
         partition=letter.source_partition,
         on_delivery=lambda err, msg: delivered.append((err, msg)),
@@ -127,3 +133,37 @@ def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dic
     producer.produce(DEAD_LETTER_STATUS, key=letter.dead_letter_id, value=json.dumps(status).encode())
     producer.flush(30)
     return status
+
+
+class OriginalGone(RuntimeError):
+    """The original of a letter kept by reference is no longer where the letter points (retention)."""
+
+
+def original_value(settings: Settings, letter: DeadLetter, timeout_s: float = 15.0) -> bytes | None:
+    """The whole value of a letter kept by reference, read from its source offset, digest checked."""
+    where = f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"keel-dlq-{letter.dead_letter_id}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            # The original may sit in a transaction that committed its dead letter: read what is committed.
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": max(settings.record_limit(), 52_428_800),
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(letter.source_topic, letter.source_partition, letter.source_offset)])
+        msg = consumer.poll(timeout_s)
+        eof = KafkaError._PARTITION_EOF
+        while msg is not None and (err := msg.error()) is not None and err.code() != eof:
+            msg = consumer.poll(timeout_s)  # transient errors: the message is still coming
+    finally:
+        consumer.close()
+    if msg is None or msg.error() is not None or msg.offset() != letter.source_offset:
+        raise OriginalGone(f"the original of {letter.dead_letter_id} is no longer at {where}")
+    value = msg.value()
+    if value is None or digest(value) != letter.value_digest:
+        raise OriginalGone(f"the message at {where} does not match the digest of {letter.dead_letter_id}")
+    return value

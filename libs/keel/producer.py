@@ -18,7 +18,9 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
         # Java's default partitioner: every client (ours, Connect, Streams) puts a run_id on the same
         # partition, which co-partitioning of the run-keyed topics depends on.
         "partitioner": "murmur2_random",
-        "message.max.bytes": settings.max_message_bytes + 64 * 1024,
+        # The same limit the topics are created with (keel.topics): a record batch the producer accepts
+        # is never refused by the broker, which would fail the transaction on every try.
+        "message.max.bytes": settings.record_limit(),
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id

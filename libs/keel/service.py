@@ -6,6 +6,7 @@ import argparse
 import logging
 from collections.abc import Callable
 
+from keel.lease import hold_or_exit
 from keel.looplife import keep_running
 from keel.serde import Serde, registry_client
 from keel.settings import Settings, get_settings
@@ -25,7 +26,8 @@ def run_service(
         default="0",
         help="instance id, stable across restarts (default 0); it names the transactional "
         "id and the static group membership, so a restarted instance fences its "
-        "predecessor and takes its partitions back at once",
+        "predecessor and takes its partitions back at once. A second live process with "
+        "the same id refuses to start",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -35,6 +37,8 @@ def run_service(
     settings = get_settings()
     serde = Serde(registry_client(settings.schema_registry_url))
     member = f"keel-{name}-{args.instance}"
+    # Refuses to start (exit 78) while another live process runs under this instance id.
+    lease = hold_or_exit(settings, member)
 
     def build() -> TransactionalLoop:
         logging.info("consuming %s", ", ".join(topics))
@@ -49,4 +53,5 @@ def run_service(
         )
 
     loop = keep_running(build)  # returns on SIGTERM/SIGINT, after the batch in hand
+    lease.release()  # a restart under this id, from any host, takes it at once
     logging.info("stopped after %d committed batches", loop.committed_batches)

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1)
     # Largest message value the bus accepts; bigger payloads belong in the blob store.
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # A batch whose outputs the broker rejects this many times in a row is halved (see keel.splitting).
+    split_after_aborts: int = Field(default=3, ge=1)
+    # An instance renews its lease this often; a second process with the same instance id sees the
+    # renewals and refuses to start, and a killed instance's lease is taken after one interval + 1 s.
+    instance_lease_interval_s: float = Field(default=1.0, gt=0)
     # Transactions are committed at least this often while a loop has work in flight.
     batch_max_messages: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.2, gt=0)
@@ -38,6 +43,13 @@ class Settings(BaseSettings):
     # Postgres; DATABASE_URL (no prefix) wins, then KEEL_DATABASE_URL, else the embedded server.
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     keel_database_url: str | None = Field(default=None, validation_alias="KEEL_DATABASE_URL")
+
+    def record_limit(self) -> int:
+        """The largest record batch producers send and every topic accepts (`message.max.bytes` of
+        producers, `max.message.bytes` of topics): the same number on both sides, so nothing a producer
+        accepts is refused by the broker. The margin over `max_message_bytes` leaves room for keys,
+        headers and the batch framing."""
+        return self.max_message_bytes + 64 * 1024
 
     def db_url(self) -> str | None:
         return self.database_url or self.keel_database_url

@@ -4,6 +4,11 @@ A stateful service writes each changed entry to the changelog partition of the i
 from, in the same transaction as its outputs and offsets. On assignment it reads those changelog
 partitions back; changes made in a batch become visible to later batches only once the batch commits
 (`commit`), and vanish when it aborts (`abort`).
+
+A restore reads up to the high watermark, not only to the last stable offset: while the previous
+owner's last transaction is still open (its commit in flight), the end a read_committed reader sees
+stops before that batch, yet the input offsets committed with it are where the new owner resumes.
+So the restore waits (bounded) until no transaction holds the end back, and reads what it wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from keel.registryerrors import registry_unavailable
 from keel.settings import Settings
 from keel.txloop import Output
 
@@ -75,6 +81,25 @@ class ChangelogState(Generic[V]):
         self._committed = {k: v for k, v in self._committed.items() if v[0] not in partitions}
         self.partitions -= partitions
 
+    def _decode(self, raw: bytes, deadline: float) -> V:
+        """Decode one entry; while the schema registry cannot answer, wait for it (up to `deadline`):
+        a restore is complete or it does not happen."""
+        pause = 0.5
+        while True:
+            try:
+                return self.decode(raw)
+            except Exception as exc:
+                if not registry_unavailable(exc) or time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "restoring %s: schema registry unavailable (%s); retrying in %.1fs",
+                    self.topic,
+                    exc,
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
     def load(self, partitions: set[int], timeout_s: float = 60.0) -> int:
         """Read the changelog partitions from the beginning to their end. Returns entries loaded."""
         new = partitions - self.partitions
@@ -92,27 +117,48 @@ class ChangelogState(Generic[V]):
             }
         )
         loaded, t0 = 0, time.monotonic()
+        waiting_logged: set[int] = set()
         try:
             # End-of-partition events (not offsets) tell when a partition is read: transaction markers
-            # take offsets but are never delivered.
+            # take offsets but are never delivered. A read_committed reader's end is the last stable
+            # offset; a partition is read once that end reaches the high watermark first seen there.
             todo = set(new)
+            targets: dict[int, int] = {}
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
             while todo:
                 if time.monotonic() - t0 > timeout_s:
-                    raise TimeoutError(f"restoring {self.topic} {sorted(todo)} took over {timeout_s}s")
+                    raise TimeoutError(
+                        f"restoring {self.topic} {sorted(todo)} took over {timeout_s}s "
+                        f"(ends {targets} not reached: a transaction stayed open)"
+                    )
                 msg = consumer.poll(0.1)
                 if msg is None:
                     continue
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(msg.partition() or 0)
+                        p = msg.partition() or 0
+                        end = msg.offset() or 0
+                        _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+                        target = targets.setdefault(p, max(high, end))
+                        if end >= target:
+                            todo.discard(p)
+                        elif p not in waiting_logged:
+                            waiting_logged.add(p)
+                            log.info(
+                                "restoring %s[%d]: an open transaction holds the end at %d of %d; waiting",
+                                self.topic,
+                                p,
+                                end,
+                                target,
+                            )
                     continue
                 key = (msg.key() or b"").decode()
                 if msg.value() is None:
                     self._committed.pop(key, None)
                 else:
-                    self._committed[key] = (msg.partition() or 0, self.decode(msg.value() or b""))
+                    value = self._decode(msg.value() or b"", t0 + timeout_s)
+                    self._committed[key] = (msg.partition() or 0, value)
                     loaded += 1
         finally:
             consumer.close()

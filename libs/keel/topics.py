@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from keel.settings import Settings
 
@@ -18,6 +25,8 @@ DEAD_LETTERS = "keel.dead-letters"
 SCHEMAS = "_keel.schemas"
 # Which dead letters were redriven (JSON, compacted, keyed by dead_letter_id).
 DEAD_LETTER_STATUS = "keel.dead-letter-status"
+# Which process holds each instance id (JSON, compacted, keyed by transactional id; see keel.lease).
+INSTANCE_LEASES = "keel.instance-leases"
 # Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
 SCHEDULER_STATE = "keel.scheduler-state"
 
@@ -38,17 +47,30 @@ class TopicMismatch(RuntimeError):
 
 def catalogue(settings: Settings) -> list[TopicSpec]:
     p = settings.topic_partitions
-    compacted = {"cleanup.policy": "compact"}
-    specs = [TopicSpec(name, p) for name in RUN_KEYED]
+    # Every topic accepts what the producers send (keel.producer uses the same number).
+    limit = {"max.message.bytes": str(settings.record_limit())}
+    compacted = {"cleanup.policy": "compact", **limit}
+    specs = [TopicSpec(name, p, dict(limit)) for name in RUN_KEYED]
     specs += [
         TopicSpec(LEDGER, p, compacted),
         TopicSpec(SCHEDULER_STATE, p, compacted),
-        TopicSpec(DEAD_LETTERS, 1),
+        TopicSpec(DEAD_LETTERS, 1, dict(limit)),
         TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.
         TopicSpec(SCHEMAS, 1, compacted),
+        lease_topic(),
     ]
     return specs
+
+
+def lease_topic() -> TopicSpec:
+    """Instance leases (keel.lease): tiny records, renewed every second; short segments so that
+    compaction keeps the topic small."""
+    return TopicSpec(
+        INSTANCE_LEASES,
+        1,
+        {"cleanup.policy": "compact", "segment.ms": "60000", "min.cleanable.dirty.ratio": "0.1"},
+    )
 
 
 def ensure_topics(
@@ -62,6 +84,7 @@ def ensure_topics(
             raise TopicMismatch(
                 f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}"
             )
+    raise_limits(admin, [s for s in specs if s.name in existing], timeout)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -81,3 +104,33 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def raise_limits(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Raise `max.message.bytes` of existing topics that accept less than the catalogue says (topics
+    created before the limit was set): the producers send record batches up to that size, and a batch
+    the broker refuses fails its transaction on every try. Never lowers a limit. Returns altered names."""
+    wanted = {s.name: int(s.config["max.message.bytes"]) for s in specs if "max.message.bytes" in s.config}
+    if not wanted:
+        return []
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in wanted])
+    altered = []
+    for resource, future in described.items():
+        entry = future.result(timeout).get("max.message.bytes")
+        if entry is not None and int(entry.value) >= wanted[resource.name]:
+            continue
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            resource.name,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    str(wanted[resource.name]),
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for fut in admin.incremental_alter_configs([change]).values():
+            fut.result(timeout)
+        altered.append(resource.name)
+    return altered

@@ -1,8 +1,24 @@
 """The transactional consume -> process -> produce loop every exactly-once service runs in.
 
 One Kafka transaction per poll batch: the outputs, the dead letters and the consumed offsets commit
-together or not at all. On an abortable error the transaction is aborted and the consumer rewinds to
-the first offset of the batch, so the batch is processed again; a fenced or fatal producer is rebuilt.
+together or not at all. Every way a turn ends:
+
+- committed: outputs, dead letters and offsets are durable, then `on_commit`. Timer-only turns send the
+  consumer's positions too, so every transaction carries the group's metadata and a member fenced out
+  of the group cannot commit state built from stale data.
+- abortable Kafka error: abort, `on_abort`, rewind to the batch's first offsets; the batch repeats.
+- the broker rejects records (too large for a topic, invalid): as above, and after N such tries in a
+  row the batch is halved; a single message still rejected is dead-lettered by reference
+  (keel.splitting), so one output can never hold the loop forever.
+- fenced or fatal producer: rebuilt under the same transactional id, then as an abort.
+- a transactional call stuck past its deadline: the producer is abandoned for a new one, as an abort.
+- the schema registry cannot be reached (or answers 5xx): nothing is dead-lettered; the turn is
+  rewound and retried after a growing pause (keel.registryerrors).
+- the processor's tick raises: logged and counted, the turn is rewound, the batch commits without a
+  tick next turn and ticks resume after a growing pause. The loop never dies of a tick.
+- a message that cannot decode (bad magic byte, truncated Avro, a schema id the registry does not
+  know) or that its handler rejects or fails on: a dead letter in the same transaction, whole, or by
+  reference when it would not fit on the bus.
 """
 
 from __future__ import annotations
@@ -11,108 +27,43 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 import keel.events as ev
-from keel.deadletter import dead_letter_for
-from keel.dlq import history_of
 from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config, producer_config
-from keel.serde import Contract, Serde
+from keel.registryerrors import RegistryUnavailable, registry_unavailable
+from keel.serde import Serde
 from keel.settings import Settings
+from keel.splitting import Coord, Splitter, is_rejection
 from keel.topics import DEAD_LETTERS
+from keel.txcalls import StuckTransaction, commit, positions, send_offsets
+from keel.txmessages import Encoded, MessageHandler
+from keel.txtypes import AfterCommit, Handled, Output, Processor, Record, Reject
+
+__all__ = [
+    "AfterCommit",
+    "Handled",
+    "Output",
+    "Processor",
+    "Record",
+    "Reject",
+    "StuckTransaction",
+    "TransactionalLoop",
+]
 
 log = logging.getLogger(__name__)
-# (topic, key, value bytes, headers, partition) ready to produce
-_Encoded = tuple[str, str | None, bytes | None, list[tuple[str, bytes]], int | None]
+_MAX_PAUSE_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, decoded into its contract type."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: Any
-    timestamp_ms: int
+class _TickFailed(Exception):
+    """The processor's tick raised: the turn is rewound and ticks pause."""
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One message to produce inside the batch's transaction.
-
-    `value` is a contract record (encoded with the topic's envelope), raw bytes (internal changelogs) or
-    None (a tombstone: removes the key from a compacted topic).
-    `partition` pins the partition, e.g. a changelog written beside the input partition it belongs to.
-    """
-
-    topic: str
-    key: str | None
-    value: Contract | bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    partition: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AfterCommit:
-    """Work to do once the batch (and its offsets) committed: a call to the outside world, whose outputs
-    commit in a second, short transaction. Nothing is held open across the call. A crash between the two
-    loses the work, not the message: whoever waits for its result times out and retries it."""
-
-    work: Callable[[], Sequence[Output]]
-
-
-Handled = Output | AfterCommit
-
-
-class StuckTransaction(RuntimeError):
-    """A transactional call blocked past its deadline: the producer is abandoned and replaced."""
-
-
-class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the loop
-    """Raised by a processor for a message it must not process: the message is dead-lettered."""
-
-    def __init__(self, reason: str, error_class: str = "invalid") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.error_class = error_class
-
-
-class Processor:
-    """What a service plugs into the loop. Subclass and override `handle`; hooks are optional.
-
-    `concurrency` > 1 lets the loop handle a batch's messages on that many threads (for processors that
-    wait on the outside world, e.g. model and provider calls); outputs keep the messages' order.
-    """
-
-    concurrency = 1
-    max_batch: int | None = None  # at most this many messages per batch (None: the settings' limit)
-
-    def handle(self, record: Record) -> Sequence[Handled]:
-        raise NotImplementedError
-
-    def on_assign(self, partitions: list[TopicPartition]) -> None:
-        """Partitions were assigned: stateful processors (re)load their state for them."""
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Partitions were taken away."""
-
-    def on_abort(self) -> None:
-        """The batch's transaction was aborted: drop state changed since the last commit."""
-
-    def on_commit(self) -> None:
-        """The batch's transaction committed: state changed since the last commit is now durable."""
-
-    def tick(self, now_ms: int) -> Sequence[Output]:
-        """Called on every loop turn, with or without messages: fire due timers. Outputs commit in the
-        same transaction as the batch (or alone when there is none)."""
-        return ()
+def _pause(streak: int) -> float:
+    return min(_MAX_PAUSE_S, 0.5 * 2.0 ** min(streak, 8))
 
 
 class TransactionalLoop:
@@ -142,9 +93,23 @@ class TransactionalLoop:
         self.producer = self._new_producer()
         workers = max(1, processor.concurrency)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="handle") if workers > 1 else None
+        self.splitter = Splitter(settings.split_after_aborts)
+        self.messages = MessageHandler(
+            serde, processor, group_id, dead_letter_topic, settings.max_message_bytes, self.splitter.poisoned
+        )
         self.committed_batches = 0
         self.last_progress = time.monotonic()
         self.aborted_batches = 0
+        self.tick_failures = 0  # ticks that raised (or whose outputs the broker rejected)
+        self.registry_waits = 0  # turns rewound because the schema registry could not answer
+        self._tick_streak = 0
+        self._ticks_paused_until = 0.0
+        self._registry_streak = 0
+        self._delivery_errors: list[KafkaError] = []
+
+    @property
+    def split_batches(self) -> int:
+        return self.splitter.splits
 
     # -- lifecycle --------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -163,7 +128,7 @@ class TransactionalLoop:
         ):
             try:
                 while not self._stop.is_set():
-                    limit = self.processor.max_batch or self.settings.batch_max_messages
+                    limit = self.splitter.limit(self._batch_limit())
                     msgs = self.consumer.consume(limit, self.settings.poll_timeout_s)
                     self.process_batch(msgs)
                     self.last_progress = time.monotonic()
@@ -171,6 +136,9 @@ class TransactionalLoop:
                 self.producer.flush(10)
                 if self._pool is not None:
                     self._pool.shutdown()
+
+    def _batch_limit(self) -> int:
+        return self.processor.max_batch or self.settings.batch_max_messages
 
     def _new_producer(self) -> Producer:
         producer = Producer(producer_config(self.settings, self.transactional_id))
@@ -189,14 +157,13 @@ class TransactionalLoop:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.processor.on_revoke(partitions)
+        self.splitter.forget({(tp.topic, tp.partition) for tp in partitions})
 
     # -- one batch --------------------------------------------------------------------------------
     def process_batch(self, msgs: list[Message]) -> bool:
         """Process and commit one batch. Returns False when it was aborted (and rewound)."""
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
-        outputs: list[_Encoded] = []
-        works: list[Callable[[], Sequence[Output]]] = []
         good = []
         for msg in msgs:
             err = msg.error()
@@ -207,29 +174,43 @@ class TransactionalLoop:
             first.setdefault(tp, msg.offset() or 0)
             last[tp] = msg.offset() or 0
             good.append(msg)
-        handled = (
-            self._pool.map(self._outputs_for, good)
-            if self._pool and len(good) > 1
-            else map(self._outputs_for, good)
-        )
-        for encoded, later in handled:
-            outputs.extend(encoded)
-            works.extend(later)
-        outputs.extend(self._encoded(self.processor.tick(ev.now_ms())))
+        coords: list[Coord] = [(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in good]
+        try:
+            outputs, works = self._handle_all(good)
+            ticked = self._tick()
+        except RegistryUnavailable as exc:
+            self.processor.on_abort()
+            self._rewind(first)
+            self._wait_for_registry(exc, len(good))
+            return False
+        except _TickFailed:
+            self.processor.on_abort()
+            self._rewind(first)
+            return False
+        self._registry_streak = 0
+        outputs += ticked
         if not last and not outputs:
             return True
         offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]
+        if not offsets:
+            try:  # timer-only: carry the group's metadata all the same
+                offsets = positions(self.consumer)
+            except KafkaException as exc:
+                log.warning("cannot read the consumer's positions (%s): timer outputs wait a turn", exc)
+                self.processor.on_abort()
+                return False
+        self._delivery_errors = []
         try:
             self.producer.begin_transaction()
             for out in outputs:
                 self._produce(*out)
             if offsets:
-                self._send_offsets(offsets)
+                send_offsets(self.producer, self.consumer, offsets, self.settings.txn_timeout_s)
             if self.before_commit is not None:
                 self.before_commit()
-            self._commit()
+            commit(self.producer, self.settings.txn_timeout_s)
         except KafkaException as exc:
-            self._recover(exc, first)
+            self._recover(exc, first, coords, bool(ticked))
             return False
         except StuckTransaction as exc:
             log.error("%s: abandoning this producer for a new one under the same transactional id", exc)
@@ -239,10 +220,66 @@ class TransactionalLoop:
             self._rewind(first)
             return False
         self.committed_batches += 1
+        self.splitter.committed(coords, self._batch_limit())
+        if ticked:
+            self._tick_streak = 0
         self.processor.on_commit()
         if works:
             self._after_commit(works)
         return True
+
+    def _handle_all(self, good: list[Message]) -> tuple[list[Encoded], list[Callable[[], Sequence[Output]]]]:
+        if self._pool and len(good) > 1:
+            futures = [self._pool.submit(self.messages.outputs_for, m) for m in good]
+            # Every handler has finished before one's error aborts the turn: none stages state after
+            # the on_abort that follows.
+            wait(futures)
+            handled = [f.result() for f in futures]
+        else:
+            handled = [self.messages.outputs_for(m) for m in good]
+        outputs: list[Encoded] = []
+        works: list[Callable[[], Sequence[Output]]] = []
+        for encoded, later in handled:
+            outputs.extend(encoded)
+            works.extend(later)
+        return outputs, works
+
+    def _tick(self) -> list[Encoded]:
+        """The processor's timer outputs, encoded; a tick that raises pauses ticks (never the loop)."""
+        if time.monotonic() < self._ticks_paused_until:
+            return []
+        try:
+            return self.messages.encoded(self.processor.tick(ev.now_ms()))
+        except Exception as exc:
+            if registry_unavailable(exc):
+                raise RegistryUnavailable(str(exc)) from exc
+            log.exception("tick failed: the turn is rewound and its batch commits without a tick")
+            self._pause_ticks()
+            raise _TickFailed from exc
+
+    def _pause_ticks(self) -> None:
+        self.tick_failures += 1
+        self._tick_streak += 1
+        pause = _pause(self._tick_streak - 1)
+        self._ticks_paused_until = time.monotonic() + pause
+        log.error(
+            "tick failures: %d (%d in a row); next tick in %.1fs",
+            self.tick_failures,
+            self._tick_streak,
+            pause,
+        )
+
+    def _wait_for_registry(self, exc: RegistryUnavailable, rewound: int) -> None:
+        self.registry_waits += 1
+        self._registry_streak += 1
+        pause = _pause(self._registry_streak)
+        log.warning(
+            "schema registry unavailable (%s): %d messages rewound, none dead-lettered; retrying in %.1fs",
+            exc,
+            rewound,
+            pause,
+        )
+        self._stop.wait(pause)
 
     def _after_commit(self, works: list[Callable[[], Sequence[Output]]]) -> None:
         """Run the batch's after-commit work and publish its outputs in one more transaction."""
@@ -255,79 +292,22 @@ class TransactionalLoop:
                 return ()
 
         results = self._pool.map(run, works) if self._pool and len(works) > 1 else map(run, works)
-        outputs = self._encoded([o for outs in results for o in outs])
+        try:
+            outputs = self.messages.encoded([o for outs in results for o in outs])
+        except Exception:  # e.g. the registry is away: lost like a crash here; timeouts retry the steps
+            log.exception("encoding after-commit results failed; timeouts will retry their steps")
+            return
         for attempt in range(1, 4):
             try:
                 self.producer.begin_transaction()
                 for out in outputs:
                     self._produce(*out)
-                self._commit()
+                commit(self.producer, self.settings.txn_timeout_s)
                 return
             except KafkaException as exc:
                 log.warning("publishing after-commit results failed (try %d of 3): %s", attempt, exc)
                 self._reset_producer(exc.args[0])
         log.error("gave up publishing %d after-commit results; timeouts will retry their steps", len(outputs))
-
-    def _outputs_for(self, msg: Message) -> tuple[list[_Encoded], list[Callable[[], Sequence[Output]]]]:
-        """Decode and handle one message; whatever cannot be is turned into a dead letter."""
-        topic = msg.topic() or ""
-        raw = msg.value()
-        try:
-            if raw is None:
-                raise Reject("message has no value (tombstone) on a topic that carries records", "invalid")
-            value = self.serde.decode(topic, raw)
-        except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)], []
-        except Exception as exc:  # any decoding failure means the bytes are unusable here
-            return [
-                self._dead(msg, f"cannot decode as {self.serde.envelope(topic)}: {exc}", "undecodable")
-            ], []
-        key = msg.key()
-        record = Record(
-            topic,
-            msg.partition() or 0,
-            msg.offset() or 0,
-            key.decode() if isinstance(key, bytes) else key,
-            value,
-            msg.timestamp()[1],
-        )
-        try:
-            handled = self.processor.handle(record)
-            outs = [h for h in handled if isinstance(h, Output)]
-            return self._encoded(outs), [h.work for h in handled if isinstance(h, AfterCommit)]
-        except Reject as rej:
-            return [self._dead(msg, rej.reason, rej.error_class)], []
-        except Exception as exc:
-            # One bad message must not stop the loop: keep it, with the reason, for an operator.
-            log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
-            return [
-                self._dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")
-            ], []
-
-    def _dead(self, msg: Message, reason: str, error_class: str) -> _Encoded:
-        letter = dead_letter_for(msg, reason, error_class, self.group_id, history_of(msg.headers()))
-        log.warning("dead letter %s: %s", letter.dead_letter_id, reason)
-        return (
-            self.dead_letter_topic,
-            letter.dead_letter_id,
-            self.serde.encode(self.dead_letter_topic, letter),
-            [],
-            None,
-        )
-
-    def _encoded(self, outs: Sequence[Output]) -> list[_Encoded]:
-        return [
-            (
-                o.topic,
-                o.key,
-                o.value
-                if o.value is None or isinstance(o.value, bytes)
-                else self.serde.encode(o.topic, o.value),
-                o.headers,
-                o.partition,
-            )
-            for o in outs
-        ]
 
     def _produce(
         self,
@@ -342,51 +322,54 @@ class TransactionalLoop:
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=key, headers=list(headers) or None, partition=pinned
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) or None,
+                    partition=pinned,
+                    on_delivery=self._delivered,
                 )
                 return
             except BufferError:
                 self.producer.poll(0.1)  # local queue full: let deliveries drain
 
-    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
-        """send_offsets_to_transaction with a deadline of our own: librdkafka's can block far past its
-        timeout when the group coordinator went away (librdkafka #5456, #5511)."""
-        producer, metadata = self.producer, self.consumer.consumer_group_metadata()
-        timeout = self.settings.txn_timeout_s
-        outcome: list[BaseException | None] = []
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(err)
 
-        def call() -> None:
-            try:
-                producer.send_offsets_to_transaction(offsets, metadata, timeout)
-                outcome.append(None)
-            except BaseException as exc:  # handed to the loop's thread below
-                outcome.append(exc)
-
-        worker = threading.Thread(target=call, name="send-offsets", daemon=True)
-        worker.start()
-        worker.join(timeout + 5)
-        if not outcome:
-            raise StuckTransaction(f"send_offsets_to_transaction still blocked after {timeout + 5:.0f}s")
-        if outcome[0] is not None:
-            raise outcome[0]
-
-    def _commit(self) -> None:
-        for _ in range(5):
-            try:
-                self.producer.commit_transaction(self.settings.txn_timeout_s)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable():
-                    raise
-                log.warning("commit_transaction retriable error, retrying: %s", exc)
-        self.producer.commit_transaction(self.settings.txn_timeout_s)
-
-    def _recover(self, exc: KafkaException, first: dict[tuple[str, int], int]) -> None:
+    def _recover(
+        self, exc: KafkaException, first: dict[tuple[str, int], int], coords: list[Coord], ticked: bool
+    ) -> None:
         self.aborted_batches += 1
+        err: KafkaError = exc.args[0]
+        self.producer.poll(0)  # serve the delivery reports that say which records were refused
+        rejection = next((e for e in [err, *self._delivery_errors] if is_rejection(e)), None)
         log.warning("transaction failed (%s): aborting and rewinding", exc)
-        self._reset_producer(exc.args[0])
+        self._reset_producer(err)
         self.processor.on_abort()
         self._rewind(first)
+        if rejection is None:
+            return
+        if ticked:
+            # Timer outputs were in the turn: try the batch without them before blaming a message.
+            log.error(
+                "the broker rejected records of a turn with timer outputs (%s): pausing ticks", rejection
+            )
+            self._pause_ticks()
+            return
+        tries = self.splitter.streak + 1
+        self.splitter.rejected(
+            coords,
+            f"the broker rejected this message's outputs {tries} times in a row ({rejection.str()}); "
+            "dead-lettered by reference, its outputs dropped",
+        )
+        log.error(
+            "the broker rejected records of a batch of %d (%s), %d times in a row; next batch at most %d",
+            len(coords),
+            rejection.str(),
+            tries,
+            self.splitter.limit(self._batch_limit()),
+        )
 
     def _rewind(self, first: dict[tuple[str, int], int]) -> None:
         for (topic, partition), offset in first.items():

@@ -1,7 +1,10 @@
 """A minimal service for bus tests: RunRequested in, RunEvent(created) out, on per-test topics.
 
 Run as a script it is a real child process the tests can SIGKILL or SIGTERM:
-    python tests/integration/echo.py IN OUT DLQ GROUP TXID [--hang-before-commit]
+    python tests/integration/echo.py IN OUT DLQ GROUP TXID [--hang-before-commit] [--lease]
+
+Workflow names steer it: `reject-me` is rejected (dead-lettered), `echo-input` copies the run input into
+the event (an output as large as the input).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from keel.contracts import RunEvent, RunRequested
+from keel.lease import hold_or_exit
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.txloop import Output, Processor, Record, Reject, TransactionalLoop
@@ -34,6 +38,7 @@ class Echo(Processor):
             event="created",
             ts=req.requested_at,
             source="echo",
+            error=req.input_json if req.workflow == "echo-input" else None,
         )
         return [Output(self.out_topic, req.run_id, event)]
 
@@ -71,7 +76,11 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     in_topic, out_topic, dlq, group, txid = sys.argv[1:6]
     hang = "--hang-before-commit" in sys.argv
+    # As a service does: one live process per instance id (here the transactional id).
+    lease = hold_or_exit(Settings(), txid) if "--lease" in sys.argv else None
     loop = make_loop(Settings(), in_topic, out_topic, dlq, group, txid, before_commit=_hang if hang else None)
     print("STARTED", flush=True)
     loop.run()
+    if lease is not None:
+        lease.release()
     print(f"STOPPED committed_batches={loop.committed_batches}", flush=True)

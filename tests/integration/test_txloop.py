@@ -152,6 +152,8 @@ def test_loop_aborts_and_rewinds_when_the_commit_fails(stack, topics):
 
     def fail_once() -> None:
         if failures:
+            # Make sure the batch's copies reached the log before the abort (else they are purged).
+            loop.producer.flush(10)
             raise failures.pop()
 
     loop = make_loop(stack, in_t, out_t, dlq, group, txid, before_commit=fail_once)
