@@ -14,10 +14,12 @@ from helpers import wait_for
 from pydantic import SecretStr
 
 from infra.simulators.dedup import effect_id
+from keel.contracts import LedgerRecord
 from keel.idempotency import idempotency_key
 from services.adapters import AdapterSettings, ToolResult, UnknownTool, call_tool, get_adapter
 from services.adapters.base import Effect, ToolRequest
 from services.adapters.classify import classify_exception, classify_http, parse_retry_after, request_was_sent
+from services.adapters.retention import CommittedKeys
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -380,3 +382,43 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 01 Jan 2025 12:00:10 GMT", now) == 10_000
     assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now) == 0  # in the past: retry now
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+
+
+# --- the ledger view's retention horizon -------------------------------------------------------------
+
+
+def _commit(key: str, at_ms: int) -> LedgerRecord:
+    return LedgerRecord(
+        idempotency_key=key,
+        tenant_id="acme",
+        workflow="outreach",
+        run_id="run-1",
+        step="send",
+        attempt=1,
+        external_id=f"id-{key}",
+        committed_at=datetime.fromtimestamp(at_ms / 1000, UTC),
+    )
+
+
+def test_committed_keys_are_held_for_the_horizon_from_their_commit() -> None:
+    keys = CommittedKeys(horizon_s=10)
+    keys.put(_commit("old", 1_000), now_ms=1_000)
+    keys.put(_commit("new", 6_000), now_ms=6_000)
+    assert keys.get("old", 10_999) is not None and len(keys) == 2  # within 10 s of its commit
+    assert keys.get("old", 11_000) is None and keys.get("new", 11_000) is not None  # beyond: forgotten
+    assert len(keys) == 1
+    assert keys.get("new", 16_000) is None and len(keys) == 0
+
+
+def test_a_commit_read_after_its_horizon_is_never_held() -> None:
+    keys = CommittedKeys(horizon_s=10)
+    keys.put(_commit("restored", 1_000), now_ms=50_000)  # e.g. read from the topic's start at restore
+    assert keys.get("restored", 50_000) is None and len(keys) == 0
+
+
+def test_the_horizon_defaults_to_seven_days_and_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert AdapterSettings().retention_horizon_s == 7 * 24 * 3600
+    monkeypatch.setenv("KEEL_RETENTION_HORIZON_S", "60")
+    assert AdapterSettings().retention_horizon_s == 60
