@@ -9,8 +9,9 @@ from infra.simulators.runner import SIMULATORS, bind, make_server
 
 _EPILOG = """\
 Tokens: KEEL_SIM_EMAIL_TOKENS, KEEL_SIM_CRM_TOKENS, KEEL_SIM_MODEL_TOKENS (comma separated; defaults
-sim-email-token, sim-crm-token, sim-model-token). Control API (no auth): GET /_stats, POST /_reset,
-GET|POST|DELETE /_faults.
+sim-email-token, sim-crm-token, sim-model-token). Dedup mode at start: KEEL_SIM_EMAIL_DEDUP,
+KEEL_SIM_CRM_DEDUP (key, stripe or none; default key). Control API (no auth): GET /_stats (deliveries in
+total, by_key and by_effect), POST /_reset, GET|POST /_mode {"dedup": ...}, GET|POST|DELETE /_faults.
 """
 
 

@@ -1,4 +1,4 @@
-"""Simulated CRM: records each activity once per Idempotency-Key and lets adapters look it up."""
+"""Simulated CRM: logs activities, deduplicated on Idempotency-Key as its mode says; with lookup."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from infra.simulators.common import Created, Json, Simulator, make_app, new_id, not_found, now_iso
+from infra.simulators.dedup import effect_of
 
 
 class LogActivity(BaseModel):
     contact_email: str = Field(min_length=1)
     kind: str = Field(min_length=1)
     note: str = ""
+    # Caller-defined tags, kept on the record; keel_tenant/keel_run/keel_step name the logical effect.
+    metadata: dict[str, str] | None = None
 
 
 def create_app() -> FastAPI:
@@ -31,9 +34,9 @@ def create_app() -> FastAPI:
                 "kind": activity.kind,
                 "created_at": now_iso(),
             }
-            return activity_id, {**response, "note": activity.note}, response
+            return activity_id, {**response, "note": activity.note, "metadata": activity.metadata}, response
 
-        return sim.write(idempotency_key, activity, create)
+        return sim.write(idempotency_key, activity, create, effect_of(activity.metadata))
 
     @app.get("/v1/activities/{activity_id}", response_model=None)
     def get_activity(activity_id: str) -> Json | JSONResponse:

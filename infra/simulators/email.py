@@ -1,4 +1,4 @@
-"""Simulated email provider: sends each message once per Idempotency-Key and lets adapters look it up."""
+"""Simulated email provider: sends messages, deduplicated on Idempotency-Key as its mode says; with lookup."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.simulators.common import Created, Json, Simulator, make_app, new_id, not_found, now_iso
+from infra.simulators.dedup import effect_of
 
 
 class SendMessage(BaseModel):
@@ -16,6 +17,8 @@ class SendMessage(BaseModel):
     subject: str
     body: str
     from_: str | None = Field(None, alias="from")
+    # Caller-defined tags, kept on the record; keel_tenant/keel_run/keel_step name the logical effect.
+    metadata: dict[str, str] | None = None
 
 
 def create_app() -> FastAPI:
@@ -35,11 +38,12 @@ def create_app() -> FastAPI:
                 "from": message.from_,
                 "subject": message.subject,
                 "body": message.body,
+                "metadata": message.metadata,
                 "created_at": now_iso(),
             }
             return message_id, record, {"message_id": message_id, "status": "accepted", "to": message.to}
 
-        return sim.write(idempotency_key, message, create)
+        return sim.write(idempotency_key, message, create, effect_of(message.metadata))
 
     @app.get("/v1/messages/{message_id}", response_model=None)
     def get_message(message_id: str) -> Json | JSONResponse:

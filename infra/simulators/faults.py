@@ -14,13 +14,16 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 Json = dict[str, Any]
 
-BASE_KINDS = frozenset({"latency", "rate_limit", "error", "accept_then_timeout", "null_field", "auth"})
+BASE_KINDS = frozenset(
+    {"latency", "rate_limit", "error", "accept_then_timeout", "accept_then_error", "null_field", "auth"}
+)
 # Defaults per fault kind; a rule's params are merged over these.
 _DEFAULT_PARAMS: dict[str, Json] = {
     "latency": {"ms": 100},
     "rate_limit": {"retry_after": 1},
     "error": {"status": 500},
     "accept_then_timeout": {"ms": 5000},
+    "accept_then_error": {"status": 500},  # the effect happens, then the answer is a 5xx
     "null_field": {},
     "auth": {},
     "loop": {},
@@ -59,8 +62,8 @@ def _normalise(rule: FaultRule, kinds: frozenset[str]) -> FaultRule:
     for name in ("ms", "retry_after"):
         if name in params and not (isinstance(params[name], int | float) and params[name] >= 0):
             raise ValueError(f"{rule.kind}: {name} must be a non-negative number")
-    if rule.kind == "error" and params["status"] not in (500, 502, 503):
-        raise ValueError("error: status must be 500, 502 or 503")
+    if rule.kind in ("error", "accept_then_error") and params["status"] not in (500, 502, 503):
+        raise ValueError(f"{rule.kind}: status must be 500, 502 or 503")
     if rule.kind == "null_field" and not isinstance(params.get("field"), str):
         raise ValueError("null_field: params.field (a dotted path such as 'message_id') is required")
     method = rule.method.upper() if rule.method else None
@@ -156,6 +159,10 @@ async def apply_fault(rule: FaultRule, request: Request, call_next: RequestRespo
     body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
     if rule.kind == "accept_then_timeout":
         await asyncio.sleep(params["ms"] / 1000)
+    elif rule.kind == "accept_then_error" and 200 <= response.status_code < 300:
+        # The provider acted (the delivery is counted) and then failed to say so.
+        failed = error_body("server_error", "injected fault after the effect")
+        return JSONResponse(failed, status_code=params["status"])
     elif rule.kind == "null_field" and 200 <= response.status_code < 300:
         try:
             doc = json.loads(body)

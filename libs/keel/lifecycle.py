@@ -9,6 +9,34 @@ from keel import events as ev
 from keel.contracts import RunEvent
 
 ENDINGS = frozenset({ev.COMPLETED, ev.FAILED, ev.CANCELED})
+TOOL_RESULTS = frozenset({ev.TOOL_SUCCEEDED, ev.TOOL_FAILED})
+
+
+def _result_without_call(e: RunEvent) -> bool:
+    """A tool result the adapters may publish with no tool_called before it: one that says the provider
+    was not called (blocked_reason: deadline passed, key in flight, ...) or was not needed (the ledger
+    already held the commit)."""
+    return e.tool is not None and (e.tool.blocked_reason is not None or e.tool.already_committed)
+
+
+def tool_problems(events: Sequence[RunEvent]) -> list[str]:
+    """Each attempt's tool facts: a result follows its tool_called (unless the provider was not called),
+    at most one result per attempt, and a blocked result names no provider id."""
+    problems: list[str] = []
+    called: set[tuple[str | None, int]] = set()
+    results: Counter[tuple[str | None, int]] = Counter()
+    for e in events:
+        at = (e.step, e.attempt)
+        if e.event == ev.TOOL_CALLED:
+            called.add(at)
+        elif e.event in TOOL_RESULTS:
+            results[at] += 1
+            if at not in called and not _result_without_call(e):
+                problems.append(f"{e.step} attempt {e.attempt}: {e.event} without tool_called")
+            if e.tool is not None and e.tool.blocked_reason is not None and e.tool.external_id:
+                problems.append(f"{e.step} attempt {e.attempt}: blocked, yet names provider id")
+    problems += [f"{s} attempt {a}: {n} tool results" for (s, a), n in results.items() if n > 1]
+    return problems
 
 
 def lifecycle_problems(events: Sequence[RunEvent], side_effect_steps: set[str]) -> list[str]:
@@ -44,4 +72,4 @@ def lifecycle_problems(events: Sequence[RunEvent], side_effect_steps: set[str]) 
     for e in events:
         if e.event == ev.RETRY_SCHEDULED and e.retry and e.retry.next_attempt != e.attempt + 1:
             problems.append(f"{e.step}: retry after attempt {e.attempt} names attempt {e.retry.next_attempt}")
-    return problems
+    return problems + tool_problems(events)

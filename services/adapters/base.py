@@ -45,6 +45,32 @@ class HttpCall:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """The logical effect a write is for: tenant, run and step (and, for a tool call an agent turn asks
+    for, the call). Sent to the provider as tags on the write, so the provider's own records say which
+    effect each delivery was: the ground truth a duplicate check counts, whatever key a request carried."""
+
+    tenant_id: str
+    run_id: str
+    step: str
+    call: str | None = None  # e.g. "<turn>/<call index>" for an agent step's tool call
+
+    def metadata(self) -> dict[str, str]:
+        tags = {"keel_tenant": self.tenant_id, "keel_run": self.run_id, "keel_step": self.step}
+        return tags if self.call is None else {**tags, "keel_call": self.call}
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """One tool call to make: the input of `call_tool`."""
+
+    payload: Json
+    idempotency_key: str
+    effect: Effect
+    deadline_ms: int | None = None  # epoch ms after which no request may start; None: no deadline
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """The outcome of one tool call, success or failure: the only thing `call_tool` returns."""
 
@@ -58,6 +84,11 @@ class ToolResult:
     retry_after_ms: int | None = None
     request_sent: bool = False  # whether the write may have reached the provider during this call
     replayed: bool = False  # the effect had already happened: the provider replayed it or a lookup found it
+    # The provider proved it accepted the call (a 2xx, or a lookup found the record), yet the answer broke
+    # the output contract: the effect exists, so this failure must never be treated as "nothing happened".
+    effect_accepted: bool = False
+    evidence: Any = None  # the provider's raw answer (JSON, or the text) kept for review when it broke
+    blocked_reason: str | None = None  # why no request was made at all (deadline passed, key in flight...)
 
     def to_dict(self) -> Json:
         return asdict(self)
@@ -80,8 +111,9 @@ class Adapter(ABC, Generic[InT, OutT]):
         return f"{self.name}@{self.version}"
 
     @abstractmethod
-    def request(self, payload: InT, idempotency_key: str) -> HttpCall:
-        """The write request for `payload`, carrying the key when the mode relies on it."""
+    def request(self, payload: InT, idempotency_key: str, effect: Effect) -> HttpCall:
+        """The write request for `payload`, carrying the key when the mode relies on it and the effect's
+        tags (see `tagged`)."""
 
     @abstractmethod
     def external_id(self, output: OutT) -> str:
@@ -94,6 +126,11 @@ class Adapter(ABC, Generic[InT, OutT]):
     def found_output(self, status: int, body: Any) -> Any | None:
         """`lookup` mode: the stored output when the lookup answered 2xx or 404; None means not found."""
         return None if status == 404 else body
+
+    def tagged(self, body: Json, effect: Effect) -> Json:
+        """`body` with the effect's tags in the provider's metadata field. Providers that call the field
+        otherwise override this."""
+        return {**body, "metadata": effect.metadata()}
 
     def key_headers(self, idempotency_key: str) -> dict[str, str]:
         if self.idempotency_mode == "none":

@@ -15,10 +15,18 @@ FailureClass = Literal["transient", "rate_limited", "unknown_outcome", "validati
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-def classify_http(status: int) -> FailureClass:
-    """The failure class of a non-2xx response."""
+# Stripe's answer while another request with the same Idempotency-Key is still being processed.
+KEY_IN_USE = "idempotency_key_in_use"
+
+
+def classify_http(status: int, error_type: str | None = None) -> FailureClass:
+    """The failure class of a non-2xx response; `error_type` is the provider's own error code, if any."""
     if 200 <= status < 300:
         raise ValueError(f"HTTP {status} is a success, not a failure")
+    if status == 409 and error_type == KEY_IN_USE:
+        # Another request under this key is in flight and may well deliver: the outcome is unknown, and
+        # only a retry under the same key (after it settled) can tell. Never a validation failure.
+        return "unknown_outcome"
     if status == 429:
         return "rate_limited"
     if status in (401, 403):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
-from services.adapters.base import Adapter, HttpCall, Json, ToolResult
+from services.adapters.base import Adapter, HttpCall, ToolRequest, ToolResult
 from services.adapters.classify import (
     FailureClass,
     classify_exception,
@@ -26,15 +27,32 @@ def summarise(exc: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def _provider_message(response: httpx.Response) -> str:
+def json_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a JSON path: ("items", 0, "id") -> "$.items[0].id"."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def contract_breaks(exc: ValidationError, limit: int = 5) -> str:
+    """What in a provider's answer breaks the output contract, by JSON path: `$.field: message; ...`."""
+    parts = [f"{json_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:limit]]
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _provider_error(response: httpx.Response) -> tuple[str | None, str]:
+    """(the provider's error type, its message) from an error answer."""
     try:
-        body = response.json()
-        message = body["error"]["message"]
+        error = response.json()["error"]
+        kind, message = error.get("type"), error.get("message")
         if isinstance(message, str):
-            return message
-    except (ValueError, KeyError, TypeError):
+            return (kind if isinstance(kind, str) else None), message
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
-    return response.text[:200] or response.reason_phrase
+    return None, response.text[:200] or response.reason_phrase
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _describe(exc: BaseException) -> str:
@@ -44,8 +62,16 @@ def _describe(exc: BaseException) -> str:
 class _Call:
     """One call_tool invocation: the pieces every outcome needs, and the clock."""
 
-    def __init__(self, adapter: Adapter[Any, Any], settings: AdapterSettings, http: httpx.Client) -> None:
+    def __init__(
+        self,
+        adapter: Adapter[Any, Any],
+        settings: AdapterSettings,
+        http: httpx.Client,
+        deadline_ms: int | None,
+        clock: Callable[[], int],
+    ) -> None:
         self.adapter, self.settings, self.http = adapter, settings, http
+        self.deadline_ms, self.clock = deadline_ms, clock
         self.started = time.monotonic()
         self.base_url = settings.base_url(adapter.name)  # a missing URL is a deployment bug: raise early
         self.headers: dict[str, str] = {}
@@ -59,6 +85,17 @@ class _Call:
             False, None, None, failure, error=error, latency_ms=self.elapsed_ms(), request_sent=sent, **extra
         )
 
+    def past_deadline(self, what: str) -> ToolResult | None:
+        """A blocked result when the deadline has passed: the caller already counts this attempt as lost
+        and may have issued the next one, so no request may start now."""
+        if self.deadline_ms is None:
+            return None
+        now = self.clock()
+        if now < self.deadline_ms:
+            return None
+        reason = f"deadline passed {now - self.deadline_ms} ms before {what}: provider not called"
+        return self.fail("transient", reason, False, blocked_reason=reason)
+
     def send(self, call: HttpCall) -> httpx.Response:
         return self.http.request(
             call.method,
@@ -70,10 +107,11 @@ class _Call:
         )
 
     def refused(self, call: HttpCall, response: httpx.Response, sent: bool) -> ToolResult:
-        what = f"{call.method} {call.path} -> HTTP {response.status_code}: {_provider_message(response)}"
+        error_type, message = _provider_error(response)
+        what = f"{call.method} {call.path} -> HTTP {response.status_code}: {message}"
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return self.fail(
-            classify_http(response.status_code),
+            classify_http(response.status_code, error_type),
             what,
             sent,
             http_status=response.status_code,
@@ -81,12 +119,25 @@ class _Call:
         )
 
     def accept(self, raw: Any, status: int, sent: bool, replayed: bool) -> ToolResult:
-        """Validate the provider's output: the schema-drift guard."""
+        """Validate the provider's output: the schema-drift guard. Only called with a 2xx answer (or a
+        lookup that found the record), so a broken answer still proves the effect exists: it fails as
+        `validation` with effect_accepted and the raw answer kept as evidence, never as "not done"."""
         try:
             output = self.adapter.Output.model_validate(raw)
         except ValidationError as exc:
-            drift = f"provider output does not match {self.adapter.tool}: {summarise(exc)}"
-            return self.fail("validation", drift, sent, http_status=status)
+            drift = (
+                f"provider accepted the call (HTTP {status}) but its answer breaks the output contract "
+                f"of {self.adapter.tool}: {contract_breaks(exc)}"
+            )
+            return self.fail(
+                "validation",
+                drift,
+                sent,
+                http_status=status,
+                effect_accepted=True,
+                evidence=raw,
+                replayed=replayed,
+            )
         return ToolResult(
             True,
             self.adapter.external_id(output),
@@ -118,19 +169,21 @@ class _Call:
 
 def call_tool(
     adapter: Adapter[Any, Any],
-    payload: Json,
-    idempotency_key: str,
-    tenant_id: str,
+    request: ToolRequest,
     settings: AdapterSettings,
     http: httpx.Client,
+    clock: Callable[[], int] = _now_ms,
 ) -> ToolResult:
-    """Call `adapter` with `payload` for `tenant_id` under `idempotency_key`. Provider behaviour of any
-    kind comes back as a ToolResult; only a caller's mistake (no key, no URL configured) raises."""
-    if adapter.idempotency_mode != "none" and not idempotency_key:
+    """Call `adapter` for `request` (its payload, key, effect and deadline). Provider behaviour of any
+    kind comes back as a ToolResult; only a caller's mistake (no key, no URL configured) raises. No
+    request starts once the deadline has passed (checked before the lookup and again before the write,
+    since after-commit work can start late)."""
+    key, tenant_id = request.idempotency_key, request.effect.tenant_id
+    if adapter.idempotency_mode != "none" and not key:
         raise ValueError(f"{adapter.tool} needs an idempotency key")
-    c = _Call(adapter, settings, http)
+    c = _Call(adapter, settings, http, request.deadline_ms, clock)
     try:
-        data = adapter.Input.model_validate(payload)
+        data = adapter.Input.model_validate(request.payload)
     except ValidationError as exc:
         return c.fail("validation", f"invalid input: {summarise(exc)}", False)
     token = settings.credential(tenant_id, adapter.name)
@@ -138,10 +191,13 @@ def call_tool(
         return c.fail("auth", f"tenant {tenant_id!r} has no credentials for {adapter.name!r}", False)
     c.headers = {"Authorization": f"Bearer {token}"}
     if adapter.idempotency_mode == "lookup":
-        done = c.lookup(idempotency_key)
+        done = c.past_deadline("the lookup") or c.lookup(key)
         if done is not None:
-            return done  # found (no second write) or could not ask (nothing written)
-    call = adapter.request(data, idempotency_key)
+            return done  # found (no second write), could not ask (nothing written), or too late
+    call = adapter.request(data, key, request.effect)
+    late = c.past_deadline(f"{call.method} {call.path}")
+    if late is not None:
+        return late
     try:
         response = c.send(call)
     except httpx.HTTPError as exc:
@@ -156,9 +212,11 @@ def call_tool(
     except ValueError:
         return c.fail(
             "validation",
-            f"{call.method} {call.path} answered non-JSON",
+            f"{call.method} {call.path} answered HTTP {response.status_code} with a body that is not JSON",
             True,
             http_status=response.status_code,
+            effect_accepted=True,
+            evidence=response.text,
         )
     replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
     return c.accept(raw, response.status_code, True, replayed)

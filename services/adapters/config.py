@@ -23,6 +23,8 @@ class AdapterSettings(BaseSettings):
     # tenant -> adapter name -> bearer token, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}.
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
     tool_timeout_s: float = Field(default=5.0, gt=0)
+    # How long committed keys stay in the adapters' ledger view (KEEL_RETENTION_HORIZON_S, from commit).
+    retention_horizon_s: float = Field(default=7 * 24 * 3600, gt=0)
 
     def base_url(self, adapter_name: str) -> str:
         url = getattr(self, f"{adapter_name}_url", None)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.adapters.base import Adapter, HttpCall, email_address
+from services.adapters.base import Adapter, Effect, HttpCall, email_address
 
 
 class CrmActivityInput(BaseModel):
@@ -35,8 +35,8 @@ class CrmV1(Adapter[CrmActivityInput, CrmActivityOutput]):
     Input = CrmActivityInput
     Output = CrmActivityOutput
 
-    def request(self, payload: CrmActivityInput, idempotency_key: str) -> HttpCall:
-        body = payload.model_dump(mode="json")
+    def request(self, payload: CrmActivityInput, idempotency_key: str, effect: Effect) -> HttpCall:
+        body = self.tagged(payload.model_dump(mode="json"), effect)
         return HttpCall("POST", "/v1/activities", body, self.key_headers(idempotency_key))
 
     def lookup_call(self, idempotency_key: str) -> HttpCall:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.adapters.base import Adapter, HttpCall, email_address
+from services.adapters.base import Adapter, Effect, HttpCall, email_address
 
 
 class EmailInput(BaseModel):
@@ -32,10 +32,9 @@ class EmailV1(Adapter[EmailInput, EmailOutput]):
     Input = EmailInput
     Output = EmailOutput
 
-    def request(self, payload: EmailInput, idempotency_key: str) -> HttpCall:
-        return HttpCall(
-            "POST", "/v1/messages", payload.model_dump(mode="json"), self.key_headers(idempotency_key)
-        )
+    def request(self, payload: EmailInput, idempotency_key: str, effect: Effect) -> HttpCall:
+        body = self.tagged(payload.model_dump(mode="json"), effect)
+        return HttpCall("POST", "/v1/messages", body, self.key_headers(idempotency_key))
 
     def external_id(self, output: EmailOutput) -> str:
         return output.message_id

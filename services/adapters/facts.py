@@ -34,7 +34,21 @@ def tool_result(cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int) ->
         http_status=result.http_status,
         latency_ms=result.latency_ms,
         retry_after_ms=result.retry_after_ms,
+        effect_accepted=True if result.effect_accepted else None,
+        blocked_reason=result.blocked_reason,
     )
+    if not result.ok and result.evidence is not None:
+        # The provider's own answer, kept as evidence of an effect whose answer broke the contract.
+        out_json, out_ref = ev.inline(result.evidence)
+        return _event(
+            cmd,
+            ev.TOOL_FAILED,
+            now_ms,
+            error=result.error,
+            output_json=out_json,
+            output_ref=out_ref,
+            tool=detail,
+        )
     if not result.ok:
         return _event(cmd, ev.TOOL_FAILED, now_ms, error=result.error, tool=detail)
     out_json, out_ref = ev.inline(result.output)
@@ -52,6 +66,20 @@ def already_committed(
         output_json=output_json,
         tool=ToolDetail(
             tool=cmd.tool, idempotency_mode=mode, external_id=external_id, already_committed=True
+        ),
+    )
+
+
+def blocked(cmd: ToolCommand, mode: str, reason: str, failure_class: str, now_ms: int) -> RunEvent:
+    """The provider was not called for this attempt (deadline passed, the key's attempt in flight): a
+    tool_failed whose blocked_reason says why, so it is not counted as a used attempt."""
+    return _event(
+        cmd,
+        ev.TOOL_FAILED,
+        now_ms,
+        error=f"{cmd.tool}: {reason}",
+        tool=ToolDetail(
+            tool=cmd.tool, idempotency_mode=mode, failure_class=failure_class, blocked_reason=reason
         ),
     )
 

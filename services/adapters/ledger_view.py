@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -11,17 +12,26 @@ from keel.contracts import LedgerRecord
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import LEDGER
+from services.adapters.retention import DEFAULT_HORIZON_S, CommittedKeys
 
 log = logging.getLogger(__name__)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class LedgerView:
     """Tails every partition of keel.ledger in a background thread. A lagging view is safe: the provider
-    deduplicates on the same key; the view spares the provider the call."""
+    deduplicates on the same key; the view spares the provider the call. Keys are held only for the
+    retention horizon (KEEL_RETENTION_HORIZON_S) after their commit; see CommittedKeys for what answers
+    a key beyond it."""
 
-    def __init__(self, settings: Settings, serde: Serde, topic: str = LEDGER) -> None:
+    def __init__(
+        self, settings: Settings, serde: Serde, topic: str = LEDGER, horizon_s: float = DEFAULT_HORIZON_S
+    ) -> None:
         self.serde, self.topic = serde, topic
-        self.commits: dict[str, LedgerRecord] = {}
+        self.commits = CommittedKeys(horizon_s)
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
@@ -37,7 +47,7 @@ class LedgerView:
         self._thread.start()
 
     def get(self, key: str) -> LedgerRecord | None:
-        return self.commits.get(key)
+        return self.commits.get(key, _now_ms())
 
     def _tail(self) -> None:
         while not self._stop.is_set():
@@ -49,7 +59,7 @@ class LedgerView:
             except Exception:  # the ledger service dead-letters what it cannot read; skip it here
                 log.exception("unreadable ledger record at %s:%s", msg.partition(), msg.offset())
                 continue
-            self.commits[record.idempotency_key] = record
+            self.commits.put(record, _now_ms())
         self._consumer.close()
 
     def close(self) -> None:

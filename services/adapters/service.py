@@ -5,25 +5,42 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import httpx
 
 import keel.events as ev
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
-from keel.contracts import ToolCommand
+from keel.contracts import LedgerRecord, ToolCommand
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
 from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
 from services.adapters import facts
-from services.adapters.base import Adapter, ToolResult
+from services.adapters.base import Adapter, Effect, ToolRequest, ToolResult
 from services.adapters.catalog import UnknownTool, get_adapter
 from services.adapters.client import call_tool
 from services.adapters.config import AdapterSettings
+from services.adapters.inflight import KeyGate
 from services.adapters.ledger_view import LedgerView
 
 TOPICS = [TOOL_COMMANDS]
+# A failure class the breaker does not count: recording a call that was blocked before it reached the
+# provider frees its probe slot without judging the provider.
+_SAYS_NOTHING = "validation"
+
+
+class CommittedView(Protocol):
+    """What the processor needs of the ledger: the commit of a key, if it holds one (a dict-like fake
+    satisfies it in tests)."""
+
+    def get(self, key: str) -> LedgerRecord | None: ...
+
+
+def deadline_ms(cmd: ToolCommand) -> int | None:
+    deadline: datetime | None = cmd.deadline
+    return None if deadline is None else int(deadline.timestamp() * 1000)
 
 
 class AdapterProcessor(Processor):
@@ -33,12 +50,13 @@ class AdapterProcessor(Processor):
     def __init__(
         self,
         settings: AdapterSettings,
-        ledger: LedgerView,
+        ledger: CommittedView,
         http: httpx.Client,
         breakers: BreakerRegistry | None = None,
     ) -> None:
         self.settings, self.ledger, self.http = settings, ledger, http
         self.breakers = breakers or BreakerRegistry(_breaker_policy())
+        self.in_flight = KeyGate()
 
     def handle(self, record: Record) -> Sequence[Handled]:
         cmd: ToolCommand = record.value
@@ -51,10 +69,29 @@ class AdapterProcessor(Processor):
         if committed is not None:
             fact = facts.already_committed(cmd, mode, committed.external_id, None, ev.now_ms())
             return [Output(RUN_EVENTS, cmd.run_id, fact)]
-        payload = json.loads(cmd.payload_json)
+        now = ev.now_ms()
+        blocked = self._blocked(cmd, now, "the command was handled")
+        if blocked is not None:  # nothing called: no tool_called, only the fact saying why
+            return [Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, blocked, "transient", now))]
+        request = ToolRequest(
+            json.loads(cmd.payload_json),
+            cmd.idempotency_key,
+            Effect(cmd.tenant_id, cmd.run_id, cmd.step),
+            deadline_ms(cmd),
+        )
 
         def call() -> list[Output]:
-            before, result, after = self._call(adapter, payload, cmd)
+            # One attempt per key at a time: attempts 1..n of a key can sit in one batch (the adapters
+            # lagged past the step's timeout), and their calls run in parallel after the commit.
+            if not self.in_flight.enter(cmd.idempotency_key):
+                reason = "another attempt of this idempotency key is in flight here: provider not called"
+                return [
+                    Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, reason, "transient", ev.now_ms()))
+                ]
+            try:
+                before, result, after = self._call(adapter, request, cmd)
+            finally:
+                self.in_flight.leave(cmd.idempotency_key)
             circuit = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, ev.now_ms())) for t in before]
             outcome = Output(RUN_EVENTS, cmd.run_id, facts.tool_result(cmd, mode, result, ev.now_ms()))
             later = [Output(RUN_EVENTS, cmd.run_id, facts.circuit(cmd, t, ev.now_ms())) for t in after]
@@ -63,24 +100,51 @@ class AdapterProcessor(Processor):
         # tool_called commits (with the command's offset) before the call: if this process dies during
         # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
         # retries only what the adapter's idempotency mode makes safe to repeat.
-        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, ev.now_ms())), AfterCommit(call)]
+        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now)), AfterCommit(call)]
+
+    def _blocked(self, cmd: ToolCommand, now_ms: int, when: str) -> str | None:
+        """Why this command must not reach the provider at all, or None."""
+        deadline = deadline_ms(cmd)
+        if deadline is not None and now_ms >= deadline:
+            return f"deadline passed {now_ms - deadline} ms before {when}: provider not called"
+        if self.in_flight.held(cmd.idempotency_key):
+            return "another attempt of this idempotency key is in flight here: provider not called"
+        return None
 
     def _call(
-        self, adapter: Adapter[Any, Any], payload: Any, cmd: ToolCommand
+        self, adapter: Adapter[Any, Any], request: ToolRequest, cmd: ToolCommand
     ) -> tuple[list[Transition], ToolResult, list[Transition]]:
         """The provider call behind its circuit breaker: while the breaker is open, nothing is sent.
         Returns the breaker's state changes before the call (to half-open), the result, and after it."""
+        late = self._blocked_by_deadline(request, "the call could start")
+        if late is not None:  # after-commit work can start late: never take a probe slot for nothing
+            return [], late, []
         breaker = self.breakers.get(adapter.name)
         permit = breaker.before_call(ev.now_ms())
         if isinstance(permit, Rejection):
-            error = f"circuit open for {adapter.name}: provider not called"
+            reason = f"circuit open for {adapter.name}: provider not called"
             refused = ToolResult(
-                ok=False, failure_class="rate_limited", error=error, retry_after_ms=permit.retry_after_ms
+                ok=False,
+                failure_class="rate_limited",
+                error=f"{cmd.tool}: {reason}",
+                retry_after_ms=permit.retry_after_ms,
+                blocked_reason=reason,
             )
             return [], refused, []
-        result = call_tool(adapter, payload, cmd.idempotency_key, cmd.tenant_id, self.settings, self.http)
-        after = breaker.record(permit, result.ok, result.failure_class, ev.now_ms())
+        result = call_tool(adapter, request, self.settings, self.http)
+        if result.blocked_reason is not None:
+            after = breaker.record(permit, False, _SAYS_NOTHING, ev.now_ms())
+        else:
+            after = breaker.record(permit, result.ok, result.failure_class, ev.now_ms())
         return ([permit.transition] if permit.transition else []), result, after
+
+    @staticmethod
+    def _blocked_by_deadline(request: ToolRequest, when: str) -> ToolResult | None:
+        now = ev.now_ms()
+        if request.deadline_ms is None or now < request.deadline_ms:
+            return None
+        reason = f"deadline passed {now - request.deadline_ms} ms before {when}: provider not called"
+        return ToolResult(ok=False, failure_class="transient", error=reason, blocked_reason=reason)
 
 
 def _breaker_policy() -> BreakerPolicy:
@@ -93,4 +157,6 @@ def _breaker_policy() -> BreakerPolicy:
 
 def make_processor(settings: Settings, serde: Serde) -> AdapterProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
-    return AdapterProcessor(AdapterSettings(), LedgerView(settings, serde), httpx.Client(trust_env=False))
+    tools = AdapterSettings()
+    view = LedgerView(settings, serde, horizon_s=tools.retention_horizon_s)
+    return AdapterProcessor(tools, view, httpx.Client(trust_env=False))

@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from infra.simulators.dedup import effect_id
+from infra.simulators.runner import running
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,6 +61,12 @@ def stats(client: httpx.Client) -> dict[str, Any]:
     return result
 
 
+def counted(client: httpx.Client, **expected: Any) -> dict[str, Any]:
+    """The figures of GET /_stats named in `expected` (so a new figure does not break older tests)."""
+    figures = stats(client)
+    return {name: figures[name] for name in expected}
+
+
 def program(client: httpx.Client, *rules: dict[str, Any]) -> None:
     client.post("/_faults", json=list(rules)).raise_for_status()
 
@@ -72,7 +82,7 @@ def test_same_key_replays_without_second_delivery(email: httpx.Client) -> None:
     assert "Idempotent-Replayed" not in first.headers
     assert second.headers["Idempotent-Replayed"] == "true"
     expected = {"deliveries": 1, "requests": 2, "by_key": {"k1": 1}, "replays": 1, "faults_fired": {}}
-    assert stats(email) == expected
+    assert counted(email, **expected) == expected
 
 
 def test_same_key_different_body_is_refused(email: httpx.Client) -> None:
@@ -103,7 +113,7 @@ def test_concurrent_sends_with_one_key_deliver_once(email_url: str, email: httpx
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["message_id"] for r in responses}) == 1
     expected = {"deliveries": 1, "requests": 20, "by_key": {"burst": 1}, "replays": 19, "faults_fired": {}}
-    assert stats(email) == expected
+    assert counted(email, **expected) == expected
 
 
 def test_get_and_lookup_by_key(email: httpx.Client) -> None:
@@ -129,6 +139,117 @@ def test_crm_activity_is_idempotent_and_looked_up(crm: httpx.Client) -> None:
     changed = crm.post("/v1/activities", json={**activity, "note": "x"}, headers={"Idempotency-Key": "a1"})
     assert changed.status_code == 422
     assert stats(crm)["deliveries"] == 1 and stats(crm)["by_key"] == {"a1": 1}
+
+
+# --- ground truth per logical effect, and the dedup modes ------------------------------------------
+
+TAGS = {"keel_tenant": "acme", "keel_run": "run-1", "keel_step": "send"}
+EFFECT = effect_id("acme", "run-1", "send")
+
+
+def mode(client: httpx.Client, dedup: str) -> httpx.Response:
+    return client.post("/_mode", json={"dedup": dedup})
+
+
+def test_every_delivery_counts_under_its_effect_whatever_the_key(email: httpx.Client) -> None:
+    assert send(email, "k1", metadata=TAGS).status_code == 200
+    assert send(email, "k1", metadata=TAGS).headers["Idempotent-Replayed"] == "true"  # a replay: no delivery
+    assert send(email, "k2", metadata=TAGS).status_code == 200  # a new key for the same effect
+    assert send(email, metadata=TAGS).status_code == 200  # no key at all
+    assert send(email, metadata={**TAGS, "keel_call": "turn-1/0"}).status_code == 200
+    assert send(email, "k3").status_code == 200  # names no effect
+    assert counted(email, deliveries=0, by_effect=0, by_key=0, without_effect=0) == {
+        "deliveries": 5,
+        "by_effect": {EFFECT: 3, effect_id("acme", "run-1", "send", "turn-1/0"): 1},
+        "by_key": {"k1": 1, "k2": 1, "k3": 1},
+        "without_effect": 1,
+    }
+
+
+def test_none_mode_delivers_every_post_and_lookup_still_finds_the_first(email: httpx.Client) -> None:
+    assert mode(email, "none").json() == {"dedup": "none"}
+    first, second = send(email, "k1", metadata=TAGS), send(email, "k1", metadata=TAGS)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["message_id"] != second.json()["message_id"]
+    assert "Idempotent-Replayed" not in second.headers
+    found = email.get("/v1/messages", params={"idempotency_key": "k1"}).json()
+    assert found["message_id"] == first.json()["message_id"] and found["metadata"] == TAGS
+    expected = {"deliveries": 2, "by_key": {"k1": 2}, "by_effect": {EFFECT: 2}, "replays": 0, "dedup": "none"}
+    assert counted(email, **expected) == expected
+    email.post("/_reset").raise_for_status()
+    assert stats(email)["dedup"] == "key"  # a reset goes back to the start-up mode
+
+
+def test_unknown_mode_is_refused(email: httpx.Client) -> None:
+    refused = mode(email, "sometimes")
+    assert refused.status_code == 422 and refused.json()["error"]["type"] == "invalid_mode"
+    assert email.get("/_mode").json() == {"dedup": "key"}
+
+
+def test_stripe_mode_refuses_a_second_request_while_the_first_is_in_flight(
+    email_url: str, email: httpx.Client
+) -> None:
+    mode(email, "stripe").raise_for_status()
+    program(email, {"kind": "latency", "ms": 1500})
+    with httpx.Client(base_url=email_url, headers=EMAIL_AUTH, timeout=5.0) as other:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(send, other, "k1", metadata=TAGS)
+            wait_for_figure(email, "requests", 1)
+            busy = send(email, "k1", metadata=TAGS)
+            first = slow.result()
+    assert busy.status_code == 409 and busy.json()["error"]["type"] == "idempotency_key_in_use"
+    assert first.status_code == 200
+    again = send(email, "k1", metadata=TAGS)  # once the first is done: an ordinary replay
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    expected = {
+        "deliveries": 1,
+        "refused_in_flight": 1,
+        "by_effect": {EFFECT: 1},
+        "faults_fired": {"latency": 1},
+    }
+    assert counted(email, **expected) == expected
+
+
+def test_key_mode_lets_concurrent_requests_wait_for_each_other(email_url: str, email: httpx.Client) -> None:
+    program(email, {"kind": "latency", "ms": 500})
+    with httpx.Client(base_url=email_url, headers=EMAIL_AUTH, timeout=5.0) as other:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(send, other, "k1")
+            wait_for_figure(email, "requests", 1)
+            quick = send(email, "k1")
+            assert slow.result().json() == quick.json()
+    assert counted(email, deliveries=0, refused_in_flight=0) == {"deliveries": 1, "refused_in_flight": 0}
+
+
+@pytest.mark.parametrize(("dedup", "deliveries"), [("key", 1), ("none", 2)])
+def test_accept_then_error_delivers_and_then_answers_5xx(
+    email: httpx.Client, dedup: str, deliveries: int
+) -> None:
+    mode(email, dedup).raise_for_status()
+    program(email, {"kind": "accept_then_error", "status": 502})
+    failed = send(email, "k1", metadata=TAGS)
+    assert failed.status_code == 502 and failed.json()["error"]["type"] == "server_error"
+    assert stats(email)["deliveries"] == 1  # the effect happened although the answer says it failed
+    retry = send(email, "k1", metadata=TAGS)
+    assert retry.status_code == 200
+    expected = {"deliveries": deliveries, "by_effect": {EFFECT: deliveries}}
+    assert counted(email, **expected) == expected
+
+
+def test_the_start_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_SIM_CRM_DEDUP", "none")
+    activity = {"contact_email": "ada@example.com", "kind": "email_sent", "metadata": TAGS}
+    with running("crm") as url, httpx.Client(base_url=url, headers=CRM_AUTH, timeout=5.0) as crm:
+        for _ in range(2):
+            crm.post("/v1/activities", json=activity, headers={"Idempotency-Key": "a1"}).raise_for_status()
+        expected = {"dedup": "none", "deliveries": 2, "by_effect": {EFFECT: 2}, "by_key": {"a1": 2}}
+        assert counted(crm, **expected) == expected
+
+
+def wait_for_figure(client: httpx.Client, name: str, at_least: int) -> None:
+    """Wait (bounded by the module's timeout) until a request reached the simulator."""
+    while stats(client)[name] < at_least:
+        time.sleep(0.01)
 
 
 # --- faults ------------------------------------------------------------------------------------------
@@ -180,7 +301,7 @@ def test_accept_then_timeout_delivers_once_and_retry_replays(email_url: str, ema
         "replays": 1,
         "faults_fired": {"accept_then_timeout": 1},
     }
-    assert stats(email) == expected
+    assert counted(email, **expected) == expected
 
 
 def test_accept_then_timeout_without_key_is_the_double_send(email_url: str, email: httpx.Client) -> None:
