@@ -39,7 +39,7 @@ def llm_command(run_id: str, deadline: datetime) -> StepCommand:
 def publish(settings: Settings, commands: list[StepCommand]) -> None:
     """Step commands straight onto the topic, as a scheduler with a backlog would have issued them."""
     serde = Serde(registry_client(settings.schema_registry_url))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
     for cmd in commands:
         producer.produce(STEP_COMMANDS, key=cmd.run_id, value=serde.encode(STEP_COMMANDS, cmd))
     assert producer.flush(10) == 0

@@ -48,3 +48,11 @@ def test_broken_logs_are_named():
         "after the run ended" in p for p in lifecycle_problems([*GOOD, e("retry_scheduled", "a", 1)], {"a"})
     )
     assert any("ended more than once" in p for p in lifecycle_problems([*GOOD, e("failed")], {"a"}))
+
+
+def test_a_commit_reissued_by_the_ledger_is_not_a_second_commit():
+    reissued = e("step_committed", "a", 2, "ledger")
+    reissued = RunEvent.from_dict(
+        {**reissued.to_dict(), "commit": {"committed_at": datetime.now(UTC), "duplicate": True}}
+    )
+    assert lifecycle_problems([*GOOD, reissued], {"a"}) == []
