@@ -59,7 +59,10 @@ def lifecycle_problems(events: Sequence[RunEvent], side_effect_steps: set[str]) 
         late = [e.event for e in events[end + 1 :] if e.source == "scheduler"]
         if late:
             problems.append(f"scheduler decisions after the run ended: {late}")
-    commits = Counter(e.step for e in events if e.event == ev.STEP_COMMITTED)
+    # A commit re-issued by the ledger for a key it already holds (duplicate) is not a second commit.
+    commits = Counter(
+        e.step for e in events if e.event == ev.STEP_COMMITTED and not (e.commit and e.commit.duplicate)
+    )
     for step in side_effect_steps:
         if commits[step] > 1:
             problems.append(f"side-effect step {step} committed {commits[step]} times")

@@ -54,6 +54,9 @@ class ModelRequest(BaseModel):
     response_format: Literal["json", "text"] = "text"
     max_tokens: int = Field(default=1024, gt=0)
     temperature: float = Field(default=0.0, ge=0)
+    # Epoch ms after which an answer is of no use (the step's attempt counts as lost): no call starts
+    # after it and none waits past it, so a lost attempt is never paid for beside its retry.
+    deadline_ms: int | None = None
 
 
 class ModelResponse(BaseModel):
@@ -134,6 +137,8 @@ class ModelRouter:
         transitions: list[Transition] = []
         for model in chain:
             try:
+                if req.deadline_ms is not None and now_ms() >= req.deadline_ms:
+                    raise ModelError("transient", f"{model}: not called: the attempt's deadline has passed")
                 reply = self._guarded_call(model, req, transitions)
             except ModelError as exc:
                 attempts.append((model, exc.failure_class))
@@ -162,6 +167,11 @@ class ModelRouter:
         transitions += breaker.record(permit, True, None, now_ms())
         return reply
 
+    def _timeout_s(self, req: ModelRequest) -> float:
+        if req.deadline_ms is None:
+            return self.settings.model_timeout_s
+        return max(0.001, min(self.settings.model_timeout_s, (req.deadline_ms - now_ms()) / 1000))
+
     def _call(self, model: str, req: ModelRequest) -> ModelResponse:
         route = self.settings.route(model)
         url = (route.url or self.settings.model_url).rstrip("/") + "/chat/completions"
@@ -179,7 +189,7 @@ class ModelRouter:
                 url,
                 json=body,
                 headers={"Authorization": f"Bearer {key}"},
-                timeout=self.settings.model_timeout_s,
+                timeout=self._timeout_s(req),
             )
         except httpx.HTTPError as exc:
             # Any transport failure, timeouts included, is transient: repeating a completion has no effect.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import keel.events as ev
@@ -43,7 +44,42 @@ def tool_command(cmd: StepCommand) -> ToolCommand:
         idempotency_key=cmd.idempotency_key,
         issued_at=cmd.issued_at,
         trace_id=cmd.trace_id,
+        # The adapters never start a call the scheduler already counts as lost.
+        deadline=cmd.deadline,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSpec:
+    """What an llm step command asks the model router for."""
+
+    agent: str | None
+    model: str
+    prompt: str
+    response_format: str
+
+
+def llm_spec(cmd: StepCommand) -> LlmSpec:
+    """The llm step's request; raises ValueError when the command is malformed."""
+    try:
+        spec = json.loads(cmd.input_json)
+        model, prompt = spec["model"], spec["prompt"]
+        if not isinstance(model, str) or not isinstance(prompt, str):
+            raise ValueError("model and prompt must be strings")
+        return LlmSpec(spec.get("agent"), model, prompt, spec.get("response_format") or "text")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"malformed llm step command: {type(exc).__name__}: {exc}") from None
+
+
+def deadline_ms(cmd: StepCommand) -> int | None:
+    return None if cmd.deadline is None else int(cmd.deadline.timestamp() * 1000)
+
+
+def too_late(cmd: StepCommand, agent: str | None, model: str, now_ms: int) -> list[RunEvent]:
+    """The attempt's deadline passed before its model call could start: the call is not made (the
+    scheduler already counts the attempt as lost and retries it); this fact says why nothing was spent."""
+    error = "not called: the attempt's deadline passed before its model call could start"
+    return llm_failed(cmd, agent, model, "transient", error, None, now_ms)
 
 
 def llm_succeeded(

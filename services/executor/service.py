@@ -1,14 +1,25 @@
-"""Executor shell: step commands in; model calls (outside any transaction) and facts/tool commands out."""
+"""Executor shell: step commands in; model calls (outside any transaction) and facts/tool commands out.
+
+An llm step's `step_started` commits with the command's offset in the batch's short transaction; the
+model call starts only after that, on a background worker, and its answer commits in a later transaction
+handed back through `tick()`. A slow model therefore never holds a transaction open or stalls the loop,
+and a restarted executor never asks the model again for a command it already took: a call lost with its
+process is caught by the step's deadline and retried as a new attempt.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import httpx
+from confluent_kafka import TopicPartition
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import keel.events as ev
+from keel.background import BackgroundCalls
 from keel.contracts import StepCommand
+from keel.pricing import UnknownModelPrice
 from keel.router import ModelError, ModelRequest, ModelRouter, RouterSettings
 from keel.serde import Serde
 from keel.settings import Settings
@@ -19,44 +30,61 @@ from services.executor import core
 TOPICS = [STEP_COMMANDS]
 
 
-class ExecutorProcessor(Processor):
-    concurrency = 8  # model and provider calls wait on the network
-    max_batch = 64  # bounds how long one batch can wait on slow providers
+class ExecutorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEEL_EXECUTOR_", extra="ignore")
 
-    def __init__(self, router: ModelRouter) -> None:
-        self.router = router
+    # Model calls in flight at once per process; more wait their turn (and are skipped once their
+    # attempt's deadline has passed).
+    model_calls: int = Field(default=16, ge=1)
+
+
+class ExecutorProcessor(Processor):
+    def __init__(self, router: ModelRouter, calls: BackgroundCalls) -> None:
+        self.router, self.calls = router, calls
 
     def handle(self, record: Record) -> Sequence[Output]:
         cmd: StepCommand = record.value
-        now = ev.now_ms()
-        outputs = [Output(RUN_EVENTS, cmd.run_id, core.step_started(cmd, now))]
+        started = Output(RUN_EVENTS, cmd.run_id, core.step_started(cmd, ev.now_ms()))
         if cmd.kind == "tool":
             try:
-                outputs.append(Output(TOOL_COMMANDS, cmd.run_id, core.tool_command(cmd)))
+                return [started, Output(TOOL_COMMANDS, cmd.run_id, core.tool_command(cmd))]
             except (KeyError, ValueError) as exc:
                 raise Reject(f"malformed tool step command: {exc}", "invalid") from None
-            return outputs
         if cmd.kind != "llm":
             raise Reject(f"unknown step kind {cmd.kind!r}", "invalid")
-        spec = json.loads(cmd.input_json)
-        agent, model = spec.get("agent"), spec["model"]
-        request = ModelRequest(
-            model=model,
-            messages=[{"role": "user", "content": spec["prompt"]}],
-            response_format=spec.get("response_format") or "text",
-        )
+        try:
+            spec = core.llm_spec(cmd)
+            request = ModelRequest(
+                model=spec.model,
+                messages=[{"role": "user", "content": spec.prompt}],
+                response_format=spec.response_format,  # type: ignore[arg-type]  # validated here
+                deadline_ms=core.deadline_ms(cmd),
+            )
+        except (ValueError, ValidationError) as exc:
+            raise Reject(str(exc), "invalid") from None
+        # Starts once this batch (step_started and the command's offset) has committed.
+        self.calls.stage((record.topic, record.partition), lambda: self._call(cmd, spec, request))
+        return [started]
+
+    def _call(self, cmd: StepCommand, spec: core.LlmSpec, request: ModelRequest) -> list[Output]:
+        """One model call on a background worker; returns the facts to commit."""
+        if request.deadline_ms is not None and ev.now_ms() >= request.deadline_ms:
+            events = core.too_late(cmd, spec.agent, spec.model, ev.now_ms())
+            return [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
         try:
             answer = self.router.complete(request)
+        except UnknownModelPrice as exc:  # its spend could not be counted: never called, never retried
+            events = core.llm_failed(cmd, spec.agent, spec.model, "validation", str(exc), None, ev.now_ms())
         except ModelError as exc:
             events = core.llm_failed(
-                cmd, agent, model, exc.failure_class, exc.message, getattr(exc, "cost_usd", None), ev.now_ms()
+                cmd, spec.agent, spec.model, exc.failure_class, exc.message, exc.cost_usd, ev.now_ms()
             )
             events += core.circuit_events(cmd, exc.transitions, ev.now_ms())
         else:
             output = answer.parsed if request.response_format == "json" else {"text": answer.content}
             events = core.llm_succeeded(
                 cmd,
-                agent,
+                spec.agent,
                 answer.model,
                 answer.provider,
                 answer.prompt_tokens,
@@ -67,9 +95,23 @@ class ExecutorProcessor(Processor):
                 ev.now_ms(),
             )
             events += core.circuit_events(cmd, answer.transitions, ev.now_ms())
-        return outputs + [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
+        return [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
+
+    def tick(self, now_ms: int) -> Sequence[Output]:
+        return self.calls.take()  # finished calls' facts, committed in this turn's transaction
+
+    def on_commit(self) -> None:
+        self.calls.committed()
+
+    def on_abort(self) -> None:
+        self.calls.aborted()
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Calls not yet started belong to the partitions' new owner now: their deadlines retry them.
+        self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
 
 def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
-    return ExecutorProcessor(ModelRouter(RouterSettings(), httpx.Client(trust_env=False)))
+    router = ModelRouter(RouterSettings(), httpx.Client(trust_env=False))
+    return ExecutorProcessor(router, BackgroundCalls(ExecutorSettings().model_calls, "model-call"))

@@ -141,6 +141,13 @@ def test_a_retried_step_whose_effect_is_committed_never_reaches_the_provider_aga
     assert sims.stats("email")["requests"] == requests_before  # the provider was not called at all
     assert sims.stats("email")["deliveries"] == 1
     assert len(ledger_records(stack, original.idempotency_key)) == 1
-    assert [
-        e.attempt for e in events.of(run_id) if e.event == "step_committed" and e.step == "send_email"
-    ] == [1]
+    # The ledger answers the retry with the commit it holds (re-issued, marked duplicate), never a new one.
+    wait_for(
+        lambda: any(e.event == "step_committed" and e.attempt == 2 for e in events.of(run_id)),
+        30,
+        "the commit to be re-issued for the retried attempt",
+    )
+    commits = [e for e in events.of(run_id) if e.event == "step_committed" and e.step == "send_email"]
+    assert [(e.attempt, e.commit.duplicate) for e in commits] == [(1, False), (2, True)]
+    assert commits[1].commit.external_id == commits[0].commit.external_id
+    assert len(ledger_records(stack, original.idempotency_key)) == 1

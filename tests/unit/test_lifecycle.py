@@ -80,3 +80,11 @@ def test_one_result_per_attempt_and_blocked_results_name_no_provider_id():
     assert lifecycle_problems(twice, {"a"}) == ["a attempt 1: 2 tool results"]
     lying = [*GOOD[:5], e("tool_failed", "a", 1, "adapters", blocked("circuit open", "msg_1"))]
     assert lifecycle_problems(lying, {"a"}) == ["a attempt 1: blocked, yet names provider id"]
+
+
+def test_a_commit_reissued_by_the_ledger_is_not_a_second_commit():
+    reissued = e("step_committed", "a", 2, "ledger")
+    reissued = RunEvent.from_dict(
+        {**reissued.to_dict(), "commit": {"committed_at": datetime.now(UTC), "duplicate": True}}
+    )
+    assert lifecycle_problems([*GOOD, reissued], {"a"}) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,25 @@ def test_non_json_content_is_validation_and_still_costed() -> None:
             )
     assert caught.value.failure_class == "validation" and "not valid JSON" in caught.value.message
     assert caught.value.cost_usd == cost_usd("sim-small", 1000, 500)
+
+
+def test_no_call_starts_after_the_attempts_deadline(
+    control: httpx.Client, model_url: str, http: httpx.Client
+) -> None:
+    routes = {"sim-large": Route(fallbacks=["sim-small"])}
+    late = ModelRequest(model="sim-large", messages=MESSAGES, deadline_ms=int(time.time() * 1000) - 1)
+    with pytest.raises(ModelError) as caught:
+        router(model_url, http, model_routes=routes).complete(late)
+    assert caught.value.failure_class == "transient" and "deadline" in caught.value.message
+    assert requests_made(control) == 0  # neither the model nor its fallback was asked
+
+
+def test_no_call_waits_past_the_attempts_deadline(
+    control: httpx.Client, model_url: str, http: httpx.Client
+) -> None:
+    control.post("/_faults", json={"kind": "latency", "ms": 5000}).raise_for_status()
+    soon = ModelRequest(model="sim-small", messages=MESSAGES, deadline_ms=int(time.time() * 1000) + 500)
+    started = time.monotonic()
+    with pytest.raises(ModelError) as caught:
+        router(model_url, http, model_timeout_s=30.0).complete(soon)
+    assert caught.value.failure_class == "transient" and time.monotonic() - started < 2.0
