@@ -149,6 +149,7 @@ class LedgerRecord:
     tool: str | None = None
     external_id: str | None = None
     output_ref: str | None = None
+    output_json: str | None = None
     committed_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +163,7 @@ class LedgerRecord:
             'tool': self.tool,
             'external_id': self.external_id,
             'output_ref': self.output_ref,
+            'output_json': self.output_json,
             'committed_at': self.committed_at,
         }
 
@@ -177,6 +179,7 @@ class LedgerRecord:
             tool=d.get('tool', None),
             external_id=d.get('external_id', None),
             output_ref=d.get('output_ref', None),
+            output_json=d.get('output_json', None),
             committed_at=d['committed_at'],
         )
 

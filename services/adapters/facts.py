@@ -56,14 +56,21 @@ def tool_result(cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int) ->
 
 
 def already_committed(
-    cmd: ToolCommand, mode: str, external_id: str | None, output_json: str | None, now_ms: int
+    cmd: ToolCommand,
+    mode: str,
+    external_id: str | None,
+    output_json: str | None,
+    now_ms: int,
+    output_ref: str | None = None,
 ) -> RunEvent:
-    """The ledger holds a commit for this key: succeed with it, without calling the provider."""
+    """The ledger holds a commit for this key: succeed with it (and its committed output), without
+    calling the provider."""
     return _event(
         cmd,
         ev.TOOL_SUCCEEDED,
         now_ms,
         output_json=output_json,
+        output_ref=output_ref,
         tool=ToolDetail(
             tool=cmd.tool, idempotency_mode=mode, external_id=external_id, already_committed=True
         ),

@@ -67,7 +67,9 @@ class AdapterProcessor(Processor):
         mode = adapter.idempotency_mode
         committed = self.ledger.get(cmd.idempotency_key)
         if committed is not None:
-            fact = facts.already_committed(cmd, mode, committed.external_id, None, ev.now_ms())
+            fact = facts.already_committed(
+                cmd, mode, committed.external_id, committed.output_json, ev.now_ms(), committed.output_ref
+            )
             return [Output(RUN_EVENTS, cmd.run_id, fact)]
         now = ev.now_ms()
         blocked = self._blocked(cmd, now, "the command was handled")

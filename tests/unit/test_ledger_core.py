@@ -48,6 +48,9 @@ def test_a_success_for_a_committed_key_reissues_the_commit_fact_and_records_noth
     assert fact.commit is not None and fact.commit.duplicate
     assert fact.commit.external_id == "msg_1" and fact.commit.committed_at == ev.at_ms(T0)
     assert fact.output_ref == held.output_ref  # type: ignore[union-attr]
+    # The retry brought no output (the provider was not called); the commit hands on the committed one,
+    # so steps downstream render from it.
+    assert held is not None and fact.output_json == held.output_json == '{"message_id":"msg_1"}'
 
     # Even for the attempt that committed, the re-issued fact has an id of its own (readers drop copies).
     _, [again] = commit(succeeded(1, already=True), held, T0 + 5000)
