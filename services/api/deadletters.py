@@ -50,27 +50,43 @@ class DeadLetterIndex:
 
     def _catch_up(self) -> None:
         consumer = self._ensure_consumer()
+        # For a read_committed consumer the high mark is the last stable offset: what is committed now.
+        # (Partitions stay paused between calls: a pending fetch would hold these queries up.)
         ends = {
-            tp: consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
+            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
             for tp in self._parts()
         }
-        # For a read_committed consumer the high mark is the last stable offset: what is committed now.
-        behind = {(tp.topic, tp.partition): high for tp, (low, high) in ends.items() if high > low}
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            positions = consumer.position([TopicPartition(t, p) for t, p in behind])
-            behind = {
-                (tp.topic, tp.partition): behind[(tp.topic, tp.partition)]
-                for tp in positions
-                if tp.offset < behind[(tp.topic, tp.partition)]
-            }
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise IndexUnavailable(f"dead letters not read to their end within {self.timeout_s:.0f}s")
-            for msg in consumer.consume(500, 0.05):
-                if msg.error() is None:
-                    self._apply(msg.topic(), msg.key(), msg.value())
+        behind = {tp: high for tp, (low, high) in ends.items() if high > low}
+        behind = self._still_behind(consumer, behind)
+        if not behind:
+            return
+        resumed = consumer.position([TopicPartition(t, p) for t, p in behind])
+        consumer.resume(resumed)
+        for tp in resumed:  # a seek starts the fetch at once (a resume alone waits for a fetch cycle)
+            consumer.seek(
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+            )
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while behind:
+                if time.monotonic() > deadline:
+                    raise IndexUnavailable(f"dead letters not read to their end within {self.timeout_s:.0f}s")
+                for msg in consumer.consume(500, 0.05):
+                    if msg.error() is None:
+                        self._apply(msg.topic(), msg.key(), msg.value())
+                behind = self._still_behind(consumer, behind)
+        finally:
+            consumer.pause(resumed)
+
+    @staticmethod
+    def _still_behind(consumer: Consumer, ends: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Those of `ends` whose position has not reached the end (control records count as read)."""
+        positions = consumer.position([TopicPartition(t, p) for t, p in ends])
+        return {
+            (tp.topic, tp.partition): ends[(tp.topic, tp.partition)]
+            for tp in positions
+            if tp.offset < ends[(tp.topic, tp.partition)]
+        }
 
     def _apply(self, topic: str | None, key: bytes | None, value: bytes | None) -> None:
         if topic == DEAD_LETTER_STATUS:
@@ -81,20 +97,19 @@ class DeadLetterIndex:
 
     def _parts(self) -> list[TopicPartition]:
         assert self._consumer is not None
-        meta = self._consumer.list_topics(timeout=self.timeout_s).topics
-        parts = [
-            TopicPartition(t, p)
-            for t in (DEAD_LETTERS, DEAD_LETTER_STATUS)
-            if t in meta
-            for p in meta[t].partitions
-        ]
+        parts = []
+        for topic in (DEAD_LETTERS, DEAD_LETTER_STATUS):
+            meta = self._consumer.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
+            if meta is not None and meta.error is None:
+                parts += [TopicPartition(topic, p) for p in meta.partitions]
         new = [
             TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)
             for tp in parts
             if (tp.topic, tp.partition) not in self._assigned
         ]
-        if new:  # partitions added since the last call start from their beginning
+        if new:  # partitions added since the last call start from their beginning, paused
             self._consumer.incremental_assign(new)
+            self._consumer.pause(new)
             self._assigned |= {(tp.topic, tp.partition) for tp in new}
         return parts
 

@@ -14,7 +14,7 @@ from services.api.deadletters import DeadLetterIndex, IndexUnavailable
 from services.api.deps import bearer_key, deps_of
 from services.api.errors import ApiError
 
-AUTH = docs.errors(401, 403, 503)
+AUTH = docs.errors(400, 401, 403, 503)
 router = APIRouter(prefix="/v1/dead-letters", responses=AUTH)
 # FROZEN FORMAT of dead-letter ids: topic:partition:offset.
 _DEAD_LETTER_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}:[0-9]{1,10}:[0-9]{1,19}$")

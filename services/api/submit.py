@@ -7,10 +7,10 @@ import re
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from confluent_kafka import KafkaError, Message
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from keel import intake
 from keel.contracts import RunRequested
@@ -21,6 +21,10 @@ from keel.settings import Settings
 
 # Run ids Keel assigns look like this; a client may not choose one (it would shadow a Keel-assigned id).
 KEEL_RUN_ID = re.compile(r"^run-[0-9a-f]{32}$")
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class RunSubmission(BaseModel):
@@ -38,7 +42,10 @@ class RunSubmission(BaseModel):
         "derived from your tenant and this id (keel_run_id); the API answers to both.",
     )
     task_id: str | None = Field(default=None, min_length=1, max_length=intake.TASK_ID_MAX)
-    workflow_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # JSON has one number type: 2.0 is the integer 2 (as JSON Schema says), 2.5 is not an integer.
+    workflow_version: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        default=None, ge=1, le=2**31 - 1
+    )
 
     @field_validator("run_id")
     @classmethod
