@@ -39,6 +39,7 @@ def test_dev_keys_are_the_default_and_configured_keys_replace_them(monkeypatch):
         ('{"acme": "sha256:00"}', "must map to a list"),
         ('{"acme": ["plain-key"]}', "is not 'sha256:<64 hex digits>'"),
         (json.dumps({"a": [hash_key("x")], "b": [hash_key("x")]}), "listed for 'a' and 'b'"),
+        (json.dumps({"Acme Corp": [hash_key("x")]}), "tenant_id 'Acme Corp' must match"),
     ],
 )
 def test_a_bad_key_configuration_is_refused_with_the_reason(raw, problem):
