@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
@@ -61,11 +62,11 @@ async def submit(
 ) -> JSONResponse:
     deps = deps_of(request)
     body = parse_submission(await read_body(request, deps.api.max_body_bytes))
-    client_id, keel_id = await run_in_threadpool(accept, deps, tenant, body, idempotency_key)
+    ids = await run_in_threadpool(accept, deps, tenant, body, idempotency_key)
     return JSONResponse(
-        {"run_id": client_id, "keel_run_id": keel_id, "status": "accepted"},
+        {"run_id": ids.run_id, "keel_run_id": ids.keel_run_id, "status": "accepted"},
         status_code=202,
-        headers={"Location": f"/v1/runs/{client_id}"},
+        headers={"Location": f"/v1/runs/{ids.run_id}"},
     )
 
 
@@ -169,8 +170,14 @@ def parse_submission(raw: bytes) -> RunSubmission:
         raise ApiError(422, "invalid_request", errors.describe(list(exc.errors()))) from None  # type: ignore[arg-type]
 
 
-def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> tuple[str, str]:
-    """Validate, claim the request's key and run id, publish; returns (the client's run id, Keel's)."""
+@dataclass(frozen=True)
+class RunIds:
+    run_id: str  # the client's, when it named the run; else Keel's
+    keel_run_id: str  # the run's id on the topics
+
+
+def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> RunIds:
+    """Validate, claim the request's key and run id, publish."""
     try:
         spec = deps.catalog.get(body.workflow, body.workflow_version)
     except UnknownWorkflow as exc:
@@ -213,7 +220,7 @@ def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> tup
     if not published:
         publish(deps, tenant, run_id, body, version, key, named)
     log.info("accepted run %s of %s v%d for %s", run_id, spec.name, version, tenant)
-    return body.run_id or run_id, run_id
+    return RunIds(body.run_id or run_id, run_id)
 
 
 def publish(
