@@ -13,6 +13,8 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from keel.intake import tenant_problem
+
 ENV = "KEEL_API_KEYS"
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -35,6 +37,10 @@ class ApiKeys:
         for tenant, values in hashes.items():
             if not isinstance(tenant, str) or not tenant or not isinstance(values, list | tuple):
                 raise ApiKeyConfigError(f"{ENV}: tenant {tenant!r} must map to a list of key hashes")
+            # A tenant the scheduler's intake would refuse could submit nothing: say so at start-up.
+            problem = tenant_problem(tenant)
+            if problem:
+                raise ApiKeyConfigError(f"{ENV}: {problem}")
             for value in values:
                 if not isinstance(value, str) or not _HASH.match(value):
                     raise ApiKeyConfigError(

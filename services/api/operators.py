@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
 from keel import dlq
 from keel.apikeys import is_operator, operator_hashes
+from services.api import docs
+from services.api.deadletters import DeadLetterIndex, IndexUnavailable
+from services.api.deps import bearer_key, deps_of
 from services.api.errors import ApiError
 
-router = APIRouter(prefix="/v1/dead-letters")
+AUTH = docs.errors(400, 401, 403, 503)
+router = APIRouter(prefix="/v1/dead-letters", responses=AUTH)
+# FROZEN FORMAT of dead-letter ids: topic:partition:offset.
+_DEAD_LETTER_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}:[0-9]{1,10}:[0-9]{1,19}$")
 
 
 def operator(request: Request) -> str:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(
-            401,
-            "unauthenticated",
-            "missing API key: send 'Authorization: Bearer <operator key>'",
-            {"WWW-Authenticate": "Bearer"},
-        )
-    if not is_operator(key.strip(), request.app.state.operator_hashes):
+    """401 for a missing or unknown key; 403 for a tenant's key (known, but not an operator's)."""
+    key = bearer_key(request, "operator")
+    if not is_operator(key, request.app.state.operator_hashes):
+        if deps_of(request).keys.tenant_for(key) is None:
+            raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
         raise ApiError(403, "forbidden", "dead letters are for operators: this key is not an operator's")
     return "operator"
 
@@ -30,26 +33,35 @@ def operator(request: Request) -> str:
 Operator = Annotated[str, Depends(operator)]
 
 
+def entries(request: Request) -> list[dlq.Entry]:
+    try:
+        return request.app.state.dead_letters.entries()  # type: ignore[no-any-return]
+    except IndexUnavailable as exc:
+        raise ApiError(503, "broker_unavailable", str(exc)) from None
+
+
 def _entry(request: Request, dead_letter_id: str) -> dlq.Entry:
-    found = dlq.find(dlq.entries(request.app.state.deps.settings), dead_letter_id)
+    found = None
+    if _DEAD_LETTER_ID.match(dead_letter_id):
+        found = dlq.find(entries(request), dead_letter_id)
     if found is None:
         raise ApiError(404, "not_found", f"no dead letter {dead_letter_id!r}")
     return found
 
 
-@router.get("")
+@router.get("", response_model=None, responses=docs.ok(docs.DeadLetters))
 def list_dead_letters(request: Request, _: Operator, all: bool = False) -> dict[str, Any]:  # noqa: A002
     """Waiting dead letters (all=true: redriven ones too), oldest first."""
-    entries = dlq.entries(request.app.state.deps.settings)
-    return {"dead_letters": [e.summary() for e in (entries if all else dlq.waiting(entries))]}
+    found = entries(request)
+    return {"dead_letters": [e.summary() for e in (found if all else dlq.waiting(found))]}
 
 
-@router.get("/{dead_letter_id}")
+@router.get("/{dead_letter_id}", response_model=None, responses=docs.errors(404))
 def show_dead_letter(request: Request, dead_letter_id: str, _: Operator) -> dict[str, Any]:
     return _entry(request, dead_letter_id).detail()
 
 
-@router.post("/{dead_letter_id}/redrive")
+@router.post("/{dead_letter_id}/redrive", response_model=None, responses=docs.errors(404, 409))
 def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: bool = False) -> dict[str, Any]:
     entry = _entry(request, dead_letter_id)
     if entry.status is not None and not force:
@@ -64,17 +76,22 @@ def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: boo
     }
 
 
-@router.post("/redrive")
+@router.post("/redrive", response_model=None, responses=docs.ok(docs.Redriven))
 def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
     """Redrive every waiting dead letter."""
     settings = request.app.state.deps.settings
     done = [
         {"dead_letter_id": e.letter.dead_letter_id, **dlq.redrive(settings, e.letter, who)}
-        for e in dlq.waiting(dlq.entries(settings))
+        for e in dlq.waiting(entries(request))
     ]
     return {"redriven": done}
 
 
 def install(app: Any) -> None:
     app.state.operator_hashes = operator_hashes()
+    app.state.dead_letters = DeadLetterIndex(app.state.deps.settings)
     app.include_router(router)
+
+
+def close(app: Any) -> None:
+    app.state.dead_letters.close()

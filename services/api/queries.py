@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow
 
+from keel.intake import RUN_ID_PATTERN
+
 Conn = psycopg.Connection[DictRow]
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 def _json(row: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +103,10 @@ def encode_cursor(created_at: datetime, run_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         ts, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(ts), str(run_id)
+        # A forged cursor must not reach Postgres with what it cannot compare (a NUL, say).
+        if not (isinstance(run_id, str) and _RUN_ID.match(run_id)):
+            raise ValueError("not a run id")
+        return datetime.fromisoformat(ts), run_id
     except (ValueError, TypeError, binascii.Error):
         raise BadCursor("invalid cursor: pass the next_cursor of a previous page unchanged") from None
 

@@ -1,36 +1,70 @@
-"""Submitting runs: the request body, run ids from idempotency keys, and publishing with a delivery wait."""
+"""Submitting runs: the request body, Keel's run ids for keys and client ids, publishing (with a wait)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from confluent_kafka import KafkaError, Message
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from keel import intake
 from keel.contracts import RunRequested
 from keel.idempotency import canonical_json, content_ref
 from keel.producer import make_producer
 from keel.serde import Serde
 from keel.settings import Settings
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-IDEMPOTENCY_KEY_MAX = 255
+# Run ids Keel assigns look like this; a client may not choose one (it would shadow a Keel-assigned id).
+KEEL_RUN_ID = re.compile(r"^run-[0-9a-f]{32}$")
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class RunSubmission(BaseModel):
-    """The body of POST /v1/runs."""
+    """The body of POST /v1/runs. The field rules are the intake's (keel.intake), shared with the
+    scheduler, so the API refuses exactly what the scheduler would dead-letter."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    workflow: str = Field(min_length=1, max_length=128)
+    workflow: str = Field(min_length=1, max_length=128, pattern=intake.WORKFLOW_PATTERN)
     input: dict[str, Any] = Field(default_factory=dict)
-    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
-    task_id: str | None = Field(default=None, min_length=1, max_length=256)
-    workflow_version: int | None = Field(default=None, ge=1)
+    run_id: str | None = Field(
+        default=None,
+        pattern=intake.RUN_ID_PATTERN,
+        description="Your own id for the run, unique among your tenant's runs. Keel runs it under an id "
+        "derived from your tenant and this id (keel_run_id); the API answers to both.",
+    )
+    task_id: str | None = Field(default=None, min_length=1, max_length=intake.TASK_ID_MAX)
+    # JSON has one number type: 2.0 is the integer 2 (as JSON Schema says), 2.5 is not an integer.
+    workflow_version: Annotated[int | None, BeforeValidator(_integral)] = Field(
+        default=None, ge=1, le=2**31 - 1
+    )
+
+    @field_validator("run_id")
+    @classmethod
+    def _not_keel_assigned(cls, run_id: str | None) -> str | None:
+        if run_id is not None and KEEL_RUN_ID.match(run_id):
+            raise ValueError("ids of the form run-<32 hex digits> are the ones Keel assigns; choose another")
+        return run_id
+
+    @field_validator("task_id")
+    @classmethod
+    def _no_nul(cls, task_id: str | None) -> str | None:
+        if task_id is not None and "\x00" in task_id:
+            raise ValueError("task_id holds a NUL character (U+0000), which Keel refuses rather than alters")
+        return task_id
+
+    def fingerprint(self) -> str:
+        """What makes two requests the same request: the body as the client sent it (the requested
+        version, not the resolved one, so a retry after a new version is published is still the same)."""
+        return content_ref(self.model_dump(mode="json"))
 
 
 def run_id_for(tenant: str, idempotency_key: str) -> str:
@@ -39,15 +73,23 @@ def run_id_for(tenant: str, idempotency_key: str) -> str:
     return "run-" + hashlib.sha256(f"{tenant}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
+def run_id_of_client(tenant: str, client_run_id: str) -> str:
+    # FROZEN FORMAT: Keel's run id for a run id the client chose. Scoped by tenant, so one tenant can
+    # never take (or learn of) another's id. "run_id:" cannot begin a tenant slug (no ':'), so these
+    # never collide with run_id_for's.
+    return "run-" + hashlib.sha256(f"run_id:{tenant}\n{client_run_id}".encode()).hexdigest()[:32]
+
+
 def new_run_id() -> str:
     return "run-" + uuid.uuid4().hex
 
 
 def run_request(
-    tenant: str, run_id: str, body: RunSubmission, version: int, idempotency_key: str | None
+    tenant: str, run_id: str, body: RunSubmission, version: int, repeatable: bool
 ) -> RunRequested:
-    # A keyed request gets a deterministic request id too: a retried POST repeats the same request.
-    request_id = f"{run_id}:request" if idempotency_key else f"req-{uuid.uuid4().hex}"
+    # A request named by a key or a client's run id gets a deterministic request id too: a retried POST
+    # repeats the same request.
+    request_id = f"{run_id}:request" if repeatable else f"req-{uuid.uuid4().hex}"
     return RunRequested(
         request_id=request_id,
         run_id=run_id,

@@ -55,12 +55,25 @@ def test_a_tenant_neither_sees_nor_submits_as_another(acme, globex, sims, keel):
         cli_runs.api(globex, "GET", f"/v1/runs/{run_id}")
     with pytest.raises(cli_runs.ApiError, match="404"):
         cli_runs.api(globex, "GET", f"/v1/runs/{run_id}/events")
-    with pytest.raises(cli_runs.ApiError, match="409"):
+    with pytest.raises(cli_runs.ApiError, match="422"):  # ids of Keel's own form are not for clients
         cli_runs.submit(globex, "outbound_email", LEAD, run_id=run_id)
     assert run_id not in [r["run_id"] for r in cli_runs.api(globex, "GET", "/v1/runs")["runs"]]
     assert run_id in [r["run_id"] for r in cli_runs.api(acme, "GET", "/v1/runs")["runs"]]
     assert httpx.get(f"{URL}/v1/runs/{run_id}").status_code == 401
     assert httpx.get(f"{URL}/v1/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_client_run_ids_are_per_tenant_and_answer_under_the_clients_id(acme, globex, sims, keel):
+    name = unique("lead")
+    assert cli_runs.submit(acme, "outbound_email", LEAD, run_id=name) == name
+    assert cli_runs.submit(globex, "outbound_email", LEAD, run_id=name) == name  # its own run, no squatting
+    mine = cli_runs.wait(acme, name, 60, quiet=True)
+    theirs = cli_runs.wait(globex, name, 60, quiet=True)
+    assert mine["status"] == theirs["status"] == "completed"
+    assert mine["run_id"] == theirs["run_id"] == name and mine["keel_run_id"] != theirs["keel_run_id"]
+    events = cli_runs.api(acme, "GET", f"/v1/runs/{name}/events")["events"]
+    assert {e["body"]["tenant_id"] for e in events} == {"acme"}
+    assert sims.stats("email")["deliveries"] == 2  # one per tenant's run
 
 
 def test_projections_rebuilt_from_the_topics_equal_the_live_ones(stack, acme, sims, keel):

@@ -14,7 +14,7 @@ from keel.settings import Settings
 from services.api.app import create_app
 from services.api.config import ApiSettings
 from services.api.queries import BadCursor, decode_cursor, encode_cursor
-from services.api.submit import Publisher, run_id_for
+from services.api.submit import DeliveryFailed, Publisher, run_id_for
 
 
 def test_hash_key_is_the_sha256_of_the_key():
@@ -39,6 +39,7 @@ def test_dev_keys_are_the_default_and_configured_keys_replace_them(monkeypatch):
         ('{"acme": "sha256:00"}', "must map to a list"),
         ('{"acme": ["plain-key"]}', "is not 'sha256:<64 hex digits>'"),
         (json.dumps({"a": [hash_key("x")], "b": [hash_key("x")]}), "listed for 'a' and 'b'"),
+        (json.dumps({"Acme Corp": [hash_key("x")]}), "tenant_id 'Acme Corp' must match"),
     ],
 )
 def test_a_bad_key_configuration_is_refused_with_the_reason(raw, problem):
@@ -125,3 +126,88 @@ def test_unknown_routes_and_health_answer_in_the_same_shape(client):
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
     health = client.get("/healthz")
     assert health.status_code == 503 and health.json()["checks"]["broker"].startswith("unavailable")
+
+
+class FailingPublisher(RecordingPublisher):
+    def publish(self, request: RunRequested) -> None:
+        raise DeliveryFailed("no acknowledgement from the broker within 10s")
+
+
+LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada", "product": "Keel"}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_run_input_with_a_number_json_cannot_hold_is_refused_not_a_500(client, number):
+    raw = '{"workflow": "outbound_email", "input": {"lead_email": "a@b.test", "lead_name": "A", '
+    raw += f'"product": "K", "score": {number}}}}}'
+    reply = client.post("/v1/runs", headers=ACME, content=raw)
+    assert (reply.status_code, reply.json()["error"]["code"]) == (422, "invalid_input"), reply.text
+
+
+def test_a_nul_inside_a_json_string_is_refused_never_altered(client):
+    for body in (
+        {"workflow": "outbound_email", "input": {**LEAD, "lead_name": "A\u0000B"}},
+        {"workflow": "outbound_email", "input": {**LEAD, "k\u0000": "v"}},
+        {"workflow": "outbound_email", "input": LEAD, "task_id": "t\u0000"},
+    ):
+        reply = client.post("/v1/runs", headers=ACME, json=body)
+        assert reply.status_code == 422, reply.text
+        assert "NUL" in reply.json()["error"]["message"]
+    assert client.app.state.deps.publisher.published == []
+
+
+def test_the_openapi_document_has_the_submit_body_and_every_error_answer(client):
+    doc = client.get("/openapi.json").json()
+    submit = doc["paths"]["/v1/runs"]["post"]
+    schema = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert submit["requestBody"]["required"] is True
+    assert {"workflow", "input", "run_id"} <= set(schema["properties"]) and schema["required"] == ["workflow"]
+    assert {"401", "404", "409", "413", "422", "503"} <= set(submit["responses"])
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            codes = set(op["responses"])
+            assert codes & {"400", "401", "404", "422"} or path == "/healthz", (method, path)
+            for code in codes - {"200", "202"} if path != "/healthz" else ():
+                ref = op["responses"][code]["content"]["application/json"]["schema"]
+                assert ref == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
+
+
+def test_a_method_a_path_does_not_have_is_405_with_the_methods_it_has(client):
+    for method, path, allow in (
+        ("OPTIONS", "/v1/runs", "GET, POST"),
+        ("DELETE", "/v1/runs", "GET, POST"),
+        ("PUT", "/v1/runs/run-1", "GET"),
+        ("OPTIONS", "/v1/dead-letters/x:0:1/redrive", "POST"),
+        ("OPTIONS", "/v1/dead-letters/redrive", "GET, POST"),  # also /v1/dead-letters/{id}
+    ):
+        reply = client.request(method, path, headers=ACME)
+        assert reply.status_code == 405, (method, path)
+        assert reply.headers["allow"] == allow, (method, path)
+        assert reply.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_operator_endpoints_say_401_to_an_invalid_key_and_403_to_a_tenants(client):
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+        reply = client.get("/v1/dead-letters", headers=headers)
+        assert (reply.status_code, reply.headers["www-authenticate"]) == (401, "Bearer"), headers
+    assert client.get("/v1/dead-letters", headers=ACME).status_code == 403
+
+
+def test_health_says_only_ok_or_unavailable_and_never_how_the_database_is_reached(monkeypatch, caplog):
+    monkeypatch.delenv("KEEL_API_KEYS", raising=False)
+    settings = Settings(database_url="postgresql://secret_user:pw@db-host.invalid:5432/keel")
+    with TestClient(create_app(settings, ApiSettings(), publisher=RecordingPublisher())) as c:
+        reply = c.get("/healthz")
+    assert reply.status_code == 503
+    assert reply.json()["checks"] == {"database": "unavailable", "broker": "unavailable"}
+    assert "secret_user" not in reply.text and "db-host" not in reply.text and "no broker" not in reply.text
+    assert "db-host.invalid" in caplog.text  # the detail is for the operator's log
+
+
+def test_a_503_after_a_failed_publish_without_a_key_tells_the_client_to_retry_with_one(monkeypatch):
+    monkeypatch.delenv("KEEL_API_KEYS", raising=False)
+    with TestClient(create_app(Settings(), ApiSettings(), publisher=FailingPublisher())) as c:
+        reply = c.post("/v1/runs", headers=ACME, json={"workflow": "outbound_email", "input": LEAD})
+    assert (reply.status_code, reply.json()["error"]["code"]) == (503, "broker_unavailable")
+    message = reply.json()["error"]["message"]
+    assert "Idempotency-Key" in message and "second run" in message
