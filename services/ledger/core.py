@@ -34,6 +34,7 @@ def commit(
             tool=result.tool.tool,
             external_id=external_id,
             output_ref=result.output_ref,
+            output_json=result.output_json,
             committed_at=now,
         )
     if already is not None:
@@ -48,6 +49,7 @@ def commit(
         tool=result.tool.tool if result.tool else None,
         external_id=external_id,
         output_ref=result.output_ref,
+        output_json=result.output_json,
         committed_at=now,
     )
     committed = ev.step_fact(
@@ -68,8 +70,9 @@ def _reissued(result: RunEvent, held: LedgerRecord, now_ms: int) -> list[RunEven
     # that disagrees is not answered, so one tenant's commit never shows up in another's run.
     if (held.tenant_id, held.run_id, held.step) != (result.tenant_id, result.run_id, result.step or ""):
         return []
-    # The output is the committed one: the result's own copy only when it is the same content.
+    # The output is the committed one: the record's copy, else the result's when it is the same content.
     same = result.output_json is not None and ev.content_ref_of_json(result.output_json) == held.output_ref
+    output_json = held.output_json or (result.output_json if same else None)
     return [
         ev.step_fact(
             result,
@@ -78,7 +81,7 @@ def _reissued(result: RunEvent, held: LedgerRecord, now_ms: int) -> list[RunEven
             "ledger",
             "reissued",  # its own event id, even for the attempt that committed: readers must not drop it
             agent_id=result.agent_id,
-            output_json=result.output_json if same else None,
+            output_json=output_json,
             output_ref=held.output_ref,
             commit=CommitDetail(external_id=held.external_id, committed_at=held.committed_at, duplicate=True),
         )
