@@ -53,14 +53,14 @@ FAULTS = {
         {"kind": "rate_limit", "retry_after": 1, "times": 6, "after": 5},
         {"kind": "error", "status": 500, "times": 6, "after": 12},
         {"kind": "accept_then_timeout", "ms": 2500, "times": 6, "after": 20},
-        {"kind": "error_after_effect", "status": 502, "times": 4, "after": 28},
+        {"kind": "accept_then_error", "status": 502, "times": 4, "after": 28},
     ],
     "crm": [
         {"kind": "latency", "ms": 300, "times": 10, "after": 3},
         {"kind": "error", "status": 503, "times": 6, "after": 8},
         {"kind": "accept_then_timeout", "ms": 2500, "times": 6, "after": 15},
         {"kind": "rate_limit", "retry_after": 1, "times": 6, "after": 25},
-        {"kind": "error_after_effect", "status": 500, "times": 4, "after": 30},
+        {"kind": "accept_then_error", "status": 500, "times": 4, "after": 30},
     ],
     "model": [
         {"kind": "latency", "ms": 200, "times": 10, "after": 4},
@@ -155,7 +155,7 @@ def test_exactly_once_effects_under_kill_9(stack, keel, sims):
         f"crashes restarted {len(fig.crashes_restarted)}"
     )
     print(f"faults fired {faults}")
-    print(verdict.summary())
+    print(verdict.figures())
     print(
         f"ledger commits per key from the run-event log: {len(from_log.duplicates)} duplicated of "
         f"{from_log.keys}; ledger topic compactable: {compaction or 'no'}"
@@ -174,7 +174,7 @@ def test_exactly_once_effects_under_kill_9(stack, keel, sims):
     print(f"kills during the broker's outage (rejoin waits for the broker): {near_broker}")
 
     assert len(submitted.accepted) == RUNS
-    assert verdict.problems() == {}
+    assert verdict.failures() == {}
     assert from_log.duplicates == {} and compaction is None
     assert projection_diff == {}
     assert fig.broker_kills == 1 and len(fig.kills) >= 3 and fig.other_kills == ["registry", "api"]

@@ -26,19 +26,19 @@ def _small(monkeypatch):
 
 def test_without_idempotency_keys_the_duplicate_check_goes_red(stack, keel, sims):
     verdict, *_ = chaos(stack, keel[0], sims, hooks="drop_key", crm_dedup="key", kills=False)
-    print(verdict.summary())
-    assert verdict.duplicate_deliveries, "no duplicate seen although the adapters sent no key"
+    print(verdict.figures())
+    assert verdict.duplicates, "no duplicate seen although the adapters sent no key"
 
 
 def test_without_the_lookup_the_duplicate_check_goes_red(stack, keel, sims):
     verdict, *_ = chaos(stack, keel[0], sims, hooks="skip_lookup", crm_dedup="none", kills=False)
-    print(verdict.summary())
-    assert verdict.duplicate_deliveries, "no duplicate seen although the CRM adapter never looked up"
+    print(verdict.figures())
+    assert verdict.duplicates, "no duplicate seen although the CRM adapter never looked up"
 
 
 def test_a_ledger_that_commits_twice_turns_the_ledger_checks_red(stack, keel, sims):
     verdict, *_ = chaos(stack, keel[0], sims, hooks="commit_twice", crm_dedup="none", kills=False)
-    print(verdict.summary())
+    print(verdict.figures())
     assert verdict.ledger_duplicates, "the ledger topic check missed the double commits"
     assert ledger_commits_from_run_events(stack).duplicates, "the run-event audit missed them"
     assert verdict.lifecycle, "the lifecycle check missed steps committed twice"
