@@ -86,7 +86,8 @@ def _via_api(api_url: str, i: int, submitted: Submitted, stop: threading.Event) 
                 f"{api_url}/v1/runs", json={"workflow": workflow, "input": data}, headers=headers, timeout=10
             )
             if response.status_code == 202:
-                submitted.add(response.json()["run_id"], "api")
+                body = response.json()
+                submitted.add(body.get("keel_run_id") or body["run_id"], "api")
                 return
         except httpx.HTTPError:
             pass
