@@ -112,6 +112,10 @@ class Simulators:
     def fault(self, name: str, **rule: object) -> None:
         httpx.post(f"{self.urls[name]}/_faults", json=rule).raise_for_status()
 
+    def mode(self, name: str, **mode: object) -> None:
+        """Set how a simulator deduplicates (see infra/simulators: key, none, in-flight refusal)."""
+        httpx.post(f"{self.urls[name]}/_mode", json=mode).raise_for_status()
+
     def reset(self) -> None:
         for url in self.urls.values():
             httpx.post(f"{url}/_reset").raise_for_status()

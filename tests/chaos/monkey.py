@@ -1,5 +1,6 @@
-"""The chaos monkey: kill -9 random service instances (and the broker) and bring them back, measuring
-how long each takes to resume; a supervisor restarts anything that dies on its own."""
+"""The chaos monkey: kill -9 service instances (restarted under the same id, or left down so another
+instance takes their partitions over), the registry, the API and the broker; a supervisor restarts
+anything that dies on its own. Recovery is measured from outside (tests/chaos/recovery.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+
+from recovery import OutputWatch, owned_partitions, projector_moved_after
 
 from keel.settings import Settings
-from keel.stack import kafka, log_file, running_pid, service_process, start_background
+from keel.stack import (
+    Background,
+    kafka,
+    registry_process,
+    running_pid,
+    service_process,
+    start_background,
+)
 
 SCALING = ("scheduler", "executor", "adapters", "ledger", "projector")
 INSTANCES = ("0", "1")
@@ -22,9 +31,11 @@ INSTANCES = ("0", "1")
 class Figures:
     kills: list[str] = field(default_factory=list)
     broker_kills: int = 0
+    other_kills: list[str] = field(default_factory=list)  # registry, api
     crashes_restarted: list[str] = field(default_factory=list)
-    # (instance, killed at, seconds to its assignment) for every measured kill
-    recoveries: list[tuple[str, float, float]] = field(default_factory=list)
+    # (instance, how: "restart" | "takeover", killed at, seconds to the first output of its partitions)
+    recoveries: list[tuple[str, str, float, float]] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)  # no output of its partitions within a minute
     # while the broker is down and for a grace period after it answers again, no member can rejoin:
     # kills then measure the broker's recovery, not the service's
     broker_outages: list[tuple[float, float]] = field(default_factory=list)
@@ -33,36 +44,22 @@ class Figures:
     def during_broker_outage(self, at: float) -> bool:
         return any(start <= at <= end + self.BROKER_GRACE_S for start, end in self.broker_outages)
 
-    def recovery_while_broker_up(self) -> dict[str, float]:
-        """Worst recovery per service, of the kills made while the broker was up."""
+    def worst(self, how: str) -> dict[str, float]:
+        """Worst recovery per service of one kind of kill, of those made while the broker was up."""
         worst: dict[str, float] = {}
-        for name, at, seconds in self.recoveries:
-            if not self.during_broker_outage(at):
+        for name, kind, at, seconds in self.recoveries:
+            if kind == how and not self.during_broker_outage(at):
                 service = name.rsplit("-", 1)[0]
                 worst[service] = max(worst.get(service, 0.0), seconds)
         return worst
 
 
-def _assigned_after(settings: Settings, name: str, since: float) -> float | None:
-    """When the instance's log last says it was assigned partitions, if that was after `since`."""
-    try:
-        lines = log_file(settings, name).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        if " assigned " in line:
-            try:
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            except ValueError:
-                continue
-            return at if at >= since else None
-    return None
-
-
 class Monkey:
-    def __init__(self, settings: Settings, seed: int) -> None:
-        self.settings, self.rng = settings, random.Random(seed)
+    def __init__(self, settings: Settings, seed: int, api: Background | None = None) -> None:
+        self.settings, self.rng, self.api = settings, random.Random(seed), api
         self.figures = Figures()
+        self.watch = OutputWatch(settings)
+        self.down: set[str] = set()  # instances left down on purpose (take-over in progress)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # kills and supervision never overlap
 
@@ -74,19 +71,61 @@ class Monkey:
             for i in INSTANCES:
                 start_background(self.settings, service_process(s, i))
 
+    def _kill(self, name: str) -> None:
+        pid = running_pid(self.settings, name)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
     def kill_one(self) -> str:
-        name = self.rng.choice(self.instances())
+        """kill -9 a random instance and start it again under the same id a moment later."""
+        name = self.rng.choice([n for n in self.instances() if n not in self.down])
         service, instance = name.rsplit("-", 1)
         with self._lock:
-            pid = running_pid(self.settings, name)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+            owned = owned_partitions(self.settings, service, instance)
+            self._kill(name)
             killed_at = time.time()
             time.sleep(self.rng.uniform(0.0, 1.0))  # down for a moment, as a crashed pod would be
             start_background(self.settings, service_process(service, instance))
         self.figures.kills.append(name)
-        threading.Thread(target=self._measure, args=(name, killed_at), daemon=True).start()
+        self._measure_later(name, "restart", killed_at, owned)
         return name
+
+    def kill_for_good(self, down_for: float) -> str:
+        """kill -9 an instance and keep it down, so its partitions move to the other instance."""
+        name = self.rng.choice([n for n in self.instances() if n not in self.down])
+        service, instance = name.rsplit("-", 1)
+        with self._lock:
+            owned = owned_partitions(self.settings, service, instance)
+            self.down.add(name)
+            self._kill(name)
+            killed_at = time.time()
+        self.figures.kills.append(f"{name} (left down {down_for:.0f}s)")
+        self._measure_later(name, "takeover", killed_at, owned)
+
+        def back() -> None:
+            if not self._stop.wait(down_for):
+                with self._lock:
+                    start_background(self.settings, service_process(service, instance))
+            self.down.discard(name)
+
+        threading.Thread(target=back, daemon=True).start()
+        return name
+
+    def kill_registry(self) -> None:
+        with self._lock:
+            self._kill("registry")
+            time.sleep(self.rng.uniform(1.0, 3.0))
+            start_background(self.settings, registry_process(self.settings))
+        self.figures.other_kills.append("registry")
+
+    def kill_api(self) -> None:
+        if self.api is None:
+            return
+        with self._lock:
+            self._kill(self.api.name)
+            time.sleep(self.rng.uniform(0.5, 2.0))
+            start_background(self.settings, self.api)
+        self.figures.other_kills.append("api")
 
     def kill_broker(self) -> None:
         with self._lock:
@@ -97,24 +136,40 @@ class Monkey:
             self.figures.broker_outages.append((down, time.time()))
         self.figures.broker_kills += 1
 
-    def _measure(self, name: str, killed_at: float) -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline and not self._stop.is_set():
-            at = _assigned_after(self.settings, name, killed_at)
-            if at is not None:
-                self.figures.recoveries.append((name, killed_at, at - killed_at))
-                return
-            time.sleep(0.2)
+    def _measure_later(self, name: str, how: str, killed_at: float, owned: set[int] | None) -> None:
+        args = (name, how, killed_at, owned if owned else set(range(self.settings.topic_partitions)))
+        threading.Thread(target=self._measure, args=args, daemon=True).start()
+
+    def _measure(self, name: str, how: str, killed_at: float, owned: set[int]) -> None:
+        service = name.rsplit("-", 1)[0]
+        if service == "projector":
+            db_url = self.settings.db_url()
+            at = projector_moved_after(db_url, owned, killed_at, 60) if db_url else None
+        else:
+            at = None
+            deadline = time.time() + 60
+            while at is None and time.time() < deadline and not self._stop.is_set():
+                at = self.watch.first_after(service, owned, killed_at)
+                time.sleep(0.1)
+        if at is None:
+            self.figures.unmeasured.append(f"{name} ({how})")
+        else:
+            self.figures.recoveries.append((name, how, killed_at, at - killed_at))
 
     def supervise(self) -> None:
         """Restart instances that died on their own (as a process supervisor would)."""
         while not self._stop.wait(1.0):
             with self._lock:
                 for name in self.instances():
-                    if running_pid(self.settings, name) is None:
+                    if name not in self.down and running_pid(self.settings, name) is None:
                         service, instance = name.rsplit("-", 1)
                         start_background(self.settings, service_process(service, instance))
                         self.figures.crashes_restarted.append(name)
+                if self.api is not None and running_pid(self.settings, self.api.name) is None:
+                    start_background(self.settings, self.api)
+                if running_pid(self.settings, "registry") is None:
+                    start_background(self.settings, registry_process(self.settings))
 
     def stop(self) -> None:
         self._stop.set()
+        self.watch.close()
