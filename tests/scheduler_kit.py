@@ -1,4 +1,4 @@
-"""Small builders for the scheduler's shell tests: a one-step workflow, requests, facts, run ids by partition."""
+"""Builders for the scheduler shell tests: a one-step workflow, requests, facts, run ids by partition."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ import keel.events as ev
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
-from keel.statestore import ChangelogState
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
 from services.scheduler import retention, unprocessable
@@ -28,7 +27,8 @@ from services.scheduler.catchup import CatchUpGate
 from services.scheduler.config import SchedulerSettings, SchedulerTopics
 from services.scheduler.core import Decision, Rejected, ToolModes, Workflows, decide, due, next_timer
 from services.scheduler.endprobe import EndProbe
-from services.scheduler.ownership import OwnedRestore, owner_partition, reroute
+from services.scheduler.ownership import owner_partition, reroute
+from services.scheduler.runstore import RunStore
 from services.scheduler.state import TERMINAL, RunState
 
 TOPICS = SchedulerTopics().inputs()
@@ -54,10 +54,7 @@ class SchedulerProcessor(Processor):
         self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
-        self.states: ChangelogState[RunState] = ChangelogState(
-            settings, self.topics.state, RunState.to_json, RunState.from_json, group="keel-scheduler-restore"
-        )
-        self.restore = OwnedRestore(self.states, self.partitions)
+        self.states = RunStore(settings, self.topics.state, self.partitions)
         self.timers: dict[str, int] = {}  # run_id -> next due timer (ms); an index, rebuilt from states
         self.expiry = retention.Expiry(int(self.config.retention_horizon_s * 1000))
         self.gate = CatchUpGate([self.topics.requests, self.topics.events])
@@ -68,7 +65,7 @@ class SchedulerProcessor(Processor):
     # -- partitions ---------------------------------------------------------------------------------
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
-        self._owed += self.restore.load(numbers)
+        self._owed += self.states.load(numbers)
         self._owed += self._shrink_ended_runs()
         self.gate.assign(numbers)
         for (topic, p), end in self.probe.end_offsets(self._gated(numbers)).items():
@@ -102,8 +99,8 @@ class SchedulerProcessor(Processor):
         """Ended runs restored in full (written before markers existed) become markers now."""
         now = ev.now_ms()
         writes = [
-            self.states.put(k, retention.marker(s, now), p)
-            for k, p, s in list(self.states.items())
+            self.states.put(k, retention.marker(s, now))
+            for k, _, s in list(self.states.items())
             if s.status in TERMINAL and not retention.is_marker(s)
         ]
         self.states.commit()  # in memory now; the writes go out with the next batch (see `_owed`)
@@ -195,7 +192,7 @@ class SchedulerProcessor(Processor):
         for run_id in self.expiry.due(now_ms, self.config.retention_batch):
             state = self.states.get(run_id)
             if state is not None and state.status in TERMINAL:
-                outputs.append(self.states.delete(run_id, owner_partition(run_id, self.partitions)))
+                outputs.append(self.states.delete(run_id))
         return outputs
 
     # -- decisions -----------------------------------------------------------------------------------
@@ -211,7 +208,7 @@ class SchedulerProcessor(Processor):
                 after.ended_at = now_ms
             after = retention.marker(after, now_ms)
         if after is not None and (before is None or after.to_json() != before.to_json()):
-            outputs.append(self.states.put(run_id, after, owner_partition(run_id, self.partitions)))
+            outputs.append(self.states.put(run_id, after))
             timer = next_timer(after)
             if timer is None:
                 self.timers.pop(run_id, None)
