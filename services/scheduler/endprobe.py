@@ -39,6 +39,11 @@ class EndProbe:
             )
         return self._consumer
 
+    def partition_counts(self, topics: list[str]) -> dict[str, int]:
+        """How many partitions each topic has now (the count Kafka's partitioner divides by)."""
+        meta = self._reader().list_topics(timeout=10).topics
+        return {t: len(meta[t].partitions) for t in topics if t in meta}
+
     def end_offsets(self, wheres: list[Where]) -> dict[Where, int]:
         """The end of each partition as a read_committed reader sees it now (its last stable offset)."""
         out: dict[Where, int] = {}

@@ -65,6 +65,7 @@ class SchedulerProcessor(Processor):
     # -- partitions ---------------------------------------------------------------------------------
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
+        self._check_partition_counts()
         self._owed += self.states.load(numbers)
         self._owed += self._shrink_ended_runs()
         self.gate.assign(numbers)
@@ -91,6 +92,16 @@ class SchedulerProcessor(Processor):
     def _reindex(self) -> None:
         self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
         self.expiry.rebuild((k, s) for k, _, s in self.states.items())
+
+    def _check_partition_counts(self) -> None:
+        """A run's partition is computed from the partition count: it must be the topics' real one, and
+        the same for every run-keyed topic, or runs would be re-routed to where their facts never land."""
+        counts = self.probe.partition_counts(self.topics.inputs() + [self.topics.commands, self.topics.state])
+        if set(counts.values()) - {self.partitions}:
+            raise RuntimeError(
+                f"the scheduler's topics must all have {self.partitions} partitions "
+                f"(KEEL_TOPIC_PARTITIONS); they have {counts}: refusing to schedule runs on them"
+            )
 
     def _gated(self, numbers: set[int]) -> list[tuple[str, int]]:
         return [(t, p) for p in sorted(numbers) for t in self.gate.topics]

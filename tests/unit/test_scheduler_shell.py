@@ -47,6 +47,9 @@ def on_owner(topic: str, value, offset: int = 0) -> Record:
 class SilentProbe(EndProbe):
     """A broker that never answers: the gate moves only on what the processor reads."""
 
+    def partition_counts(self, topics):
+        return {}
+
     def end_offsets(self, wheres):
         return {}
 
