@@ -9,15 +9,17 @@ Partitions are restored in parallel, each by its own consumer.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 
 from keel.settings import Settings
 from keel.statestore import ChangelogState
 from keel.txloop import Output
 from services.scheduler.ownership import owner_partition
-from services.scheduler.state import RunState
+from services.scheduler.state import RunState, StepState
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class RunStore:
 
     def _new_store(self) -> ChangelogState[RunState]:
         return ChangelogState(
-            self.settings, self.topic, RunState.to_json, RunState.from_json, group="keel-scheduler-restore"
+            self.settings, self.topic, RunState.to_json, decode_state, group="keel-scheduler-restore"
         )
 
     def _store(self, run_id: str) -> ChangelogState[RunState] | None:
@@ -97,3 +99,27 @@ class RunStore:
         self._stores.update(stores)
         self._loaded.update(new)
         return tombstones
+
+
+_RUN_FIELDS = {f.name for f in fields(RunState)}
+_STEP_FIELDS = {f.name for f in fields(StepState)}
+
+
+def decode_state(data: bytes) -> RunState:
+    """A run state from the changelog. Fields this version does not know (written by a newer one, before a
+    rollback) are left out rather than failing the whole restore, which would stop every run of the
+    partition; fields it needs and cannot find still fail loudly."""
+    try:
+        return RunState.from_json(data)
+    except TypeError:
+        raw = json.loads(data)
+        unknown = (set(raw) - _RUN_FIELDS) | {
+            f for s in (raw.get("steps") or {}).values() for f in set(s) - _STEP_FIELDS
+        }
+        log.warning("run %s: state fields this version does not know, ignored: %s", raw.get("run_id"), unknown)
+        kept = {k: v for k, v in raw.items() if k in _RUN_FIELDS}
+        kept["steps"] = {
+            name: {k: v for k, v in step.items() if k in _STEP_FIELDS}
+            for name, step in (raw.get("steps") or {}).items()
+        }
+        return RunState.from_json(json.dumps(kept).encode())

@@ -192,3 +192,25 @@ def _entries(proc: SchedulerProcessor) -> int:
             return sum(1 for _ in proc.states.items())
         except RuntimeError:  # the loop's thread changed the store meanwhile: count again
             continue
+
+
+def test_an_ended_run_restored_in_full_shrinks_to_a_marker_that_the_horizon_can_expire(stack):
+    topics = scheduler_topics(stack)
+    run_id = run_id_on(2, stack.topic_partitions)
+    maker = processor(stack, topics)
+    maker.handle(Record(topics.requests, 2, 0, run_id, request(run_id), 0))
+    maker.on_commit()
+    full = maker.states.get(run_id)
+    full.status, full.ended_at = "completed", None  # as written before ended runs were shrunk
+    write_changelog(stack, topics.state, [Output(topics.state, run_id, full.to_json(), partition=2)])
+
+    restored = processor(stack, topics, horizon_s=3600)
+    assign(restored, topics, [2])
+    marker = restored.states.get(run_id)
+    assert marker.steps == {} and marker.input == {} and marker.ended_at is not None
+    [write] = [o for o in restored.tick(ev.now_ms()) if o.topic == topics.state]
+    assert write.key == run_id and write.partition == 2 and RunState.from_json(write.value) == marker
+    restored.on_commit()
+    assert [o for o in restored.tick(marker.ended_at + 3600 * 1000) if o.topic == topics.state] == [
+        Output(topics.state, run_id, None, partition=2)
+    ]
