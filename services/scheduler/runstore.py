@@ -116,7 +116,7 @@ def decode_state(data: bytes) -> RunState:
         unknown = (set(raw) - _RUN_FIELDS) | {
             f for s in (raw.get("steps") or {}).values() for f in set(s) - _STEP_FIELDS
         }
-        log.warning("run %s: state fields this version does not know, ignored: %s", raw.get("run_id"), unknown)
+        log.warning("run %s: state fields unknown to this version, ignored: %s", raw.get("run_id"), unknown)
         kept = {k: v for k, v in raw.items() if k in _RUN_FIELDS}
         kept["steps"] = {
             name: {k: v for k, v in step.items() if k in _STEP_FIELDS}
