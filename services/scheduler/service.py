@@ -76,6 +76,7 @@ class SchedulerProcessor(Processor):
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         numbers = {tp.partition for tp in partitions}
         self.states.drop(numbers)
+        self._owed = [o for o in self._owed if o.partition not in numbers]  # the next owner's now
         self.gate.revoke(numbers)
         self._reindex()
 
