@@ -1,97 +1,246 @@
-"""Scheduler shell: consumes requests, facts and control; runs the pure core; produces facts and commands."""
+"""Scheduler shell: consumes requests, facts and control; runs the pure core; produces facts and commands.
+
+Around the core it keeps four rules of the shell (each in its own module):
+- ownership: a run is owned only on its run_id's partition; a message keyed otherwise is re-routed there;
+- catch-up: a partition's timers wait until its input has been read to where it ended at assignment;
+- unprocessable: a run whose timer or message raises is quarantined, the loop goes on;
+- retention: an ended run shrinks to a marker, tombstoned once older than the retention horizon.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
-from keel.contracts import RunEvent, StepCommand
+from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
-from keel.statestore import ChangelogState
-from keel.topics import CONTROL, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
+from services.scheduler import retention, unprocessable
+from services.scheduler.catchup import CatchUpGate
+from services.scheduler.config import SchedulerSettings, SchedulerTopics
 from services.scheduler.core import Decision, Rejected, ToolModes, Workflows, decide, due, next_timer
-from services.scheduler.state import RunState
+from services.scheduler.endprobe import EndProbe
+from services.scheduler.ownership import owner_partition, reroute
+from services.scheduler.runstore import RunStore
+from services.scheduler.state import TERMINAL, RunState
 
-TOPICS = [RUN_REQUESTS, RUN_EVENTS, CONTROL]
+TOPICS = SchedulerTopics().inputs()
+GROUP = "keel-scheduler"  # the group run_service gives this service
+PROBE_EVERY_S = 0.3  # how often a partition still catching up asks the broker whether it has
+log = logging.getLogger(__name__)
 
 
 class SchedulerProcessor(Processor):
     def __init__(
-        self, settings: Settings, workflows: Workflows | None = None, tool_mode: ToolModes | None = None
+        self,
+        settings: Settings,
+        workflows: Workflows | None = None,
+        tool_mode: ToolModes | None = None,
+        *,
+        topics: SchedulerTopics | None = None,
+        config: SchedulerSettings | None = None,
+        group: str = GROUP,
+        probe: EndProbe | None = None,
     ) -> None:
         self.workflows = workflows or Catalog.configured()
         self.tool_mode = tool_mode or _adapter_mode
-        self.states: ChangelogState[RunState] = ChangelogState(
-            settings, SCHEDULER_STATE, RunState.to_json, RunState.from_json, group="keel-scheduler-restore"
-        )
+        self.topics = topics or SchedulerTopics()
+        self.config = config or SchedulerSettings()
+        self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
+        self.states = RunStore(settings, self.topics.state, self.partitions)
         self.timers: dict[str, int] = {}  # run_id -> next due timer (ms); an index, rebuilt from states
+        self.expiry = retention.Expiry(int(self.config.retention_horizon_s * 1000))
+        self.gate = CatchUpGate([self.topics.requests, self.topics.events])
+        self.probe = probe or EndProbe(settings, group)
+        self._last_probe = 0.0
+        self._owed: list[Output] = []  # changelog writes found at restore, produced with the next batch
 
+    # -- partitions ---------------------------------------------------------------------------------
     def on_assign(self, partitions: list[TopicPartition]) -> None:
-        self.states.load({tp.partition for tp in partitions})
-        self._index_timers()
+        numbers = {tp.partition for tp in partitions}
+        self._check_partition_counts()
+        self._owed += self.states.load(numbers)
+        self._owed += self._shrink_ended_runs()
+        self.gate.assign(numbers)
+        for (topic, p), end in self.probe.end_offsets(self._gated(numbers)).items():
+            self.gate.set_end(topic, p, end)
+        self._reindex()
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        self.states.drop({tp.partition for tp in partitions})
-        self._index_timers()
+        numbers = {tp.partition for tp in partitions}
+        self.states.drop(numbers)
+        self._owed = [o for o in self._owed if o.partition not in numbers]  # the next owner's now
+        self.gate.revoke(numbers)
+        self._reindex()
 
     def on_abort(self) -> None:
         self.states.abort()
-        # The index moved with the aborted changes; timers fired in that batch must stay due. (Messages
+        # The indexes moved with the aborted changes; timers fired in that batch must stay due. (Messages
         # are re-read after the rewind; ticks are not, so nothing else would bring them back.)
-        self._index_timers()
-
-    def _index_timers(self) -> None:
-        self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
+        self._reindex()
 
     def on_commit(self) -> None:
         self.states.commit()
+        self._owed = []
 
+    def _reindex(self) -> None:
+        self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
+        self.expiry.rebuild((k, s) for k, _, s in self.states.items())
+
+    def _check_partition_counts(self) -> None:
+        """A run's partition is computed from the partition count: it must be the topics' real one, and
+        the same for every run-keyed topic, or runs would be re-routed to where their facts never land."""
+        try:
+            topics = [*self.topics.inputs(), self.topics.commands, self.topics.state]
+            counts = self.probe.partition_counts(topics)
+        except KafkaException as exc:
+            log.warning("partition counts not checked this time: %s", exc)
+            return
+        if set(counts.values()) - {self.partitions}:
+            raise RuntimeError(
+                f"the scheduler's topics must all have {self.partitions} partitions "
+                f"(KEEL_TOPIC_PARTITIONS); they have {counts}: refusing to schedule runs on them"
+            )
+
+    def _gated(self, numbers: set[int]) -> list[tuple[str, int]]:
+        return [(t, p) for p in sorted(numbers) for t in self.gate.topics]
+
+    def _shrink_ended_runs(self) -> list[Output]:
+        """Ended runs restored in full (written before markers existed) become markers now."""
+        now = ev.now_ms()
+        writes = [
+            self.states.put(k, retention.marker(s, now))
+            for k, _, s in list(self.states.items())
+            if s.status in TERMINAL and not retention.is_marker(s)
+        ]
+        self.states.commit()  # in memory now; the writes go out with the next batch (see `_owed`)
+        return writes
+
+    # -- messages ------------------------------------------------------------------------------------
     def handle(self, record: Record) -> Sequence[Output]:
-        run_id = record.value.run_id
+        self.gate.consumed(record.topic, record.partition, record.offset)
+        value: Any = record.value
+        run_id = value.run_id
+        now = ev.now_ms()
+        if isinstance(value, RunRequested):
+            reason = retention.expired_request(value, now, self.expiry.horizon_ms)
+            if reason:
+                raise Reject(reason, "expired")
+        owner = owner_partition(run_id, self.partitions)
+        if record.partition != owner:
+            if record.topic == self.topics.events:  # facts are never re-published: that would copy them
+                raise Reject(
+                    f"a fact of run {run_id} on partition {record.partition}; the run's partition is {owner}",
+                    "wrong_partition",
+                )
+            log.info(
+                "re-routing %s of run %s from partition %d to %d",
+                record.topic,
+                run_id,
+                record.partition,
+                owner,
+            )
+            return [reroute(record, run_id, self.partitions)]
         current = self.states.get(run_id)
         # The core mutates the state it is given: hand it a copy, so an aborted batch leaves no trace.
-        state = RunState.from_json(current.to_json()) if current else None
+        state = _copy(current) if current else None
         try:
-            decision = decide(state, record.value, record.partition, ev.now_ms(), self.workflows)
+            decision = decide(state, value, owner, now, self.workflows)
         except Rejected as exc:
             raise Reject(exc.reason, exc.error_class) from None
-        return self._apply(run_id, current, decision, record.partition)
+        except Exception as exc:
+            if current is None:
+                raise  # no run to hold: the loop dead-letters the message with the reason
+            log.exception(
+                "run %s: cannot process %s:%d:%d", run_id, record.topic, record.partition, record.offset
+            )
+            decision = unprocessable.hold(_copy(current), f"{record.topic} message", exc, now)
+        return self._apply(run_id, current, decision, now)
 
+    # -- timers --------------------------------------------------------------------------------------
     def tick(self, now_ms: int) -> Sequence[Output]:
-        outputs: list[Output] = []
+        outputs: list[Output] = list(self._owed)
+        try:
+            self._check_caught_up()
+        except KafkaException as exc:  # the timers stay held; asked again on a later turn
+            log.warning("cannot tell yet whether the input caught up: %s", exc)
         for run_id, fire_at in list(self.timers.items()):
             current = self.states.get(run_id)
             if current is None or next_timer(current) is None:  # the timer's batch was aborted
                 self.timers.pop(run_id, None)
                 continue
-            if fire_at > now_ms:
+            if fire_at > now_ms or self.gate.held(owner_partition(run_id, self.partitions)):
                 continue
-            decision = due(RunState.from_json(current.to_json()), now_ms, self.workflows, self.tool_mode)
-            outputs += self._apply(run_id, current, decision, current.partition)
+            try:
+                decision = due(_copy(current), now_ms, self.workflows, self.tool_mode)
+            except Exception as exc:
+                log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)
+                decision = unprocessable.hold(_copy(current), "a due timer", exc, now_ms)
+            outputs += self._apply(run_id, current, decision, now_ms)
+        outputs += self._expire(now_ms)
         return outputs
 
-    def _apply(
-        self, run_id: str, before: RunState | None, decision: Decision, partition: int
-    ) -> list[Output]:
+    def _check_caught_up(self) -> None:
+        """Ask the broker about the partitions still catching up (not on every turn: it costs a fetch)."""
+        waiting = self.gate.waiting()
+        if not waiting or time.monotonic() - self._last_probe < PROBE_EVERY_S:
+            return
+        self._last_probe = time.monotonic()
+        unknown_end = [(t, p) for t, p, end, _ in waiting if end is None]
+        for (topic, p), end in self.probe.end_offsets(unknown_end).items():
+            self.gate.set_end(topic, p, end)
+        waiting = [w for w in self.gate.waiting() if w[2] is not None]
+        starts = {(t, p): nxt for t, p, _, nxt in waiting if nxt is not None}
+        fresh = [(t, p) for t, p, _, nxt in waiting if nxt is None]  # nothing read since assignment
+        starts.update(self.probe.resume_offsets(fresh) if fresh else {})
+        ends = {(t, p): end for t, p, end, _ in waiting if end is not None}
+        for where, readable in self.probe.next_readable(starts).items():
+            if where in ends and readable >= ends[where]:
+                self.gate.reached(*where)
+                if not self.gate.held(where[1]):
+                    log.info("partition %d caught up with its input: its timers fire from now on", where[1])
+
+    def _expire(self, now_ms: int) -> list[Output]:
+        outputs = []
+        for run_id in self.expiry.due(now_ms, self.config.retention_batch):
+            state = self.states.get(run_id)
+            if state is not None and state.status in TERMINAL:
+                outputs.append(self.states.delete(run_id))
+        return outputs
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def _apply(self, run_id: str, before: RunState | None, decision: Decision, now_ms: int) -> list[Output]:
         outputs = [
-            Output(RUN_EVENTS if isinstance(o, RunEvent) else STEP_COMMANDS, run_id, o)
+            Output(self.topics.events if isinstance(o, RunEvent) else self.topics.commands, run_id, o)
             for o in decision.outputs
             if isinstance(o, RunEvent | StepCommand)
         ]
         after = decision.state
+        if after is not None and after.status in TERMINAL:
+            if after.ended_at is None:
+                after.ended_at = now_ms
+            after = retention.marker(after, now_ms)
         if after is not None and (before is None or after.to_json() != before.to_json()):
-            outputs.append(self.states.put(run_id, after, partition))
+            outputs.append(self.states.put(run_id, after))
             timer = next_timer(after)
             if timer is None:
                 self.timers.pop(run_id, None)
             else:
                 self.timers[run_id] = timer
+            if after.status in TERMINAL:
+                self.expiry.add(after)
         return outputs
+
+
+def _copy(state: RunState) -> RunState:
+    return RunState.from_json(state.to_json())
 
 
 def _adapter_mode(tool: str) -> str | None:
