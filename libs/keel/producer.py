@@ -26,7 +26,7 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
         conf["transactional.id"] = transactional_id
         # A crashed instance that is not restarted under the same id holds readers back at the last
         # stable offset until its transaction times out: keep that window short.
-        conf["transaction.timeout.ms"] = 30_000
+        conf["transaction.timeout.ms"] = int(settings.transaction_timeout_s * 1000)
     conf.update(extra)
     return conf
 

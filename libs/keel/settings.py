@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     poll_timeout_s: float = Field(default=0.2, gt=0)
     # Deadline of each transactional call (send offsets, commit, abort).
     txn_timeout_s: float = Field(default=20.0, gt=0)
+    # How long the broker lets a transaction stay open before aborting it. An instance that dies with a
+    # transaction open and is NOT restarted under its own id (its partitions taken over by another)
+    # holds read_committed readers of those partitions until this passes. A batch's transaction spans
+    # only produce, send-offsets and commit (handling happens before it opens), so a short one is safe.
+    transaction_timeout_s: float = Field(default=10.0, ge=1)
     # A loop that makes no progress for this long exits for its supervisor to restart it (see watchdog).
     stall_timeout_s: float = Field(default=120.0, gt=0)
     # The HTTP API, for the operator commands of the `keel` CLI. The default key is the local dev key

@@ -33,5 +33,13 @@ class SchedulerSettings(BaseSettings):
     # leaves memory and the changelog. A run request older than this is refused (dead-lettered): once
     # the marker is gone nothing could tell it apart from a new run.
     retention_horizon_s: float = Field(default=WEEK_S, gt=0)
+    # The adapters' HTTP timeout (the same KEEL_TOOL_TIMEOUT_S). A tool attempt lost without a report may
+    # still be mid-call on a dead instance, which nothing can fence: its retry waits until the attempt's
+    # deadline plus the longest such a call can take (connect, write and read phases each get the timeout).
+    tool_timeout_s: float = Field(default=5.0, gt=0)
+
+    def tool_call_bound_ms(self) -> int:
+        return int(3 * self.tool_timeout_s * 1000) + 1000
+
     # Tombstones written per transaction at most, so expiring a backlog of markers never makes a huge one.
     retention_batch: int = Field(default=2000, ge=1)

@@ -19,7 +19,7 @@ from keel.settings import Settings
 from keel.statestore import ChangelogState
 from keel.txloop import Output
 from services.scheduler.ownership import owner_partition
-from services.scheduler.state import RunState, StepState
+from services.scheduler.state import STATE_VERSION, RunState, StepState
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,15 @@ def decode_state(data: bytes) -> RunState:
     partition; fields it needs and cannot find still fail loudly."""
     try:
         return RunState.from_json(data)
-    except TypeError:
+    except (TypeError, ValueError) as exc:  # unknown fields, or a version newer than this release
         raw = json.loads(data)
+        log.warning("run %s: %s", raw.get("run_id"), exc)
         unknown = (set(raw) - _RUN_FIELDS) | {
             f for s in (raw.get("steps") or {}).values() for f in set(s) - _STEP_FIELDS
         }
         log.warning("run %s: state fields unknown to this version, ignored: %s", raw.get("run_id"), unknown)
         kept = {k: v for k, v in raw.items() if k in _RUN_FIELDS}
+        kept["version"] = STATE_VERSION  # read as this release's form: what it cannot know is left out
         kept["steps"] = {
             name: {k: v for k, v in step.items() if k in _STEP_FIELDS}
             for name, step in (raw.get("steps") or {}).items()

@@ -179,7 +179,13 @@ class SchedulerProcessor(Processor):
             if fire_at > now_ms or self.gate.held(owner_partition(run_id, self.partitions)):
                 continue
             try:
-                decision = due(_copy(current), now_ms, self.workflows, self.tool_mode)
+                decision = due(
+                    _copy(current),
+                    now_ms,
+                    self.workflows,
+                    self.tool_mode,
+                    tool_timeout_ms=self.config.tool_call_bound_ms(),
+                )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)
                 decision = unprocessable.hold(_copy(current), "a due timer", exc, now_ms)

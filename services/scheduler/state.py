@@ -75,13 +75,21 @@ class RunState:
         return {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        # Fields holding None are left out (every such field defaults to None): an ended run's marker
+        # stays small, and a reader fills them back in.
+        raw = _without_none(asdict(self))
+        raw["steps"] = {name: _without_none(step) for name, step in raw["steps"].items()}
+        return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunState:
         raw = upcast(json.loads(data))
         raw["steps"] = {name: StepState(**s) for name, s in raw["steps"].items()}
         return cls(**raw)
+
+
+def _without_none(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ SEED = int(os.environ.get("KEEL_CHAOS_SEED", str(int(time.time()))))
 # still catches a regression to session-timeout recovery without turning CI red on a slow start-up.
 RECOVERY_LIMIT_S = float(os.environ.get("KEEL_CHAOS_RECOVERY_LIMIT_S", "15"))
 # A take-over waits for the victim's session to expire and its open transaction to time out.
-TAKEOVER_LIMIT_S = float(os.environ.get("KEEL_CHAOS_TAKEOVER_LIMIT_S", "40"))
+TAKEOVER_LIMIT_S = float(os.environ.get("KEEL_CHAOS_TAKEOVER_LIMIT_S", "30"))
 COMMIT_KILL_CHANCE = os.environ.get("KEEL_CHAOS_COMMIT_KILL", "0.003")
 HOOKS = Path(__file__).parent / "hooks"
 
