@@ -1,7 +1,9 @@
 """Keeps one service process running: `python -m keel.supervise -- COMMAND...` (used by `keel up`).
 
 Restarts the command when it exits abnormally (a crash, the loop watchdog, kill -9), with a growing
-pause; passes SIGTERM/SIGINT on and exits when the command stops because it was asked to.
+pause; passes SIGTERM/SIGINT on and exits when the command stops because it was asked to. A command that
+exits with 78 (EX_CONFIG: another live process holds its instance id, see keel.lease) is not restarted:
+no restart can fix that, and retrying would only compete with the holder.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+
+NOT_RESTARTABLE = 78  # EX_CONFIG
 
 
 def main(argv: list[str]) -> int:
@@ -34,6 +38,12 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command)
         code = child.wait()
         if stopping or code == 0:
+            return code
+        if code == NOT_RESTARTABLE:
+            print(
+                f"keel.supervise: {' '.join(command)} refused to start (78); not restarting it",
+                file=sys.stderr,
+            )
             return code
         # A process that ran a while before failing gets restarted at once; one that keeps failing
         # at start waits longer each time (at most 30 s), so it cannot spin.
