@@ -41,14 +41,17 @@ class Figures:
     broker_outages: list[tuple[float, float]] = field(default_factory=list)
     BROKER_GRACE_S = 10.0
 
-    def during_broker_outage(self, at: float) -> bool:
-        return any(start <= at <= end + self.BROKER_GRACE_S for start, end in self.broker_outages)
+    def during_broker_outage(self, at: float, seconds: float = 0.0) -> bool:
+        """Whether the recovery from a kill at `at` (lasting `seconds`) overlapped a broker outage."""
+        return any(
+            at <= end + self.BROKER_GRACE_S and at + seconds >= start for start, end in self.broker_outages
+        )
 
     def worst(self, how: str) -> dict[str, float]:
         """Worst recovery per service of one kind of kill, of those made while the broker was up."""
         worst: dict[str, float] = {}
         for name, kind, at, seconds in self.recoveries:
-            if kind == how and not self.during_broker_outage(at):
+            if kind == how and not self.during_broker_outage(at, seconds):
                 service = name.rsplit("-", 1)[0]
                 worst[service] = max(worst.get(service, 0.0), seconds)
         return worst

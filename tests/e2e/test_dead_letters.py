@@ -53,19 +53,16 @@ def request(workflow: str, data: object) -> RunRequested:
 
 def test_each_bad_request_gets_a_dead_letter_and_a_redrive_that_fails_again_keeps_its_history(stack, keel):
     serde = Serde(registry_client(stack.schema_registry_url))
+    # Keyed by run id, as Keel's producers do: a request keyed otherwise would first be re-routed to its
+    # run's partition, and dead-lettered there (tests/e2e/test_scheduler_ownership.py).
+    unknown = request("no_such_workflow", LEAD)
+    invalid = request("outbound_email", {"x": 1})
+    oversized = request("outbound_email", {**LEAD, "product": "x" * 300_000})
     bad = {
         "undecodable": produce(stack, "k1", b"\x00\x00\x00\x00\x01not avro"),
-        "unknown_workflow": produce(
-            stack, "k2", serde.encode(RUN_REQUESTS, request("no_such_workflow", LEAD))
-        ),
-        "invalid_input": produce(
-            stack, "k3", serde.encode(RUN_REQUESTS, request("outbound_email", {"x": 1}))
-        ),
-        "oversized": produce(
-            stack,
-            "k4",
-            serde.encode(RUN_REQUESTS, request("outbound_email", {**LEAD, "product": "x" * 300_000})),
-        ),
+        "unknown_workflow": produce(stack, unknown.run_id, serde.encode(RUN_REQUESTS, unknown)),
+        "invalid_input": produce(stack, invalid.run_id, serde.encode(RUN_REQUESTS, invalid)),
+        "oversized": produce(stack, oversized.run_id, serde.encode(RUN_REQUESTS, oversized)),
     }
     wait_for(lambda: set(bad.values()) <= set(letters_by_origin(stack, serde)), 30, "four dead letters")
     letters = letters_by_origin(stack, serde)
@@ -106,7 +103,8 @@ def test_operators_work_dead_letters_over_the_api_and_tenants_cannot(stack, keel
 
     url, ops = E2E_ENV["KEEL_API_URL"], {"Authorization": "Bearer ops-dev-key"}
     serde = Serde(registry_client(stack.schema_registry_url))
-    origin = produce(stack, "k5", serde.encode(RUN_REQUESTS, request("no_such_workflow", LEAD)))
+    unknown = request("no_such_workflow", LEAD)
+    origin = produce(stack, unknown.run_id, serde.encode(RUN_REQUESTS, unknown))
     wait_for(lambda: origin in letters_by_origin(stack, serde), 30, "the dead letter")
     letter_id = letters_by_origin(stack, serde)[origin].dead_letter_id
 

@@ -39,18 +39,18 @@ def _note(what: str) -> None:
         out.write(f"{time.time():.3f} {os.getpid()} {' '.join(sys.argv[-3:])} {what}\n")
 
 
-def _patch_txloop(module: ModuleType) -> None:
+def _patch_txcalls(module: ModuleType) -> None:
     chance = float(_HOOKS["kill_in_commit"] or "0.02")
-    original = module.TransactionalLoop._commit
+    original = module.commit
 
-    def commit(self: Any) -> None:
+    def commit(producer: Any, timeout: float) -> None:
         if random.random() < chance:
             _note("kill_in_commit")
             delay = random.uniform(0.0, 0.003)
             threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
-        original(self)
+        original(producer, timeout)
 
-    module.TransactionalLoop._commit = commit
+    module.commit = commit
 
 
 def _patch_adapter_base(module: ModuleType) -> None:
@@ -74,7 +74,7 @@ def _patch_ledger_service(module: ModuleType) -> None:
 
 
 _PATCHES: dict[str, tuple[str, Callable[[ModuleType], None]]] = {
-    "kill_in_commit": ("keel.txloop", _patch_txloop),
+    "kill_in_commit": ("keel.txcalls", _patch_txcalls),
     "drop_key": ("services.adapters.base", _patch_adapter_base),
     "skip_lookup": ("services.adapters.client", _patch_adapter_client),
     "commit_twice": ("services.ledger.service", _patch_ledger_service),
