@@ -101,7 +101,9 @@ def chaos(stack: Settings, events, sims, *, hooks: str, crm_dedup: str, kills: b
     submitted = submit(stack, E2E_ENV["KEEL_API_URL"], RUNS, SECONDS, SEED, submitted_all)
     threading.Thread(target=monkey.supervise, daemon=True).start()
     plan = ["broker", "takeover", "registry", "api"] if kills else []
-    at = {what: t0 + SECONDS * f for what, f in zip(plan, (0.45, 0.2, 0.6, 0.75), strict=False)}
+    # The take-over first (it takes a session timeout and a transaction timeout to measure), the broker
+    # last, so the two outages do not overlap.
+    at = {what: t0 + SECONDS * f for what, f in zip(plan, (0.85, 0.1, 0.4, 0.55), strict=False)}
     special = {
         "broker": monkey.kill_broker,
         "takeover": lambda: monkey.kill_for_good(down_for=TAKEOVER_LIMIT_S),
@@ -180,7 +182,9 @@ def test_exactly_once_effects_under_kill_9(stack, keel, sims):
     assert verdict.failures() == {}
     assert from_log.duplicates == {} and compaction is None
     assert projection_diff == {}
-    assert fig.broker_kills == 1 and len(fig.kills) >= 3 and fig.other_kills == ["registry", "api"]
+    restarts = [k for k in fig.kills if "left down" not in k]
+    assert fig.broker_kills == 1 and restarts and len(fig.kills) > len(restarts)
+    assert fig.other_kills == ["registry", "api"]
     assert all(v < RECOVERY_LIMIT_S for v in restart.values()), f"recovery over {RECOVERY_LIMIT_S}s"
     assert all(v < TAKEOVER_LIMIT_S for v in takeover.values()), f"take-over over {TAKEOVER_LIMIT_S}s"
 
