@@ -68,11 +68,16 @@ class Submitter:
                 self.producer.poll(0.01)
         self.producer.poll(0)
 
-    def _to_api(self, run_id: str) -> None:
+    def _to_api(self, run_id: str) -> str | None:
+        """Submit over the API; returns the id the run has on the topics. A run id a client chooses is
+        scoped by its tenant (the API answers it as `keel_run_id`)."""
         body = {"workflow": WORKFLOW, "input": lead(run_id), "run_id": run_id}
         reply = self.http.post("/v1/runs", json=body)
         if reply.status_code != 202:
             self.api_errors.append(f"{reply.status_code} {reply.text[:200]}")
+            return None
+        answer = reply.json()
+        return str(answer.get("keel_run_id") or answer["run_id"])
 
     def offer(
         self, prefix: str, count: int, rate: float | None, tick: Callable[[int], None] | None = None
@@ -80,7 +85,7 @@ class Submitter:
         """Offer `count` runs (ids `prefix-<i>`) at `rate` per second (None: flat out).
         Returns run id -> submit time (epoch seconds, taken just before the hand-over)."""
         submitted: dict[str, float] = {}
-        futures: list[Future[None]] = []
+        futures: list[tuple[str, Future[str | None]]] = []
         start = time.monotonic()
         for i, offset in enumerate(schedule(count, rate)):
             wait = start + offset - time.monotonic()
@@ -89,14 +94,16 @@ class Submitter:
             run_id = f"{prefix}-{i}"
             submitted[run_id] = time.time()
             if via_api(i, self.api_share):
-                futures.append(self.pool.submit(self._to_api, run_id))
+                futures.append((run_id, self.pool.submit(self._to_api, run_id)))
             else:
                 self._to_topic(run_id)
             if tick is not None:
                 tick(i)
         self.producer.flush(60)
-        for f in futures:
-            f.result()
+        for run_id, f in futures:
+            keel_id = f.result()
+            if keel_id is not None and keel_id != run_id:
+                submitted[keel_id] = submitted.pop(run_id)
         return submitted
 
     def close(self) -> None:
