@@ -55,7 +55,8 @@ class EventCollector:
                 if msg.error() is not None:
                     continue
                 key = msg.key() or b""
-                if not key.startswith(self.prefix.encode()):
+                # The bench's own runs: its prefix, or Keel's id of a run id it chose over the API.
+                if not key.startswith((self.prefix.encode(), b"run-")):
                     continue  # another client's run: not decoded at all
                 event = self.serde.decode(RUN_EVENTS, msg.value() or b"")
                 t = event.ts.timestamp()

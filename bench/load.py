@@ -17,6 +17,7 @@ from keel.producer import make_producer
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import RUN_REQUESTS
+from services.api.submit import run_id_of_client
 
 WORKFLOW = "outbound_email"
 TENANT = "acme"
@@ -68,16 +69,11 @@ class Submitter:
                 self.producer.poll(0.01)
         self.producer.poll(0)
 
-    def _to_api(self, run_id: str) -> str | None:
-        """Submit over the API; returns the id the run has on the topics. A run id a client chooses is
-        scoped by its tenant (the API answers it as `keel_run_id`)."""
+    def _to_api(self, run_id: str) -> None:
         body = {"workflow": WORKFLOW, "input": lead(run_id), "run_id": run_id}
         reply = self.http.post("/v1/runs", json=body)
         if reply.status_code != 202:
             self.api_errors.append(f"{reply.status_code} {reply.text[:200]}")
-            return None
-        answer = reply.json()
-        return str(answer.get("keel_run_id") or answer["run_id"])
 
     def offer(
         self, prefix: str, count: int, rate: float | None, tick: Callable[[int], None] | None = None
@@ -85,25 +81,25 @@ class Submitter:
         """Offer `count` runs (ids `prefix-<i>`) at `rate` per second (None: flat out).
         Returns run id -> submit time (epoch seconds, taken just before the hand-over)."""
         submitted: dict[str, float] = {}
-        futures: list[tuple[str, Future[str | None]]] = []
+        futures: list[Future[None]] = []
         start = time.monotonic()
         for i, offset in enumerate(schedule(count, rate)):
             wait = start + offset - time.monotonic()
             if wait > 0:
                 time.sleep(wait)  # pacing, not waiting on a condition
             run_id = f"{prefix}-{i}"
-            submitted[run_id] = time.time()
             if via_api(i, self.api_share):
-                futures.append((run_id, self.pool.submit(self._to_api, run_id)))
+                # A run id a client chooses is scoped by its tenant: on the topics the run has Keel's id.
+                submitted[run_id_of_client(TENANT, run_id)] = time.time()
+                futures.append(self.pool.submit(self._to_api, run_id))
             else:
+                submitted[run_id] = time.time()
                 self._to_topic(run_id)
             if tick is not None:
                 tick(i)
         self.producer.flush(60)
-        for run_id, f in futures:
-            keel_id = f.result()
-            if keel_id is not None and keel_id != run_id:
-                submitted[keel_id] = submitted.pop(run_id)
+        for f in futures:
+            f.result()
         return submitted
 
     def close(self) -> None:
