@@ -84,6 +84,11 @@ class BackgroundCalls:
         self._handed.extend(taken)
         return taken
 
+    def busy(self) -> bool:
+        """Whether calls are queued, running, or finished and not yet taken."""
+        with self._cond:
+            return bool(self._queue or self._running or self._finished)
+
     def pending(self) -> int:
         """Calls queued or running (for tests and metrics)."""
         with self._cond:

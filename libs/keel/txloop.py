@@ -129,13 +129,20 @@ class TransactionalLoop:
             try:
                 while not self._stop.is_set():
                     limit = self.splitter.limit(self._batch_limit())
-                    msgs = self.consumer.consume(limit, self.settings.poll_timeout_s)
-                    self.process_batch(msgs)
+                    self.process_batch(self._next_batch(limit))
                     self.last_progress = time.monotonic()
             finally:
                 self.producer.flush(10)
                 if self._pool is not None:
                     self._pool.shutdown()
+
+    def _next_batch(self, limit: int) -> list[Message]:
+        """Block for the first message only, then take what is already fetched. (`consume(n, timeout)`
+        waits the whole timeout unless n messages arrive: at low load every hop would idle that long.)"""
+        first = self.consumer.poll(self.processor.max_wait_s(self.settings.poll_timeout_s))
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
     def _batch_limit(self) -> int:
         return self.processor.max_batch or self.settings.batch_max_messages

@@ -85,6 +85,11 @@ class Processor:
     def on_commit(self) -> None:
         """The batch's transaction committed: state changed since the last commit is now durable."""
 
+    def max_wait_s(self, idle_wait_s: float) -> float:
+        """How long the loop may block waiting for the next message. A processor whose `tick` will have
+        outputs soon (calls finishing in the background) returns less, so they are not held back."""
+        return idle_wait_s
+
     def tick(self, now_ms: int) -> Sequence[Output]:
         """Called on every loop turn, with or without messages: fire due timers. Outputs commit in the
         same transaction as the batch (or alone when there is none).
