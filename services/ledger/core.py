@@ -21,24 +21,6 @@ def commit(
         return None, []
     now = ev.at_ms(now_ms)
     external_id = result.tool.external_id if result.tool else None
-    if already is None and result.tool is not None and result.tool.already_committed:
-        # The adapters found the key in the ledger topic, but this ledger's memory does not hold it (past
-        # the retention horizon, or not restored yet): the topic already has its record; add none.
-        already = LedgerRecord(
-            idempotency_key=result.idempotency_key,
-            tenant_id=result.tenant_id,
-            workflow=result.workflow,
-            run_id=result.run_id,
-            step=result.step or "",
-            attempt=result.attempt,
-            tool=result.tool.tool,
-            external_id=external_id,
-            output_ref=result.output_ref,
-            output_json=result.output_json,
-            committed_at=now,
-        )
-    if already is not None:
-        return None, _reissued(result, already, now_ms)
     record = LedgerRecord(
         idempotency_key=result.idempotency_key,
         tenant_id=result.tenant_id,
@@ -52,6 +34,12 @@ def commit(
         output_json=result.output_json,
         committed_at=now,
     )
+    if already is None and result.tool is not None and result.tool.already_committed:
+        # The adapters found the key in the ledger topic, but this ledger's memory does not hold it (past
+        # the retention horizon, or not restored yet): the topic already has its record; add none.
+        already = record
+    if already is not None:
+        return None, _reissued(result, already, now_ms)
     committed = ev.step_fact(
         result,
         ev.STEP_COMMITTED,
