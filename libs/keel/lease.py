@@ -110,7 +110,15 @@ class InstanceLease:
         self._thread: threading.Thread | None = None
         self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         self._producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True}
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "acks": "all",
+                # Not idempotent on purpose: a repeated lease record is harmless (the latest counts), while
+                # an idempotent producer fails fatally (out-of-order sequence) after a broker restart and
+                # would take the service down with it.
+                "enable.idempotence": False,
+                "socket.nagle.disable": True,
+            }
         )
         self._consumer = Consumer(
             {
