@@ -53,7 +53,12 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(name, p, dict(limit)) for name in RUN_KEYED]
     specs += [
         TopicSpec(LEDGER, p, compacted),
-        TopicSpec(SCHEDULER_STATE, p, compacted),
+        # Ended runs' markers are tombstoned after the retention horizon; the cleaner only compacts rolled
+        # segments, so roll hourly and drop tombstones an hour later: a restore then reads live runs (and
+        # recent markers), not every run ever, whatever the traffic.
+        TopicSpec(
+            SCHEDULER_STATE, p, {**compacted, "segment.ms": "3600000", "delete.retention.ms": "3600000"}
+        ),
         TopicSpec(DEAD_LETTERS, 1, dict(limit)),
         TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.

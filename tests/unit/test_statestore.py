@@ -26,3 +26,13 @@ def test_an_aborted_delete_leaves_the_key_in_place():
     s.delete("a", 2)
     s.abort()
     assert s.get("a") == "1" and list(s.items()) == [("a", 2, "1")]
+
+
+def test_the_scheduler_changelog_rolls_so_tombstoned_runs_can_be_compacted_away():
+    from keel.topics import SCHEDULER_STATE, catalogue
+
+    [spec] = [s for s in catalogue(Settings()) if s.name == SCHEDULER_STATE]
+    # The cleaner never touches the active segment: without a roll, expired runs would stay on disk and
+    # be read by every restore.
+    assert spec.config["cleanup.policy"] == "compact"
+    assert int(spec.config["segment.ms"]) <= 3_600_000 and int(spec.config["delete.retention.ms"]) <= 3_600_000
