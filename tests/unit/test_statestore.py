@@ -35,4 +35,6 @@ def test_the_scheduler_changelog_rolls_so_tombstoned_runs_can_be_compacted_away(
     # The cleaner never touches the active segment: without a roll, expired runs would stay on disk and
     # be read by every restore.
     assert spec.config["cleanup.policy"] == "compact"
-    assert int(spec.config["segment.ms"]) <= 3_600_000 and int(spec.config["delete.retention.ms"]) <= 3_600_000
+    assert (
+        int(spec.config["segment.ms"]) <= 3_600_000 and int(spec.config["delete.retention.ms"]) <= 3_600_000
+    )
