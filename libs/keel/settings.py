@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     # holds read_committed readers of those partitions until this passes. A batch's transaction spans
     # only produce, send-offsets and commit (handling happens before it opens), so a short one is safe.
     transaction_timeout_s: float = Field(default=10.0, ge=1)
+    # How long ended runs (scheduler) and committed keys (ledger, adapters' ledger view) stay in memory
+    # and changelogs after they ended or committed; keel.run-events and keel.ledger keep the records.
+    retention_horizon_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # The adapters' HTTP timeout (connect, write and read each). The scheduler needs it too: a lost tool
+    # attempt may still be mid-call on a dead instance until its deadline plus this has passed.
+    tool_timeout_s: float = Field(default=5.0, gt=0)
     # A loop that makes no progress for this long exits for its supervisor to restart it (see watchdog).
     stall_timeout_s: float = Field(default=120.0, gt=0)
     # The HTTP API, for the operator commands of the `keel` CLI. The default key is the local dev key

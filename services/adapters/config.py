@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from keel.settings import Settings
 
 # The shared entry: used by every tenant that has no credential of its own for a tool.
 ANY_TENANT = "*"
@@ -13,8 +15,9 @@ def _simulator_credentials() -> dict[str, dict[str, SecretStr]]:
     return {ANY_TENANT: {"email": SecretStr("sim-email-token"), "crm": SecretStr("sim-crm-token")}}
 
 
-class AdapterSettings(BaseSettings):
-    """Defaults point at the local simulators with their default tokens."""
+class AdapterSettings(Settings):
+    """Defaults point at the local simulators with their default tokens. The tool timeout and the
+    retention horizon are the shared settings' (keel.settings)."""
 
     model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
 
@@ -22,9 +25,6 @@ class AdapterSettings(BaseSettings):
     crm_url: str = "http://127.0.0.1:8702"
     # tenant -> adapter name -> bearer token, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}.
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
-    tool_timeout_s: float = Field(default=5.0, gt=0)
-    # How long committed keys stay in the adapters' ledger view (KEEL_RETENTION_HORIZON_S, from commit).
-    retention_horizon_s: float = Field(default=7 * 24 * 3600, gt=0)
 
     def base_url(self, adapter_name: str) -> str:
         url = getattr(self, f"{adapter_name}_url", None)

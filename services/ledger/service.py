@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 
 from confluent_kafka import TopicPartition
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel import events as ev
 from keel.contracts import LedgerRecord, RunEvent
@@ -30,12 +28,6 @@ from services.ledger.core import commit, expired
 TOPICS = [RUN_EVENTS]
 log = logging.getLogger(__name__)
 _SWEEP_EVERY_S = 60.0  # expired keys are looked for at most this often (a scan of the ledger's memory)
-
-
-class RetentionSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
-
-    retention_horizon_s: float = Field(default=7 * 24 * 3600, gt=0)
 
 
 class Commits(ChangelogState[LedgerRecord]):
@@ -59,7 +51,7 @@ class LedgerProcessor(Processor):
             lambda b: serde.decode(LEDGER, b),
             group="keel-ledger-restore",
         )
-        self.horizon_s = horizon_s or RetentionSettings().retention_horizon_s
+        self.horizon_s = horizon_s or settings.retention_horizon_s
         self._swept = time.monotonic()
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:

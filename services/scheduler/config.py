@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from keel.settings import Settings
 from keel.topics import CONTROL, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
-
-WEEK_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -26,19 +25,16 @@ class SchedulerTopics:
         return [self.requests, self.events, self.control]
 
 
-class SchedulerSettings(BaseSettings):
+class SchedulerSettings(Settings):
     model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
 
-    # An ended run is kept as a small marker for this long, so a repeated run_id stays a no-op; then it
-    # leaves memory and the changelog. A run request older than this is refused (dead-lettered): once
-    # the marker is gone nothing could tell it apart from a new run.
-    retention_horizon_s: float = Field(default=WEEK_S, gt=0)
-    # The adapters' HTTP timeout (the same KEEL_TOOL_TIMEOUT_S). A tool attempt lost without a report may
-    # still be mid-call on a dead instance, which nothing can fence: its retry waits until the attempt's
-    # deadline plus the longest such a call can take (connect, write and read phases each get the timeout).
-    tool_timeout_s: float = Field(default=5.0, gt=0)
+    # retention_horizon_s (shared): an ended run is kept as a small marker for this long, so a repeated
+    # run_id stays a no-op; then it leaves memory and the changelog. A run request older than this is
+    # refused (dead-lettered): once the marker is gone nothing could tell it apart from a new run.
 
     def tool_call_bound_ms(self) -> int:
+        """The longest a lost tool attempt may still be mid-call after its deadline (connect, write and
+        read phases each get the shared tool timeout): its retry waits this long."""
         return int(3 * self.tool_timeout_s * 1000) + 1000
 
     # Tombstones written per transaction at most, so expiring a backlog of markers never makes a huge one.
