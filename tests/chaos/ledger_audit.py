@@ -47,6 +47,12 @@ def ledger_topic_cannot_have_been_compacted(settings: Settings) -> str | None:
     segment_ms = int(config["segment.ms"].value)
     segment_bytes = int(config["segment.bytes"].value)
     size = sum(len(m.value() or b"") + len(m.key() or b"") + 70 for m in read_topic(settings, LEDGER))
+    return compaction_possible(segment_ms, segment_bytes, size)
+
+
+def compaction_possible(segment_ms: int, segment_bytes: int, size: int) -> str | None:
+    """Why the cleaner could have run on a topic with these segment settings holding about `size` bytes
+    (a segment rolled, by time within a test's span or by size), or None."""
     if segment_ms < 3_600_000:
         return f"segment.ms is {segment_ms}: a segment may have rolled and been cleaned"
     if size >= segment_bytes:
