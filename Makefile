@@ -58,12 +58,12 @@ bench: setup ## benchmark: Keel beside the raw Kafka floor, Celery + Redis and D
 bench-scale: setup ## scale curves: throughput and p50/p99 vs offered load and instances; recovery after kill -9
 	@$(PY) -m bench.scale
 
-lint: setup ## ruff, and mypy on libs/ and the services
+lint: setup ## ruff, mypy on libs/ and the services, and the import layers
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy libs/keel services
+	@$(VENV)/bin/mypy libs/keel libs/keel_ops services
 
 typecheck: setup ## mypy on libs/ and the services
-	@$(VENV)/bin/mypy libs/keel services
+	@$(VENV)/bin/mypy libs/keel libs/keel_ops services
 
 fmt: setup ## format the code
 	@$(VENV)/bin/ruff check --fix .
@@ -73,10 +73,10 @@ schemas: setup ## register schemas/ with the registry (on purpose; producers nev
 	@$(VENV)/bin/keel schemas
 
 codegen: setup ## regenerate the Python types from schemas/
-	@$(PY) -m keel.codegen
+	@$(PY) -m keel_ops.codegen
 
 schema-release: setup ## snapshot changed contracts as new golden versions under tests/golden/schemas
-	@$(PY) -m keel.schema_release
+	@$(PY) -m keel_ops.schema_release
 
 clean: down ## remove the data directory (broker log, database, logs)
 	rm -rf var

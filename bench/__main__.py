@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.sims import Simulators
     from bench.stack import BenchStack, say
     from keel import db
-    from keel.router import RouterSettings
     from keel.settings import Settings
     from services.adapters.config import AdapterSettings
+    from services.executor.router import RouterSettings
 
     settings = Settings()
     out_dir = args.out or settings.data_dir / "bench"

@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.plan import Phase
     from bench.sims import Simulators
     from bench.stack import BenchStack, say
-    from keel.router import RouterSettings
     from keel.settings import Settings
-    from keel.stack import SERVICES, kafka, running_pid, start_background, wait_until
+    from keel_ops.stack import SERVICES, kafka, running_pid, start_background, wait_until
     from services.adapters.config import AdapterSettings
+    from services.executor.router import RouterSettings
 
     signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings()

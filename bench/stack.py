@@ -16,7 +16,8 @@ from confluent_kafka.admin import AdminClient
 from keel import db
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings
-from keel.stack import (
+from keel.topics import catalogue, ensure_topics
+from keel_ops.stack import (
     SERVICES,
     Background,
     api_process,
@@ -29,7 +30,6 @@ from keel.stack import (
     start_background,
     stop_background,
 )
-from keel.topics import catalogue, ensure_topics
 
 PREFIX = "bench-"
 

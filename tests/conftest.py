@@ -42,7 +42,7 @@ def _kafka(stack: ExitStack, settings_env: dict[str, str]) -> None:
         settings_env["KEEL_KAFKA_BOOTSTRAP"] = container.get_bootstrap_server()
         return
     from keel.settings import Settings
-    from keel.stack import kafka
+    from keel_ops.stack import kafka
 
     settings = Settings(kafka_bootstrap=NATIVE_KAFKA, data_dir=TEST_DATA)
     shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)  # each session starts from an empty log
@@ -74,7 +74,7 @@ def _registry(stack: ExitStack, settings_env: dict[str, str]) -> None:
         settings_env["KEEL_SCHEMA_REGISTRY_URL"] = os.environ["KEEL_SCHEMA_REGISTRY_URL"]
         return
     from keel.settings import Settings
-    from keel.stack import registry_process, start_background, stop_background
+    from keel_ops.stack import registry_process, start_background, stop_background
 
     settings = Settings(data_dir=TEST_DATA, schema_registry_url=NATIVE_REGISTRY)
     stop_background(settings, "registry")  # a leftover from an interrupted session

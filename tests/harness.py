@@ -19,7 +19,8 @@ from helpers import unique, wait_for
 from keel.contracts import RunEvent
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.stack import (
+from keel.topics import RUN_EVENTS
+from keel_ops.stack import (
     Background,
     api_process,
     running_pid,
@@ -28,7 +29,6 @@ from keel.stack import (
     start_background,
     stop_background,
 )
-from keel.topics import RUN_EVENTS
 from services.projector.rebuild import build_into
 from services.projector.schema import differences, drop_schema
 

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # A loop that makes no progress for this long exits for its supervisor to restart it (see watchdog).
     stall_timeout_s: float = Field(default=120.0, gt=0)
     # The HTTP API, for the operator commands of the `keel` CLI. The default key is the local dev key
-    # of tenant acme (see keel.apikeys); production keys come from the environment.
+    # of tenant acme (see services.api.apikeys); production keys come from the environment.
     api_url: str = "http://127.0.0.1:8080"
     api_key: str = "acme-dev-key"
     # Postgres; DATABASE_URL (no prefix) wins, then KEEL_DATABASE_URL, else the embedded server.

@@ -8,8 +8,8 @@ import os
 
 import uvicorn
 
-from keel.apikeys import ENV
 from keel.settings import get_settings
+from services.api.apikeys import ENV
 from services.api.app import create_app
 from services.api.config import ApiSettings
 

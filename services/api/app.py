@@ -12,11 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from keel import db
-from keel.apikeys import ApiKeys
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.workflows import Catalog
 from services.api import docs, errors, operators, runs
+from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Tenant, deps_of
 from services.api.pool import Pool

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from keel.apikeys import ApiKeys
 from keel.settings import Settings
 from keel.workflows import Catalog
+from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.errors import ApiError
 from services.api.pool import Pool

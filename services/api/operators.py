@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from keel import dlq
-from keel.apikeys import is_operator, operator_hashes
 from services.api import docs
+from services.api.apikeys import is_operator, operator_hashes
 from services.api.deadletters import DeadLetterIndex, IndexUnavailable
 from services.api.deps import bearer_key, deps_of
 from services.api.errors import ApiError

@@ -19,13 +19,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 import keel.events as ev
 from keel.background import BackgroundCalls
 from keel.contracts import StepCommand
-from keel.pricing import UnknownModelPrice
-from keel.router import ModelError, ModelRequest, ModelRouter, RouterSettings
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS
 from keel.txloop import Output, Processor, Record, Reject
 from services.executor import core
+from services.executor.pricing import UnknownModelPrice
+from services.executor.router import ModelError, ModelRequest, ModelRouter, RouterSettings
 
 TOPICS = [STEP_COMMANDS]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from recovery import OutputWatch, owned_partitions, projector_moved_after
 
 from keel.settings import Settings
-from keel.stack import (
+from keel_ops.stack import (
     Background,
     kafka,
     registry_process,

@@ -31,8 +31,8 @@ from scenario import submit, wait_all_ended
 from verify import verify
 
 from keel.settings import Settings
-from keel.stack import api_process, service_process, start_background, stop_background
 from keel.workflows import Catalog
+from keel_ops.stack import api_process, service_process, start_background, stop_background
 
 pytestmark = pytest.mark.chaos
 RUNS = int(os.environ.get("KEEL_CHAOS_RUNS", "40"))

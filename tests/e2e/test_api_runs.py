@@ -8,8 +8,8 @@ import pytest
 from harness import E2E_ENV, rebuilt_projection_differences
 from helpers import unique
 
-from keel import cli_runs
 from keel.settings import Settings
+from keel_ops import cli_runs
 
 pytestmark = pytest.mark.e2e
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada", "product": "Keel"}

@@ -87,7 +87,7 @@ def test_each_bad_request_gets_a_dead_letter_and_a_redrive_that_fails_again_keep
     assert len(again.history) == 1 and again.history[0].startswith(first.dead_letter_id)
 
     listing = subprocess.run(
-        [sys.executable, "-m", "keel.cli", "dlq", "list", "--all"],
+        [sys.executable, "-m", "keel_ops.cli", "dlq", "list", "--all"],
         capture_output=True,
         text=True,
         env=os.environ,

@@ -10,7 +10,7 @@ from harness import kill
 from helpers import wait_for
 from test_runs import submit
 
-from keel.stack import service_process, start_background
+from keel_ops.stack import service_process, start_background
 
 pytestmark = pytest.mark.e2e
 MAIL = {"to": "ada@example.com", "subject": "Hello"}

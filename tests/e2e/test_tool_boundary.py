@@ -23,9 +23,9 @@ from keel.contracts import RunEvent, ToolCommand
 from keel.idempotency import idempotency_key
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.stack import Background, service_process, start_background, stop_background
 from keel.topics import LEDGER, TOOL_COMMANDS
 from keel.workflows import Catalog
+from keel_ops.stack import Background, service_process, start_background, stop_background
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 from verify import Evidence, judge  # noqa: E402 - the chaos verdict, beside the chaos test

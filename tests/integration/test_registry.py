@@ -17,7 +17,7 @@ from helpers import make_topics, read_topic, unique
 
 from keel.contracts import RunEvent, ToolDetail
 from keel.serde import Serde, registry_client
-from keel.stack import Background, http_ok, start_background, stop_background
+from keel_ops.stack import Background, http_ok, start_background, stop_background
 
 pytestmark = pytest.mark.integration
 

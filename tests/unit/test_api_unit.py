@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from keel.apikeys import ApiKeyConfigError, ApiKeys, hash_key, tenant_for
 from keel.contracts import RunRequested
 from keel.settings import Settings
+from services.api.apikeys import ApiKeyConfigError, ApiKeys, hash_key, tenant_for
 from services.api.app import create_app
 from services.api.config import ApiSettings
 from services.api.queries import BadCursor, decode_cursor, encode_cursor

@@ -8,10 +8,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from keel import codegen
 from keel.contracts import RECORD_TYPES
-from keel.schema_release import read_samples, released_schema, unreleased, versions
 from keel.schemas import schema_json, schema_names
+from keel_ops import codegen
+from keel_ops.schema_release import read_samples, released_schema, unreleased, versions
 from services.registry.core import compatible
 
 NAMES = schema_names()
@@ -36,7 +36,7 @@ SEED_FIELDS = [
 
 
 def test_generated_types_are_up_to_date():
-    assert codegen.OUT.read_text() == codegen.render(), "run `python -m keel.codegen`"
+    assert codegen.OUT.read_text() == codegen.render(), "run `python -m keel_ops.codegen`"
 
 
 def test_every_contract_change_is_released():

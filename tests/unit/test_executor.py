@@ -11,8 +11,8 @@ from helpers import wait_for
 
 from keel.background import BackgroundCalls
 from keel.contracts import StepCommand
-from keel.router import ModelRequest, ModelResponse, ModelRouter, RouterSettings
 from keel.txloop import Record, Reject
+from services.executor.router import ModelRequest, ModelResponse, ModelRouter, RouterSettings
 from services.executor.service import ExecutorProcessor
 
 

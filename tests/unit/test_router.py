@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from keel.pricing import UnknownModelPrice, cost_usd, pricing_table
-from keel.router import ModelError, ModelRequest, ModelRouter, Route, RouterSettings
+from services.executor.pricing import UnknownModelPrice, cost_usd, pricing_table
+from services.executor.router import ModelError, ModelRequest, ModelRouter, Route, RouterSettings
 
 pytestmark = pytest.mark.timeout(30)
 

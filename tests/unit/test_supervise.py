@@ -1,9 +1,9 @@
-"""keel.supervise: restarts what crashes, never what refused to start because its instance id is taken."""
+"""keel_ops.supervise: restarts what crashes, never what refused to start because its instance id is taken."""
 
 import sys
 import time
 
-from keel.supervise import main
+from keel_ops.supervise import main
 
 
 def test_a_command_refusing_with_78_is_not_restarted(tmp_path):

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.events import now_ms
-from keel.pricing import cost_usd, price_of
+from services.executor.pricing import cost_usd, price_of
 
 # A model call has no side effect, so it never has an unknown outcome; budget trips happen elsewhere.
 ModelFailureClass = Literal["transient", "rate_limited", "validation", "auth"]

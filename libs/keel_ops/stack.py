@@ -167,8 +167,8 @@ SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
 
 def simulator_processes() -> list[Background]:
     """The email provider, CRM and model server, on the ports the adapters and router are configured with."""
-    from keel.router import RouterSettings
     from services.adapters.config import AdapterSettings
+    from services.executor.router import RouterSettings
 
     tools = AdapterSettings()
     urls = {
@@ -201,7 +201,6 @@ def api_process(url: str) -> Background:
 
 
 def supervised(proc: Background) -> Background:
-    """The same process, run under keel.supervise (restarted when it dies)."""
-    return Background(
-        proc.name, [sys.executable, "-m", "keel.supervise", "--", *proc.argv], proc.ready, proc.ready_timeout
-    )
+    """The same process, run under keel_ops.supervise (restarted when it dies)."""
+    argv = [sys.executable, "-m", "keel_ops.supervise", "--", *proc.argv]
+    return Background(proc.name, argv, proc.ready, proc.ready_timeout)

@@ -1,4 +1,4 @@
-"""Releases the contracts: `python -m keel.schema_release` snapshots every changed schema as a new version.
+"""Releases the contracts: `python -m keel_ops.schema_release` snapshots each changed schema as a new version.
 
 tests/golden/schemas/<contract>/v<N>.avsc is released version N; v<N>.samples.json holds sample records
 in Avro's JSON encoding. A new version's samples start as the previous version's samples read through

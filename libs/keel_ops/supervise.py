@@ -1,4 +1,4 @@
-"""Keeps one service process running: `python -m keel.supervise -- COMMAND...` (used by `keel up`).
+"""Keeps one service process running: `python -m keel_ops.supervise -- COMMAND...` (used by `keel up`).
 
 Restarts the command when it exits abnormally (a crash, the loop watchdog, kill -9), with a growing
 pause; passes SIGTERM/SIGINT on and exits when the command stops because it was asked to. A command that
@@ -18,7 +18,7 @@ NOT_RESTARTABLE = 78  # EX_CONFIG
 
 def main(argv: list[str]) -> int:
     if "--" not in argv or argv.index("--") == len(argv) - 1:
-        print("usage: python -m keel.supervise -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m keel_ops.supervise -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
     stopping = False
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
             return code
         if code == NOT_RESTARTABLE:
             print(
-                f"keel.supervise: {' '.join(command)} refused to start (78); not restarting it",
+                f"keel_ops.supervise: {' '.join(command)} refused to start (78); not restarting it",
                 file=sys.stderr,
             )
             return code
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         # at start waits longer each time (at most 30 s), so it cannot spin.
         pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
         print(
-            f"keel.supervise: {' '.join(command)} exited with {code}; restarting in {pause:.0f}s",
+            f"keel_ops.supervise: {' '.join(command)} exited with {code}; restarting in {pause:.0f}s",
             file=sys.stderr,
             flush=True,
         )

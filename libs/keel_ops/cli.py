@@ -9,10 +9,12 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from keel import cli_runs, db
+from keel import db
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
-from keel.stack import (
+from keel.topics import catalogue, ensure_topics
+from keel_ops import cli_runs
+from keel_ops.stack import (
     SERVICES,
     Background,
     api_process,
@@ -26,14 +28,13 @@ from keel.stack import (
     stop_background,
     supervised,
 )
-from keel.topics import catalogue, ensure_topics
 
 Args = argparse.Namespace
 
 
 def _processes(settings: Settings) -> list[Background]:
     """Everything `keel up` starts after the broker and database, in start order; the services run
-    under keel.supervise, which restarts them if they die."""
+    under keel_ops.supervise, which restarts them if they die."""
     services = [supervised(service_process(s)) for s in SERVICES]
     return [registry_process(settings), *simulator_processes(), *services, api_process(settings.api_url)]
 
@@ -192,7 +193,7 @@ def cmd_projections(settings: Settings, args: Args) -> int:
 
 
 def cmd_demo(settings: Settings, args: Args) -> int:
-    from keel.demo import run_demo
+    from keel_ops.demo import run_demo
 
     cmd_up(settings, args)
     return run_demo(settings)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from keel.cli_runs import api, format_timeline, submit, wait
 from keel.settings import Settings
-from keel.stack import say
+from keel_ops.cli_runs import api, format_timeline, submit, wait
+from keel_ops.stack import say
 
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada Lovelace", "product": "Keel"}
 
