@@ -6,11 +6,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from keel.vocab import RATE_LIMITED, TRANSIENT, UNKNOWN_OUTCOME
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 # Validation and auth failures describe the request, not the provider, so they never trip a breaker.
 # A timeout (unknown_outcome) does: a provider that stops answering is exactly what the breaker is for.
-COUNTED_FAILURES = frozenset({"transient", "rate_limited", "unknown_outcome"})
+COUNTED_FAILURES = frozenset({TRANSIENT, RATE_LIMITED, UNKNOWN_OUTCOME})
 
 EVENT_TYPES: dict[BreakerState, str] = {
     "open": "circuit_opened",

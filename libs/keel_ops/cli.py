@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from keel import db
+from keel import db, vocab
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
 from keel.topics import catalogue, ensure_topics
@@ -120,7 +120,7 @@ def cmd_submit(settings: Settings, args: Args) -> int:
     if args.wait:
         run = cli_runs.wait(settings, run_id)
         print(cli_runs.timeline(settings, run_id))
-        return 0 if run["status"] == "completed" else 1
+        return 0 if run["status"] == vocab.COMPLETED else 1
     return 0
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 
 from keel.settings import Settings
+from keel.vocab import SETTLED_RUN_STATUSES
 
-TERMINAL = {"completed", "failed", "canceled", "quarantined"}
+TERMINAL = SETTLED_RUN_STATUSES  # where waiting for a run ends
 
 
 class ApiError(RuntimeError):

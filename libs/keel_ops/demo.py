@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from keel import vocab
 from keel.settings import Settings
 from keel_ops.cli_runs import api, format_timeline, submit, wait
 from keel_ops.stack import say
@@ -49,7 +50,7 @@ def run_demo(settings: Settings) -> int:
     )
     plural = "s" if delivered != 1 else ""
     print(f"run {run['status']}; the email provider counted {delivered} email{plural} delivered")
-    ok = run["status"] == "completed" and delivered == 1 and provider_id == send["external_id"]
+    ok = run["status"] == vocab.COMPLETED and delivered == 1 and provider_id == send["external_id"]
     if not ok:
         say("demo FAILED: expected a completed run, exactly 1 email delivered, under the committed id")
     return 0 if ok else 1

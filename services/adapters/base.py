@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel
 
-from services.adapters.classify import FailureClass
+from keel.vocab import NONE, FailureClass, IdempotencyMode
 
-IdempotencyMode = Literal["provider_key", "lookup", "none"]
 Json = dict[str, Any]
 
 InT = TypeVar("InT", bound=BaseModel)
@@ -133,6 +132,6 @@ class Adapter(ABC, Generic[InT, OutT]):
         return {**body, "metadata": effect.metadata()}
 
     def key_headers(self, idempotency_key: str) -> dict[str, str]:
-        if self.idempotency_mode == "none":
+        if self.idempotency_mode == NONE:
             return {}
         return {"Idempotency-Key": idempotency_key}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
 
 import httpx
 
-FailureClass = Literal["transient", "rate_limited", "unknown_outcome", "validation", "auth", "budget"]
+from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, UNKNOWN_OUTCOME, VALIDATION, FailureClass
 
 # Failures that prove nothing reached the provider: no connection, or no free connection to use.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -26,15 +25,15 @@ def classify_http(status: int, error_type: str | None = None) -> FailureClass:
     if status == 409 and error_type == KEY_IN_USE:
         # Another request under this key is in flight and may well deliver: the outcome is unknown, and
         # only a retry under the same key (after it settled) can tell. Never a validation failure.
-        return "unknown_outcome"
+        return UNKNOWN_OUTCOME
     if status == 429:
-        return "rate_limited"
+        return RATE_LIMITED
     if status in (401, 403):
-        return "auth"
+        return AUTH
     if status == 408 or status >= 500:
-        return "transient"
+        return TRANSIENT
     # 400/404/409/422 and any other refusal: the same request would be refused again, so no blind retry.
-    return "validation"
+    return VALIDATION
 
 
 def request_was_sent(exc: BaseException) -> bool:
@@ -46,9 +45,9 @@ def request_was_sent(exc: BaseException) -> bool:
 def classify_exception(exc: BaseException, request_sent: bool) -> FailureClass:
     """The failure class of a call that got no response."""
     if isinstance(exc, _NOTHING_SENT) or not request_sent:
-        return "transient"
+        return TRANSIENT
     # The provider may have acted and we cannot see the answer: only an idempotent retry is safe.
-    return "unknown_outcome"
+    return UNKNOWN_OUTCOME
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> int | None:

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from keel.vocab import AUTH, LOOKUP, NONE, TRANSIENT, VALIDATION, FailureClass
 from services.adapters.base import Adapter, HttpCall, ToolRequest, ToolResult
 from services.adapters.classify import (
-    FailureClass,
     classify_exception,
     classify_http,
     parse_retry_after,
@@ -94,7 +94,7 @@ class _Call:
         if now < self.deadline_ms:
             return None
         reason = f"deadline passed {now - self.deadline_ms} ms before {what}: provider not called"
-        return self.fail("transient", reason, False, blocked_reason=reason)
+        return self.fail(TRANSIENT, reason, False, blocked_reason=reason)
 
     def send(self, call: HttpCall) -> httpx.Response:
         return self.http.request(
@@ -130,7 +130,7 @@ class _Call:
                 f"of {self.adapter.tool}: {contract_breaks(exc)}"
             )
             return self.fail(
-                "validation",
+                VALIDATION,
                 drift,
                 sent,
                 http_status=status,
@@ -155,14 +155,14 @@ class _Call:
             response = self.send(call)
         except httpx.HTTPError as exc:
             # A lookup is a read: whatever happened to it, no effect was made, so it is safe to retry.
-            return self.fail("transient", f"lookup {call.path} failed: {_describe(exc)}", False)
+            return self.fail(TRANSIENT, f"lookup {call.path} failed: {_describe(exc)}", False)
         if not (response.is_success or response.status_code == 404):
             return self.refused(call, response, False)
         try:
             found = self.adapter.found_output(response.status_code, response.json())
         except ValueError:
             return self.fail(
-                "validation", f"lookup {call.path} answered non-JSON", False, http_status=response.status_code
+                VALIDATION, f"lookup {call.path} answered non-JSON", False, http_status=response.status_code
             )
         return None if found is None else self.accept(found, response.status_code, False, True)
 
@@ -179,18 +179,18 @@ def call_tool(
     request starts once the deadline has passed (checked before the lookup and again before the write,
     since after-commit work can start late)."""
     key, tenant_id = request.idempotency_key, request.effect.tenant_id
-    if adapter.idempotency_mode != "none" and not key:
+    if adapter.idempotency_mode != NONE and not key:
         raise ValueError(f"{adapter.tool} needs an idempotency key")
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
     try:
         data = adapter.Input.model_validate(request.payload)
     except ValidationError as exc:
-        return c.fail("validation", f"invalid input: {summarise(exc)}", False)
+        return c.fail(VALIDATION, f"invalid input: {summarise(exc)}", False)
     token = settings.credential(tenant_id, adapter.name)
     if token is None:
-        return c.fail("auth", f"tenant {tenant_id!r} has no credentials for {adapter.name!r}", False)
+        return c.fail(AUTH, f"tenant {tenant_id!r} has no credentials for {adapter.name!r}", False)
     c.headers = {"Authorization": f"Bearer {token}"}
-    if adapter.idempotency_mode == "lookup":
+    if adapter.idempotency_mode == LOOKUP:
         done = c.past_deadline("the lookup") or c.lookup(key)
         if done is not None:
             return done  # found (no second write), could not ask (nothing written), or too late
@@ -211,7 +211,7 @@ def call_tool(
         raw = response.json()
     except ValueError:
         return c.fail(
-            "validation",
+            VALIDATION,
             f"{call.method} {call.path} answered HTTP {response.status_code} with a body that is not JSON",
             True,
             http_status=response.status_code,

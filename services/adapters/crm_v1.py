@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.vocab import LOOKUP
 from services.adapters.base import Adapter, Effect, HttpCall, email_address
 
 
@@ -31,7 +32,7 @@ class CrmV1(Adapter[CrmActivityInput, CrmActivityOutput]):
     version = 1
     # The CRM also honours Idempotency-Key, but lookup is the guarantee we rely on: it answers "did it
     # happen?" even when the key store expired or the first answer was lost.
-    idempotency_mode = "lookup"
+    idempotency_mode = LOOKUP
     Input = CrmActivityInput
     Output = CrmActivityOutput
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.vocab import PROVIDER_KEY
 from services.adapters.base import Adapter, Effect, HttpCall, email_address
 
 
@@ -28,7 +29,7 @@ class EmailOutput(BaseModel):
 class EmailV1(Adapter[EmailInput, EmailOutput]):
     name = "email"
     version = 1
-    idempotency_mode = "provider_key"
+    idempotency_mode = PROVIDER_KEY
     Input = EmailInput
     Output = EmailOutput
 

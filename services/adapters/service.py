@@ -17,6 +17,7 @@ from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
 from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
+from keel.vocab import RATE_LIMITED, TRANSIENT, VALIDATION
 from services.adapters import facts
 from services.adapters.base import Adapter, Effect, ToolRequest, ToolResult
 from services.adapters.catalog import UnknownTool, get_adapter
@@ -28,7 +29,7 @@ from services.adapters.ledger_view import LedgerView
 TOPICS = [TOOL_COMMANDS]
 # A failure class the breaker does not count: recording a call that was blocked before it reached the
 # provider frees its probe slot without judging the provider.
-_SAYS_NOTHING = "validation"
+_SAYS_NOTHING = VALIDATION
 
 
 class CommittedView(Protocol):
@@ -74,7 +75,7 @@ class AdapterProcessor(Processor):
         now = ev.now_ms()
         blocked = self._blocked(cmd, now, "the command was handled")
         if blocked is not None:  # nothing called: no tool_called, only the fact saying why
-            return [Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, blocked, "transient", now))]
+            return [Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, blocked, TRANSIENT, now))]
         request = ToolRequest(
             json.loads(cmd.payload_json),
             cmd.idempotency_key,
@@ -88,7 +89,7 @@ class AdapterProcessor(Processor):
             if not self.in_flight.enter(cmd.idempotency_key):
                 reason = "another attempt of this idempotency key is in flight here: provider not called"
                 return [
-                    Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, reason, "transient", ev.now_ms()))
+                    Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, reason, TRANSIENT, ev.now_ms()))
                 ]
             try:
                 before, result, after = self._call(adapter, request, cmd)
@@ -127,7 +128,7 @@ class AdapterProcessor(Processor):
             reason = f"circuit open for {adapter.name}: provider not called"
             refused = ToolResult(
                 ok=False,
-                failure_class="rate_limited",
+                failure_class=RATE_LIMITED,
                 error=f"{cmd.tool}: {reason}",
                 retry_after_ms=permit.retry_after_ms,
                 blocked_reason=reason,
@@ -146,7 +147,7 @@ class AdapterProcessor(Processor):
         if request.deadline_ms is None or now < request.deadline_ms:
             return None
         reason = f"deadline passed {now - request.deadline_ms} ms before {when}: provider not called"
-        return ToolResult(ok=False, failure_class="transient", error=reason, blocked_reason=reason)
+        return ToolResult(ok=False, failure_class=TRANSIENT, error=reason, blocked_reason=reason)
 
 
 def _breaker_policy() -> BreakerPolicy:

@@ -9,6 +9,7 @@ from typing import Any
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
+from keel.vocab import TRANSIENT
 
 
 def _event(cmd: StepCommand, kind: str, now_ms: int, extra: str = "", **fields: Any) -> RunEvent:
@@ -79,7 +80,7 @@ def too_late(cmd: StepCommand, agent: str | None, model: str, now_ms: int) -> li
     """The attempt's deadline passed before its model call could start: the call is not made (the
     scheduler already counts the attempt as lost and retries it); this fact says why nothing was spent."""
     error = "not called: the attempt's deadline passed before its model call could start"
-    return llm_failed(cmd, agent, model, "transient", error, None, now_ms)
+    return llm_failed(cmd, agent, model, TRANSIENT, error, None, now_ms)
 
 
 def llm_succeeded(

@@ -15,11 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.events import now_ms
+from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, VALIDATION
 from services.executor.pricing import cost_usd, price_of
 
-# A model call has no side effect, so it never has an unknown outcome; budget trips happen elsewhere.
+# The classes of keel.vocab.FailureClass a model call can have: it has no side effect, so it never has an
+# unknown outcome; budget trips happen elsewhere.
 ModelFailureClass = Literal["transient", "rate_limited", "validation", "auth"]
-_FALL_BACK_ON = ("transient", "rate_limited")
+_FALL_BACK_ON = (TRANSIENT, RATE_LIMITED)
 
 
 class Route(BaseModel):
@@ -96,10 +98,10 @@ class ModelError(Exception):
 def _classify(status: int) -> ModelFailureClass:
     # Same table as the tool adapters' classify_http, minus the classes a model call cannot have.
     if status == 429:
-        return "rate_limited"
+        return RATE_LIMITED
     if status in (401, 403):
-        return "auth"
-    return "transient" if status == 408 or status >= 500 else "validation"
+        return AUTH
+    return TRANSIENT if status == 408 or status >= 500 else VALIDATION
 
 
 def _retry_after_ms(value: str | None) -> int | None:
@@ -138,7 +140,7 @@ class ModelRouter:
         for model in chain:
             try:
                 if req.deadline_ms is not None and now_ms() >= req.deadline_ms:
-                    raise ModelError("transient", f"{model}: not called: the attempt's deadline has passed")
+                    raise ModelError(TRANSIENT, f"{model}: not called: the attempt's deadline has passed")
                 reply = self._guarded_call(model, req, transitions)
             except ModelError as exc:
                 attempts.append((model, exc.failure_class))
@@ -156,7 +158,7 @@ class ModelRouter:
         breaker = self.breakers.get(f"model:{model}")
         permit = breaker.before_call(now_ms())
         if isinstance(permit, Rejection):
-            raise ModelError("rate_limited", f"{model}: circuit open, not called", permit.retry_after_ms)
+            raise ModelError(RATE_LIMITED, f"{model}: circuit open, not called", permit.retry_after_ms)
         if permit.transition:
             transitions.append(permit.transition)
         try:
@@ -193,7 +195,7 @@ class ModelRouter:
             )
         except httpx.HTTPError as exc:
             # Any transport failure, timeouts included, is transient: repeating a completion has no effect.
-            raise ModelError("transient", f"{model}: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(TRANSIENT, f"{model}: {type(exc).__name__}: {exc}") from exc
         if not response.is_success:
             raise ModelError(
                 _classify(response.status_code),
@@ -227,11 +229,9 @@ def _read_completion(model: str, response: httpx.Response) -> tuple[str, int, in
         usage = doc["usage"]
         prompt_tokens, completion_tokens = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ModelError(
-            "validation", f"{model}: malformed completion ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ModelError(VALIDATION, f"{model}: malformed completion ({type(exc).__name__}: {exc})") from exc
     if not isinstance(content, str):
-        raise ModelError("validation", f"{model}: completion has no text content")
+        raise ModelError(VALIDATION, f"{model}: completion has no text content")
     return content, prompt_tokens, completion_tokens
 
 
@@ -239,7 +239,7 @@ def _parse_json(model: str, content: str) -> dict[str, Any]:
     try:
         parsed = json.loads(content)
     except ValueError as exc:
-        raise ModelError("validation", f"{model}: response is not valid JSON: {exc}") from exc
+        raise ModelError(VALIDATION, f"{model}: response is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
-        raise ModelError("validation", f"{model}: expected a JSON object, got {type(parsed).__name__}")
+        raise ModelError(VALIDATION, f"{model}: expected a JSON object, got {type(parsed).__name__}")
     return parsed

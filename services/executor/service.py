@@ -23,6 +23,7 @@ from keel.serde import Serde
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS
 from keel.txloop import Output, Processor, Record, Reject
+from keel.vocab import VALIDATION
 from services.executor import core
 from services.executor.pricing import UnknownModelPrice
 from services.executor.router import ModelError, ModelRequest, ModelRouter, RouterSettings
@@ -74,7 +75,7 @@ class ExecutorProcessor(Processor):
         try:
             answer = self.router.complete(request)
         except UnknownModelPrice as exc:  # its spend could not be counted: never called, never retried
-            events = core.llm_failed(cmd, spec.agent, spec.model, "validation", str(exc), None, ev.now_ms())
+            events = core.llm_failed(cmd, spec.agent, spec.model, VALIDATION, str(exc), None, ev.now_ms())
         except ModelError as exc:
             events = core.llm_failed(
                 cmd, spec.agent, spec.model, exc.failure_class, exc.message, exc.cost_usd, ev.now_ms()

@@ -12,35 +12,36 @@ from decimal import Decimal
 from typing import Any
 
 import keel.events as ev
+from keel import vocab
 from keel.contracts import RunEvent
 from services.projector.values import clean, cost_of, json_value, jsonable
 
 RUN_STATUS_OF = {
-    ev.CREATED: "created",
-    ev.SCHEDULED: "scheduled",
-    ev.STARTED: "running",
-    ev.COMPLETED: "completed",
-    ev.FAILED: "failed",
-    ev.CANCELED: "canceled",
-    ev.QUARANTINED: "quarantined",
-    ev.QUARANTINE_RESOLVED: "running",
+    ev.CREATED: vocab.CREATED,
+    ev.SCHEDULED: vocab.SCHEDULED,
+    ev.STARTED: vocab.RUNNING,
+    ev.COMPLETED: vocab.COMPLETED,
+    ev.FAILED: vocab.FAILED,
+    ev.CANCELED: vocab.CANCELED,
+    ev.QUARANTINED: vocab.QUARANTINED,
+    ev.QUARANTINE_RESOLVED: vocab.RUNNING,
 }
 STEP_STATUS_OF = {
-    ev.STEP_STARTED: "running",
-    ev.STEP_FAILED: "failed",
-    ev.TOOL_FAILED: "failed",
-    ev.RETRY_SCHEDULED: "retrying",
-    ev.STEP_COMMITTED: "committed",
-    ev.FAILED: "failed",
+    ev.STEP_STARTED: vocab.RUNNING,
+    ev.STEP_FAILED: vocab.FAILED,
+    ev.TOOL_FAILED: vocab.FAILED,
+    ev.RETRY_SCHEDULED: vocab.RETRYING,
+    ev.STEP_COMMITTED: vocab.COMMITTED,
+    ev.FAILED: vocab.FAILED,
 }
 ATTEMPT_STATUS_OF = {
-    ev.STEP_STARTED: "running",
-    ev.TOOL_CALLED: "running",
-    ev.MODEL_CALLED: "running",
-    ev.TOOL_SUCCEEDED: "succeeded",
-    ev.STEP_FAILED: "failed",
-    ev.TOOL_FAILED: "failed",
-    ev.STEP_COMMITTED: "committed",
+    ev.STEP_STARTED: vocab.RUNNING,
+    ev.TOOL_CALLED: vocab.RUNNING,
+    ev.MODEL_CALLED: vocab.RUNNING,
+    ev.TOOL_SUCCEEDED: vocab.SUCCEEDED,
+    ev.STEP_FAILED: vocab.FAILED,
+    ev.TOOL_FAILED: vocab.FAILED,
+    ev.STEP_COMMITTED: vocab.COMMITTED,
 }
 KNOWN = frozenset(RUN_STATUS_OF) | frozenset(STEP_STATUS_OF) | frozenset(ATTEMPT_STATUS_OF)
 ENDS_ATTEMPT = frozenset({ev.TOOL_SUCCEEDED, ev.STEP_FAILED, ev.TOOL_FAILED, ev.STEP_COMMITTED})

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import keel.events as ev
+from keel import vocab
 
 
 class Merge(Enum):
@@ -43,12 +44,12 @@ class Table:
 
 
 RUN_STATUS = Status(
-    rank={"unknown": 0, ev.CREATED: 1, ev.SCHEDULED: 2, "running": 3, ev.QUARANTINED: 3,
+    rank={vocab.UNKNOWN: 0, ev.CREATED: 1, ev.SCHEDULED: 2, vocab.RUNNING: 3, ev.QUARANTINED: 3,
           ev.COMPLETED: 4, ev.FAILED: 4, ev.CANCELED: 4},
     final=ev.TERMINAL,
 )  # fmt: skip
-STEP_STATUS = Status(rank={}, final=frozenset({"committed"}))
-ATTEMPT_STATUS = Status(rank={"running": 0, "succeeded": 1, "failed": 2, "committed": 3})
+STEP_STATUS = Status(rank={}, final=frozenset({vocab.COMMITTED}))
+ATTEMPT_STATUS = Status(rank={vocab.RUNNING: 0, vocab.SUCCEEDED: 1, vocab.FAILED: 2, vocab.COMMITTED: 3})
 
 RUNS = Table(
     "runs",

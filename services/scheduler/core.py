@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from keel import events as ev
 from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
+from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -90,10 +91,10 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
             now_ms,
             input_json=input_json,
             input_ref=input_ref,
-            run=RunDetail(status="created", requested_by=req.requested_by),
+            run=RunDetail(status=CREATED, requested_by=req.requested_by),
         ),
-        event(state, ev.SCHEDULED, now_ms, run=RunDetail(status="scheduled")),
-        event(state, ev.STARTED, now_ms, run=RunDetail(status="running")),
+        event(state, ev.SCHEDULED, now_ms, run=RunDetail(status=SCHEDULED)),
+        event(state, ev.STARTED, now_ms, run=RunDetail(status=RUNNING)),
     ]
     outputs += dispatch_ready(state, spec, now_ms)
     return Decision(state, outputs)
@@ -210,7 +211,7 @@ def _on_cancel(state: RunState, cmd: ControlCommand, now_ms: int) -> Decision:
     for name, step in state.steps.items():
         if step.status == WAITING_RETRY:
             step.fire_at = None
-            if step.last_failure == "unknown_outcome":
+            if step.last_failure == UNKNOWN_OUTCOME:
                 unknown = unknown or name  # its last attempt may have had its effect: never retried now
             else:
                 step.status = STEP_CANCELED
@@ -218,7 +219,7 @@ def _on_cancel(state: RunState, cmd: ControlCommand, now_ms: int) -> Decision:
     if unknown is not None:
         step = state.steps[unknown]
         why = f"canceled by {_who(state)} while attempt {step.attempt}'s outcome was unknown"
-        return quarantine(state, unknown, now_ms, why, "unknown_outcome")
+        return quarantine(state, unknown, now_ms, why, UNKNOWN_OUTCOME)
     return _settle_cancel(state, now_ms)
 
 
@@ -229,7 +230,7 @@ def _failed_while_canceling(state: RunState, spec: StepSpec, fact: RunEvent, now
     )
     accepted = bool(tool and tool.effect_accepted)
     called = not (tool and tool.blocked_reason)
-    if spec.kind == "tool" and called and (failure_class == "unknown_outcome" or accepted):
+    if spec.kind == "tool" and called and (failure_class == UNKNOWN_OUTCOME or accepted):
         what = "the provider accepted it" if accepted else "its outcome is unknown"
         why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
         return quarantine(
@@ -251,7 +252,7 @@ def _timed_out_while_canceling(state: RunState, spec: StepSpec, now_ms: int) -> 
     step = state.steps[spec.name]
     if spec.kind == "tool":
         why = f"canceled by {_who(state)}; attempt {step.attempt} was in flight and timed out"
-        return quarantine(state, spec.name, now_ms, f"{why}: outcome unknown", "unknown_outcome")
+        return quarantine(state, spec.name, now_ms, f"{why}: outcome unknown", UNKNOWN_OUTCOME)
     step.status, step.deadline = STEP_CANCELED, None  # an llm attempt has no effect to wait for
     return _settle_cancel(state, now_ms)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent
+from keel.vocab import TRANSIENT, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec
 from services.scheduler.retry import decide_retry
 from services.scheduler.state import WAITING_RETRY, RunState
@@ -46,7 +47,7 @@ def on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> 
     failure_class = (
         (tool.failure_class if tool else None)
         or (fact.step_detail.failure_class if fact.step_detail else None)
-        or "transient"
+        or TRANSIENT
     )
     failure = Failure(
         failure_class,
@@ -70,10 +71,10 @@ def on_timeout(
     step = state.steps[spec.name]
     error = f"attempt {step.attempt} timed out after {spec.timeout_ms} ms without a result"
     if spec.kind == "llm":
-        return retry_or_stop(state, spec, Failure("transient", error=error), now_ms)
+        return retry_or_stop(state, spec, Failure(TRANSIENT, error=error), now_ms)
     deadline = step.deadline if step.deadline is not None else now_ms
     failure = Failure(
-        "unknown_outcome",
+        UNKNOWN_OUTCOME,
         mode=tool_mode(spec.tool or ""),
         error=error,
         key=step.idempotency_key,
@@ -102,7 +103,7 @@ def retry_or_stop(state: RunState, spec: StepSpec, failure: Failure, now_ms: int
     if spec.kind == "tool" and decision.action == "fail" and failure.effect_accepted:
         reason = f"the provider accepted the call but its answer broke the contract ({decision.reason})"
         return _hold(state, spec, failure, reason, now_ms)
-    if spec.kind == "tool" and decision.action == "fail" and failure.failure_class == "unknown_outcome":
+    if spec.kind == "tool" and decision.action == "fail" and failure.failure_class == UNKNOWN_OUTCOME:
         reason = f"{decision.reason}; the last attempt's outcome is unknown, so its effect may exist"
         return _hold(state, spec, failure, reason, now_ms)
     if decision.action == "quarantine":

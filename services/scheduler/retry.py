@@ -6,9 +6,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from keel.vocab import AUTH, BUDGET, RATE_LIMITED, SAFE_TO_REPEAT_MODES, UNKNOWN_OUTCOME, VALIDATION
 from keel.workflows import RetryPolicy
 
-SAFE_TO_REPEAT_MODES = frozenset({"provider_key", "lookup"})
 # The longest a provider's Retry-After can hold a step (unless the step's own max backoff is longer): a
 # provider's header must not park a run for days, nor push a timer past what a datetime can hold.
 MAX_RETRY_AFTER_MS = 5 * 60 * 1000
@@ -37,13 +37,13 @@ def decide_retry(
     retry_after_ms: int | None,
     seed: str,
 ) -> RetryDecision:
-    if failure_class == "auth":
+    if failure_class == AUTH:
         return RetryDecision("fail", "auth/permission failures are never retried")
-    if failure_class == "validation":
+    if failure_class == VALIDATION:
         return RetryDecision("fail", "validation failures are never retried blindly")
-    if failure_class == "budget":
+    if failure_class == BUDGET:
         return RetryDecision("fail", "budget exceeded: hard stop")
-    if failure_class == "unknown_outcome" and idempotency_mode not in SAFE_TO_REPEAT_MODES:
+    if failure_class == UNKNOWN_OUTCOME and idempotency_mode not in SAFE_TO_REPEAT_MODES:
         return RetryDecision(
             "quarantine",
             f"outcome unknown and the adapter's idempotency mode is "
@@ -52,9 +52,9 @@ def decide_retry(
     if attempt >= policy.max_attempts:
         return RetryDecision("fail", f"{failure_class}: gave up after {attempt} attempts")
     delay = backoff_ms(policy, attempt, seed)
-    if failure_class == "unknown_outcome":
+    if failure_class == UNKNOWN_OUTCOME:
         reason = f"outcome unknown; the {idempotency_mode} adapter makes repeating with the same key safe"
-    elif failure_class == "rate_limited" and retry_after_ms is not None:
+    elif failure_class == RATE_LIMITED and retry_after_ms is not None:
         ceiling = max(policy.max_backoff_ms, MAX_RETRY_AFTER_MS)
         wait = min(max(retry_after_ms, 0), ceiling)
         delay = max(delay, wait)

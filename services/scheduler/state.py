@@ -7,20 +7,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-# Step statuses
-PENDING, DISPATCHED, WAITING_RETRY, COMMITTED, FAILED = (
-    "pending",
-    "dispatched",
-    "waiting_retry",
-    "committed",
-    "failed",
-)
-STEP_CANCELED = "canceled"  # the run was canceled before this step's next attempt; no effect is pending
+from keel import vocab
+
+# Step statuses (the words are keel.vocab's; these names are the scheduler's own).
+PENDING, DISPATCHED, WAITING_RETRY = vocab.PENDING, vocab.DISPATCHED, vocab.WAITING_RETRY
+COMMITTED, FAILED = vocab.COMMITTED, vocab.FAILED
+STEP_CANCELED = vocab.CANCELED  # the run was canceled before this step's next attempt; no effect is pending
 # Run statuses. CANCELING: a cancel arrived while attempts were in flight; no step starts, and the run
 # ends canceled once they have settled (or goes to quarantine if one's outcome turns out unknown).
-RUNNING, QUARANTINED, CANCELING = "running", "quarantined", "canceling"
-COMPLETED, RUN_FAILED, CANCELED = "completed", "failed", "canceled"
-TERMINAL = frozenset({COMPLETED, RUN_FAILED, CANCELED})
+RUNNING, QUARANTINED, CANCELING = vocab.RUNNING, vocab.QUARANTINED, vocab.CANCELING
+COMPLETED, RUN_FAILED, CANCELED = vocab.COMPLETED, vocab.FAILED, vocab.CANCELED
+TERMINAL = vocab.TERMINAL_RUN_STATUSES
 
 # The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
 # upcaster below: the changelog holds records of every version ever written, and a restore reads them all.

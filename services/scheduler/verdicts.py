@@ -7,7 +7,7 @@ from typing import Any
 
 from keel import events as ev
 from keel.contracts import QuarantineDetail, RunDetail, RunEvent, StepCommand
-from services.scheduler.state import QUARANTINED, RUN_FAILED, RunState
+from services.scheduler.state import FAILED, QUARANTINED, RUN_FAILED, RunState
 
 Emitted = RunEvent | StepCommand
 
@@ -56,7 +56,7 @@ def end(state: RunState, status: str, now_ms: int, reason: str | None = None, **
 
 def fail(state: RunState, now_ms: int, reason: str, step: str | None = None) -> Decision:
     if step:
-        state.steps[step].status = "failed"
+        state.steps[step].status = FAILED
     return end(state, RUN_FAILED, now_ms, reason)
 
 
