@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
+from keel import builtin_tools
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
@@ -50,7 +51,7 @@ class SchedulerProcessor(Processor):
         probe: EndProbe | None = None,
     ) -> None:
         self.workflows = workflows or Catalog.configured()
-        self.tool_mode = tool_mode or _adapter_mode
+        self.tool_mode = tool_mode or builtin_tools.idempotency_mode
         self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
@@ -247,16 +248,6 @@ class SchedulerProcessor(Processor):
 
 def _copy(state: RunState) -> RunState:
     return RunState.from_json(state.to_json())
-
-
-def _adapter_mode(tool: str) -> str | None:
-    # Adapters are versioned code shipped with Keel; their declared mode is part of their contract.
-    from services.adapters.catalog import UnknownTool, get_adapter
-
-    try:
-        return str(get_adapter(tool).idempotency_mode)
-    except UnknownTool:
-        return None  # unknown: treated as "none", the safe reading
 
 
 def make_processor(settings: Settings, _: Serde) -> SchedulerProcessor:
