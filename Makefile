@@ -61,6 +61,7 @@ bench-scale: setup ## scale curves: throughput and p50/p99 vs offered load and i
 lint: setup ## ruff, mypy on libs/ and the services, and the import layers
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy libs/keel libs/keel_ops services
+	@PYTHONPATH=libs:. $(VENV)/bin/lint-imports
 
 typecheck: setup ## mypy on libs/ and the services
 	@$(VENV)/bin/mypy libs/keel libs/keel_ops services
