@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-import keel.events as ev
 from keel import vocab
 
 
@@ -44,9 +43,9 @@ class Table:
 
 
 RUN_STATUS = Status(
-    rank={vocab.UNKNOWN: 0, ev.CREATED: 1, ev.SCHEDULED: 2, vocab.RUNNING: 3, ev.QUARANTINED: 3,
-          ev.COMPLETED: 4, ev.FAILED: 4, ev.CANCELED: 4},
-    final=ev.TERMINAL,
+    rank={vocab.UNKNOWN: 0, vocab.CREATED: 1, vocab.SCHEDULED: 2, vocab.RUNNING: 3, vocab.QUARANTINED: 3,
+          vocab.COMPLETED: 4, vocab.FAILED: 4, vocab.CANCELED: 4},
+    final=vocab.TERMINAL_RUN_STATUSES,
 )  # fmt: skip
 STEP_STATUS = Status(rank={}, final=frozenset({vocab.COMMITTED}))
 ATTEMPT_STATUS = Status(rank={vocab.RUNNING: 0, vocab.SUCCEEDED: 1, vocab.FAILED: 2, vocab.COMMITTED: 3})
