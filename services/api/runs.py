@@ -186,11 +186,9 @@ def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> Run
     if problems:
         raise ApiError(422, "invalid_input", "; ".join(problems))
     size = len(canonical_json(body.input).encode())
-    if size > intake.MAX_INLINE_INPUT_BYTES:
+    if size > intake.MAX_INPUT_BYTES:  # above the blob threshold, it is published by reference
         raise ApiError(
-            413,
-            "payload_too_large",
-            f"the run input is {size} bytes; at most {intake.MAX_INLINE_INPUT_BYTES} may be inlined",
+            413, "payload_too_large", f"the run input is {size} bytes; at most {intake.MAX_INPUT_BYTES}"
         )
     try:
         validate_input(spec, body.input)
