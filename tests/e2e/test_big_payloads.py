@@ -66,7 +66,11 @@ def test_a_10_mib_input_and_a_5_mib_tool_result_complete_with_small_events(acme,
     assert email["body"] == kind and email["subject"] == activity["activity_id"]
     assert sims.stats("crm")["deliveries"] == 1 and sims.stats("email")["deliveries"] == 1
 
-    # The API resolves a ref of the run for its tenant, and for no other.
+    # The API shows payloads by reference as claim checks, and resolves a ref of the run for its tenant,
+    # and for no other.
+    run = cli_runs.api(acme, "GET", f"/v1/runs/{run_id}")
+    assert run["input"] == {"$keel_blob": created.input_ref}
+    assert cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/blobs/{created.input_ref}") == run_input
     ref = committed.output_ref
     got = cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/blobs/{ref}")
     assert got["kind"] == kind
