@@ -8,13 +8,13 @@ never named, is a 404 like a run that does not exist.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from psycopg import sql
 from starlette.concurrency import run_in_threadpool
 
-from keel.blobs import REF_PATTERN, BlobMissing, store_for
+from keel.blobs import REF_PATTERN, BlobMissing, is_ref, store_for
 from services.api import docs
 from services.api.deps import Tenant, deps_of
 from services.api.errors import ApiError
@@ -29,12 +29,12 @@ _JSON = {"description": "the payload's JSON, as stored", "content": {"applicatio
     response_model=None,
     responses={200: _JSON, **docs.errors(401, 404, 503)},
 )
-async def blob(
-    request: Request, run_id: str, ref: Annotated[str, Path(pattern=REF_PATTERN)], tenant: Tenant
-) -> Response:
+async def blob(request: Request, run_id: str, ref: str, tenant: Tenant) -> Response:
     deps = deps_of(request)
 
     def read() -> bytes:
+        if not is_ref(ref):  # no event can name it (and Postgres could not even compare a NUL)
+            raise ApiError(404, "blob_not_found", f"{ref!r} is not a blob ref ({REF_PATTERN})")
         with deps.pool.connection() as conn:
             keel_id, _ = resolve(conn, tenant, run_id)
             named = _named_by(conn, deps.api.projection_schema, tenant, keel_id, ref)

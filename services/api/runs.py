@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from keel import intake
 from keel.idempotency import canonical_json
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
-from services.api import claims, docs, errors, queries
+from services.api import claims, docs, errors, payload_refs, queries
 from services.api.claims import Claim
 from services.api.deps import Deps, Tenant, deps_of
 from services.api.errors import ApiError
@@ -109,9 +109,10 @@ def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
     with deps.pool.connection() as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.run_detail(conn, deps.api.projection_schema, tenant, keel_id)
-    if found is None:
-        raise not_found(run_id)
-    return _ids(found, client_id)
+        if found is None:
+            raise not_found(run_id)
+        detail = _ids(found, client_id)
+        return payload_refs.with_claim_checks(conn, deps.api.projection_schema, tenant, detail)
 
 
 @router.get(

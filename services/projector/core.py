@@ -13,7 +13,7 @@ from typing import Any
 
 import keel.events as ev
 from keel.contracts import RunEvent
-from services.projector.values import clean, cost_of, jsonable, payload_value
+from services.projector.values import clean, cost_of, json_value, jsonable
 
 RUN_STATUS_OF = {
     ev.CREATED: "created",
@@ -114,11 +114,11 @@ def _run_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
     if e.event in RUN_STATUS_OF:
         row["status"] = RUN_STATUS_OF[e.event]
     if e.event == ev.CREATED:
-        row["input_json"] = payload_value(e.input_json, e.input_ref)
+        row["input_json"] = json_value(e.input_json)
     if e.event in ev.TERMINAL:
         row.update(ended_at=e.ts, error=clean(e.error or (e.run.reason if e.run else None)))
         if e.event == ev.COMPLETED:
-            row["output_json"] = payload_value(e.output_json, e.output_ref)
+            row["output_json"] = json_value(e.output_json)
     return row
 
 
@@ -137,7 +137,7 @@ def _step_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
     if e.event == ev.TOOL_SUCCEEDED and e.tool is not None:
         row["external_id"] = e.tool.external_id
     if e.event == ev.STEP_COMMITTED:
-        row["output_json"] = payload_value(e.output_json, e.output_ref)
+        row["output_json"] = json_value(e.output_json)
         if e.commit is not None:
             row.update(external_id=e.commit.external_id, committed_at=e.commit.committed_at)
     return row

@@ -8,8 +8,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from keel.claimcheck import MARKER_KEY
-
 
 def cost_of(value: float | None) -> Decimal | None:
     # Decimal via repr: the shortest exact text of the float, so sums in numeric columns are exact.
@@ -46,12 +44,3 @@ def jsonable(value: Any) -> Any:
 def clean(text: Any) -> Any:
     # Postgres text and jsonb cannot hold NUL: one odd event must not make a whole batch unstorable.
     return text.replace("\x00", "\ufffd") if isinstance(text, str) else text
-
-
-def payload_value(text: str | None, ref: str | None) -> Any:
-    """A *_json/*_ref pair as a JSON value: the payload, or, when it travelled by reference, the
-    claim-check object naming its blob (`GET /v1/runs/{id}/blobs/{ref}` serves it): never a null that
-    would read as "no payload"."""
-    if text is None and ref is not None:
-        return {MARKER_KEY: ref}
-    return json_value(text)

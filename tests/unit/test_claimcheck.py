@@ -106,12 +106,3 @@ def test_only_an_exact_claim_check_object_is_one():
     assert ref_of_marker_text(json.dumps({MARKER_KEY: ref, "x": 1})) is None
     assert ref_of_marker_text(json.dumps({MARKER_KEY: "sha256:short"})) is None
     assert ref_of_marker_text('{"note":"' + "x" * 50 + '"}') is None
-
-
-def test_projections_show_a_payload_by_reference_as_its_claim_check_never_as_null(store):
-    from services.projector.values import payload_value
-
-    gone = offload(event(BIG), store, LIMIT)
-    assert payload_value(gone.output_json, gone.output_ref) == {MARKER_KEY: gone.output_ref}
-    assert payload_value(event(SMALL).output_json, event(SMALL).output_ref) == SMALL
-    assert payload_value(None, None) is None
