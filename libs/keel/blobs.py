@@ -31,6 +31,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from keel.intake import TENANT_PATTERN
+from keel.registryerrors import RegistryUnavailable
 from keel.settings import Settings
 
 REF_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -44,6 +45,12 @@ class BlobMissing(LookupError):
     def __init__(self, tenant_id: str, ref: str, where: str) -> None:
         super().__init__(f"blob {ref} of tenant {tenant_id} is missing from the blob store ({where})")
         self.tenant_id, self.ref = tenant_id, ref
+
+
+class BlobStoreUnavailable(RegistryUnavailable):
+    """The blob store could not be read or written just now (an I/O error, an object store away). A
+    loop treats it as it treats a schema registry outage: the batch is rewound and retried after a
+    pause; no message is dead-lettered and no run held for it."""
 
 
 class BlobCorrupt(ValueError):
@@ -86,12 +93,15 @@ class BlobStore:
         """Store `data` for the tenant; returns its ref. Idempotent: the same bytes, the same ref."""
         ref = ref_of(data)
         path = self.path(tenant_id, ref)
-        if self.local:
-            self._put_local(path, data)
-        else:
-            # An object store writes an object whole or not at all; re-writing the same bytes is harmless
-            # and refreshes the object's age for retention.
-            self.fs.pipe_file(path, data)
+        try:
+            if self.local:
+                self._put_local(path, data)
+            else:
+                # An object store writes an object whole or not at all; re-writing the same bytes is
+                # harmless and refreshes the object's age for retention.
+                self.fs.pipe_file(path, data)
+        except Exception as exc:
+            raise BlobStoreUnavailable(f"cannot store blob {ref} in {self.url}: {exc}") from exc
         return ref
 
     def _put_local(self, path: str, data: bytes) -> None:
@@ -113,6 +123,8 @@ class BlobStore:
             data = bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             raise BlobMissing(tenant_id, ref, self.url) from None
+        except Exception as exc:
+            raise BlobStoreUnavailable(f"cannot read blob {ref} from {self.url}: {exc}") from exc
         if ref_of(data) != ref:
             raise BlobCorrupt(f"blob {ref} of tenant {tenant_id} does not match its digest ({self.url})")
         return data

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from psycopg import sql
 from starlette.concurrency import run_in_threadpool
 
-from keel.blobs import REF_PATTERN, BlobMissing, is_ref, store_for
+from keel.blobs import REF_PATTERN, BlobMissing, BlobStoreUnavailable, is_ref, store_for
 from services.api import docs
 from services.api.deps import Tenant, deps_of
 from services.api.errors import ApiError
@@ -46,6 +46,8 @@ async def blob(request: Request, run_id: str, ref: str, tenant: Tenant) -> Respo
             return store_for(deps.settings).get(tenant, ref)
         except BlobMissing as exc:
             raise ApiError(404, "blob_missing", str(exc)) from None
+        except BlobStoreUnavailable as exc:
+            raise ApiError(503, "blob_store_unavailable", str(exc)) from None
 
     return Response(await run_in_threadpool(read), media_type="application/json")
 

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, Message
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from keel import intake
-from keel.blobs import store_for
+from keel.blobs import BlobStoreUnavailable, store_for
 from keel.claimcheck import offload
 from keel.contracts import RunRequested
 from keel.idempotency import canonical_json, content_ref
@@ -137,8 +137,8 @@ class Publisher:
 
         try:
             request = offload(request, self.blobs)  # a large input goes by reference (input_ref)
-        except OSError as exc:
-            raise DeliveryFailed(f"cannot store the run input in the blob store: {exc}") from None
+        except BlobStoreUnavailable as exc:
+            raise DeliveryFailed(str(exc)) from None
         try:
             value = self.serde.encode(self.topic, request)
         except Exception as exc:  # the registry is away or the contract is not registered

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
-from keel.blobs import BlobMissing, store_for
+from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
@@ -164,6 +164,8 @@ class SchedulerProcessor(Processor):
                 payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
         except Rejected as exc:
             raise Reject(exc.reason, exc.error_class) from None
+        except BlobStoreUnavailable:
+            raise  # not the run's fault: the loop retries the batch after a pause
         except Exception as exc:
             if current is None:
                 raise  # no run to hold: the loop dead-letters the message with the reason

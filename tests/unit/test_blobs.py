@@ -87,3 +87,16 @@ def test_sweep_selects_only_blobs_older_than_the_horizon_and_deletes_them(tmp_pa
     deleted = sweep(store, horizon_s=3600)
     assert [(b.tenant_id, b.ref) for b in deleted] == [("globex", gone)]
     assert store.exists("acme", kept) and not store.exists("globex", gone)
+
+
+def test_a_store_that_cannot_be_written_or_read_is_unavailable_which_loops_retry(tmp_path):
+    from keel.blobs import BlobStoreUnavailable
+    from keel.registryerrors import registry_unavailable
+
+    (tmp_path / "file").write_bytes(b"not a directory")
+    store = BlobStore(str(tmp_path / "file"))  # every path under it is unreachable
+    with pytest.raises(BlobStoreUnavailable) as err:
+        store.put("acme", DATA)
+    assert registry_unavailable(err.value)  # the loop rewinds and retries; nothing is dead-lettered
+    with pytest.raises(BlobStoreUnavailable):
+        store.get("acme", ref_of(DATA))
