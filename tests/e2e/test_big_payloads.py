@@ -16,7 +16,14 @@ from keel.contracts import ToolCommand
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.stack import service_process, start_background
-from keel.topics import LEDGER, RUN_EVENTS, TOOL_COMMANDS
+from keel.topics import (
+    LEDGER,
+    RUN_EVENTS,
+    RUN_REQUESTS,
+    SCHEDULER_STATE,
+    STEP_COMMANDS,
+    TOOL_COMMANDS,
+)
 
 pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
@@ -44,8 +51,9 @@ def test_a_10_mib_input_and_a_5_mib_tool_result_complete_with_small_events(acme,
         (e.event, e.step, e.error) for e in events.of(run_id)
     ]
 
-    # Every record of the run on the bus is small: the payloads travel by reference.
-    for topic in (RUN_EVENTS, TOOL_COMMANDS, LEDGER):
+    # Every record of the run on the bus is small: the payloads travel by reference (the scheduler's
+    # changelog too: its state keeps claim checks).
+    for topic in (RUN_REQUESTS, RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS, LEDGER, SCHEDULER_STATE):
         records = _records_of(acme, topic, run_id)
         assert records, f"no records of {run_id} on {topic}"
         sizes = [len(m.value() or b"") for m in records]
