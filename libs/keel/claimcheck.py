@@ -22,8 +22,8 @@ from keel.contracts import LedgerRecord, RunEvent, RunRequested, StepCommand, To
 from keel.idempotency import canonical_json
 from keel.settings import get_settings
 
-# The one key of a claim-check object. Keel never writes it otherwise; a payload that is exactly such an
-# object stands for the blob it names (of the same tenant only: paths are tenant-scoped).
+# The one key of a claim-check object. A payload that is itself exactly such an object (a model can
+# answer anything) is stored by reference like a large one, so it is never mistaken for a claim check.
 MARKER_KEY = "$keel_blob"
 _MARKER_PREFIX = '{"' + MARKER_KEY + '":'
 _MARKER_MAX = len(_MARKER_PREFIX) + 80
@@ -86,7 +86,11 @@ def offload(record: Any, store: BlobStore | None = None, threshold: int | None =
     changes: dict[str, Any] = {}
     for json_field, ref_field in fields:
         text = getattr(record, json_field)
-        if text is None or not too_large(text, limit):
+        if text is None:
+            continue
+        # A payload that itself looks like a claim check goes by reference too, whatever its size, so a
+        # reader resolving the field gets exactly it back (one level: the claim check is never re-read).
+        if not too_large(text, limit) and (ref_field is not None or ref_of_marker_text(text) is None):
             continue
         store = store or store_for(get_settings())
         if ref_field is None:

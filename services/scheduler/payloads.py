@@ -9,7 +9,8 @@ held in memory and written to the changelog after every change. So the shell
 - before a message that can render a step (a request, a commit), puts the values back in the state;
 - after the decision, puts every value above the blob threshold back in the blob store, leaving a
   claim-check object (`{"$keel_blob": ref}`) in its place; a step's rendered command input, kept for its
-  retries, becomes the claim-check text the commands carry.
+  retries, becomes the claim-check text the commands carry. (`dehydrate` only ever follows `hydrate`,
+  or starts a run, so every claim-check-shaped value it meets is data, stored by reference as well.)
 
 Anything missing raises `BlobMissing`, naming the ref and the tenant.
 """
@@ -64,10 +65,12 @@ def hydrate(store: BlobStore, state: RunState) -> None:
 
 
 def _stored(store: BlobStore, tenant_id: str, value: Any, threshold: int) -> Any:
-    if value is None or ref_of_marker(value) is not None:
+    if value is None:
         return value
     text = canonical_json(value)
-    if not too_large(text, threshold):
+    # After `hydrate`, a value shaped like a claim check is the run's own data (a model may answer with
+    # anything): it goes by reference too, so the next `hydrate` gives exactly it back.
+    if not too_large(text, threshold) and ref_of_marker(value) is None:
         return value
     return marker(store_json(store, tenant_id, text))
 

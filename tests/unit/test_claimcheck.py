@@ -106,3 +106,10 @@ def test_only_an_exact_claim_check_object_is_one():
     assert ref_of_marker_text(json.dumps({MARKER_KEY: ref, "x": 1})) is None
     assert ref_of_marker_text(json.dumps({MARKER_KEY: "sha256:short"})) is None
     assert ref_of_marker_text('{"note":"' + "x" * 50 + '"}') is None
+
+
+def test_a_small_payload_shaped_like_a_claim_check_travels_by_reference_and_comes_back_whole(store):
+    shaped = {MARKER_KEY: "sha256:" + "b" * 64}
+    sent = offload(tool_command(shaped), store, LIMIT)
+    assert sent.payload_json != tool_command(shaped).payload_json  # stored, not taken for a claim check
+    assert resolved_command(store, sent) == tool_command(shaped)

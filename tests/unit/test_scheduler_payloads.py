@@ -87,3 +87,24 @@ def test_a_request_whose_input_blob_is_gone_cannot_start_a_run(store):
     store.delete("acme", sent.input_ref)
     with pytest.raises(BlobMissing, match=sent.input_ref):
         payloads.resolve_message(store, sent)
+
+
+def test_a_value_shaped_like_a_claim_check_is_data_and_comes_back_as_it_was(store):
+    # A model answering with exactly a claim-check object must not make the scheduler read that blob.
+    foreign = {"$keel_blob": "sha256:" + "f" * 64}
+    state = shell(store, None, request("run-4")).state
+    committed = RunEvent(
+        event_id="c", run_id="run-4", tenant_id="acme", workflow="big_payloads", workflow_version=1,
+        step="log", event=ev.STEP_COMMITTED, ts=datetime.now(UTC), attempt=1, source="ledger",
+        output_json=json.dumps({"activity_id": "act_1", "kind": foreign}),
+        commit=CommitDetail(committed_at=datetime.now(UTC)),
+    )  # fmt: skip
+    state = shell(store, state, committed).state
+    payloads.hydrate(store, state)
+    assert state.steps["log"].output == {"activity_id": "act_1", "kind": foreign}
+    whole = {"$keel_blob": "sha256:" + "e" * 64}
+    payloads.dehydrate(store, state, LIMIT)
+    state.steps["log"].output = whole  # exactly a claim check, as data
+    payloads.dehydrate(store, state, LIMIT)
+    payloads.hydrate(store, state)
+    assert state.steps["log"].output == whole
