@@ -20,6 +20,8 @@ TASK_ID_MAX = 256
 IDEMPOTENCY_KEY_MAX = 255
 # Inline run inputs travel in every event that copies them; larger ones belong in the blob store.
 MAX_INLINE_INPUT_BYTES = 256 * 1024
+# A run input that travels by reference (input_ref, its content in the blob store) may be this large.
+MAX_INPUT_BYTES = 32 * 1024 * 1024
 
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 _TENANT = re.compile(TENANT_PATTERN)
@@ -78,13 +80,11 @@ def input_problems(run_input: Any) -> list[str]:
     return problems
 
 
-def parse_input(input_json: str | None) -> dict[str, Any]:
+def parse_input(input_json: str | None, limit: int = MAX_INLINE_INPUT_BYTES) -> dict[str, Any]:
     """The run input of a request as a dict; raises InvalidRequest when it is not a valid one."""
     size = len((input_json or "").encode())
-    if size > MAX_INLINE_INPUT_BYTES:
-        raise InvalidRequest(
-            [f"run input is {size} bytes; at most {MAX_INLINE_INPUT_BYTES} may be inlined (pass input_ref)"]
-        )
+    if size > limit:
+        raise InvalidRequest([f"run input is {size} bytes; at most {limit} may be inlined (pass input_ref)"])
 
     def refuse_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1)
     # Largest message value the bus accepts; bigger payloads belong in the blob store.
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # Payloads (run inputs, tool payloads and results, model outputs) larger than this travel by reference:
+    # stored in the blob store (keel.blobs), the event or command carrying only their `sha256:` ref.
+    blob_threshold_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Where blobs live: any fsspec URL (s3://, gs://, az:// with that protocol's fsspec package
+    # installed); a directory under the data dir by default.
+    blob_url: str | None = None
     # A batch whose outputs the broker rejects this many times in a row is halved (see keel.splitting).
     split_after_aborts: int = Field(default=3, ge=1)
     # An instance renews its lease this often; a second process with the same instance id sees the
@@ -61,6 +67,9 @@ class Settings(BaseSettings):
         accepts is refused by the broker. The margin over `max_message_bytes` leaves room for keys,
         headers and the batch framing."""
         return self.max_message_bytes + 64 * 1024
+
+    def blob_root(self) -> str:
+        return self.blob_url or str(self.data_dir / "blobs")
 
     def db_url(self) -> str | None:
         return self.database_url or self.keel_database_url

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Message
 
+from keel.claimcheck import offload
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
 from keel.registryerrors import RegistryUnavailable, registry_unavailable
@@ -116,7 +117,8 @@ class MessageHandler:
                 o.key,
                 o.value
                 if o.value is None or isinstance(o.value, bytes)
-                else self.serde.encode(o.topic, o.value),
+                # Payloads above the blob threshold leave the record for the blob store here.
+                else self.serde.encode(o.topic, offload(o.value)),
                 o.headers,
                 o.partition,
             )

@@ -7,6 +7,7 @@ from typing import Any
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import RunEvent, ToolCommand, ToolDetail
+from keel.vocab import VALIDATION
 from services.adapters.base import ToolResult
 
 
@@ -94,3 +95,15 @@ def blocked(cmd: ToolCommand, mode: str, reason: str, failure_class: str, now_ms
 def circuit(cmd: ToolCommand, transition: Transition, now_ms: int) -> RunEvent:
     """A provider's circuit breaker changed state during this command's call (circuit_opened, ...)."""
     return _event(cmd, transition.event_type, now_ms, error=transition.reason, tool=ToolDetail(tool=cmd.tool))
+
+
+def payload_missing(cmd: ToolCommand, mode: str, error: str, now_ms: int) -> RunEvent:
+    """The command's payload travelled by reference and its blob is gone: the provider is not called
+    (with nothing, or a null, in its place), and no retry can bring it back."""
+    return _event(
+        cmd,
+        ev.TOOL_FAILED,
+        now_ms,
+        error=f"{cmd.tool}: the payload cannot be read: {error}: provider not called",
+        tool=ToolDetail(tool=cmd.tool, idempotency_mode=mode, failure_class=VALIDATION),
+    )

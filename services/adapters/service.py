@@ -11,10 +11,12 @@ from typing import Any, Protocol
 import httpx
 
 import keel.events as ev
+from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
+from keel.claimcheck import resolved_command
 from keel.contracts import LedgerRecord, ToolCommand
 from keel.serde import Serde
-from keel.settings import Settings
+from keel.settings import Settings, get_settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
 from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
 from keel.vocab import RATE_LIMITED, TRANSIENT, VALIDATION
@@ -54,10 +56,12 @@ class AdapterProcessor(Processor):
         ledger: CommittedView,
         http: httpx.Client,
         breakers: BreakerRegistry | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.settings, self.ledger, self.http = settings, ledger, http
         self.breakers = breakers or BreakerRegistry(_breaker_policy())
         self.in_flight = KeyGate()
+        self.blobs = blobs or store_for(get_settings())
 
     def handle(self, record: Record) -> Sequence[Handled]:
         cmd: ToolCommand = record.value
@@ -76,6 +80,10 @@ class AdapterProcessor(Processor):
         blocked = self._blocked(cmd, now, "the command was handled")
         if blocked is not None:  # nothing called: no tool_called, only the fact saying why
             return [Output(RUN_EVENTS, cmd.run_id, facts.blocked(cmd, mode, blocked, TRANSIENT, now))]
+        try:  # a payload above the blob threshold travels by reference: read it back
+            cmd = resolved_command(self.blobs, cmd)
+        except BlobMissing as exc:
+            return [Output(RUN_EVENTS, cmd.run_id, facts.payload_missing(cmd, mode, str(exc), now))]
         request = ToolRequest(
             json.loads(cmd.payload_json),
             cmd.idempotency_key,
@@ -162,4 +170,4 @@ def make_processor(settings: Settings, serde: Serde) -> AdapterProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     tools = AdapterSettings()
     view = LedgerView(settings, serde, horizon_s=tools.retention_horizon_s)
-    return AdapterProcessor(tools, view, httpx.Client(trust_env=False))
+    return AdapterProcessor(tools, view, httpx.Client(trust_env=False), blobs=store_for(settings))

@@ -15,7 +15,7 @@ from keel import db
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.workflows import Catalog
-from services.api import docs, errors, operators, runs
+from services.api import blobs, docs, errors, operators, runs
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Tenant, deps_of
@@ -56,6 +56,7 @@ def create_app(
     app.openapi = lambda: docs.openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     app.include_router(runs.router)
+    app.include_router(blobs.router)
     operators.install(app)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})

@@ -16,8 +16,9 @@ class ApiSettings(BaseSettings):
     # The schema holding the projections (tests point this at their own).
     projection_schema: str = "keel"
     run_requests_topic: str = RUN_REQUESTS
-    # Run inputs belong in events, which stay small; bigger payloads go to the blob store.
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Run inputs up to 32 MiB (keel.intake.MAX_INPUT_BYTES) and the body's own fields: inputs above the
+    # blob threshold travel by reference (the request carries input_ref), so events stay small.
+    max_body_bytes: int = Field(default=33 * 1024 * 1024, ge=1024)
     # How long a POST waits for the broker to acknowledge the run request.
     delivery_timeout_s: float = Field(default=10.0, gt=0)
     health_timeout_s: float = Field(default=2.0, gt=0)

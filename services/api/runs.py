@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from keel import intake
 from keel.idempotency import canonical_json
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
-from services.api import claims, docs, errors, queries
+from services.api import claims, docs, errors, payload_refs, queries
 from services.api.claims import Claim
 from services.api.deps import Deps, Tenant, deps_of
 from services.api.errors import ApiError
@@ -109,9 +109,10 @@ def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
     with deps.pool.connection() as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.run_detail(conn, deps.api.projection_schema, tenant, keel_id)
-    if found is None:
-        raise not_found(run_id)
-    return _ids(found, client_id)
+        if found is None:
+            raise not_found(run_id)
+        detail = _ids(found, client_id)
+        return payload_refs.with_claim_checks(conn, deps.api.projection_schema, tenant, detail)
 
 
 @router.get(
@@ -186,11 +187,9 @@ def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> Run
     if problems:
         raise ApiError(422, "invalid_input", "; ".join(problems))
     size = len(canonical_json(body.input).encode())
-    if size > intake.MAX_INLINE_INPUT_BYTES:
+    if size > intake.MAX_INPUT_BYTES:  # above the blob threshold, it is published by reference
         raise ApiError(
-            413,
-            "payload_too_large",
-            f"the run input is {size} bytes; at most {intake.MAX_INLINE_INPUT_BYTES} may be inlined",
+            413, "payload_too_large", f"the run input is {size} bytes; at most {intake.MAX_INPUT_BYTES}"
         )
     try:
         validate_input(spec, body.input)

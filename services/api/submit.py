@@ -13,6 +13,8 @@ from confluent_kafka import KafkaError, Message
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from keel import intake
+from keel.blobs import BlobStoreUnavailable, store_for
+from keel.claimcheck import offload
 from keel.contracts import RunRequested
 from keel.idempotency import canonical_json, content_ref
 from keel.producer import make_producer
@@ -114,6 +116,7 @@ class Publisher:
 
     def __init__(self, settings: Settings, topic: str, serde: Serde, timeout_s: float) -> None:
         self.topic, self.serde, self.timeout_s = topic, serde, timeout_s
+        self.blobs = store_for(settings)
         # librdkafka gives up when the caller does: a 503 then means "not sent", not "maybe later".
         self.producer = make_producer(settings, **{"message.timeout.ms": int(timeout_s * 1000)})
         self._stop = threading.Event()
@@ -132,6 +135,10 @@ class Publisher:
             outcome.append(err)
             done.set()
 
+        try:
+            request = offload(request, self.blobs)  # a large input goes by reference (input_ref)
+        except BlobStoreUnavailable as exc:
+            raise DeliveryFailed(str(exc)) from None
         try:
             value = self.serde.encode(self.topic, request)
         except Exception as exc:  # the registry is away or the contract is not registered

@@ -9,7 +9,7 @@ from typing import Any
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import CommitDetail, ModelDetail, RunEvent, StepCommand, StepDetail, ToolCommand
-from keel.vocab import TRANSIENT
+from keel.vocab import TRANSIENT, VALIDATION
 
 
 def _event(cmd: StepCommand, kind: str, now_ms: int, extra: str = "", **fields: Any) -> RunEvent:
@@ -152,3 +152,17 @@ def llm_failed(
 def circuit_events(cmd: StepCommand, transitions: list[Transition], now_ms: int) -> list[RunEvent]:
     """Model-route circuit breaker state changes seen during this step's call."""
     return [_event(cmd, t.event_type, now_ms, extra=t.name, error=t.reason) for t in transitions]
+
+
+def payload_missing(cmd: StepCommand, error: str, now_ms: int) -> list[RunEvent]:
+    """The command's input travelled by reference and its blob is gone: nothing can be called, and
+    retrying cannot bring it back, so the step fails with the reason (never runs on a null input)."""
+    return [
+        _event(
+            cmd,
+            ev.STEP_FAILED,
+            now_ms,
+            error=f"the step's input cannot be read: {error}",
+            step_detail=StepDetail(kind=cmd.kind, failure_class=VALIDATION),
+        )
+    ]

@@ -18,9 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import keel.events as ev
 from keel.background import BackgroundCalls
+from keel.blobs import BlobMissing, BlobStore, store_for
+from keel.claimcheck import resolved_command
 from keel.contracts import StepCommand
 from keel.serde import Serde
-from keel.settings import Settings
+from keel.settings import Settings, get_settings
 from keel.topics import RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS
 from keel.txloop import Output, Processor, Record, Reject
 from keel.vocab import VALIDATION
@@ -40,11 +42,18 @@ class ExecutorSettings(BaseSettings):
 
 
 class ExecutorProcessor(Processor):
-    def __init__(self, router: ModelRouter, calls: BackgroundCalls) -> None:
+    def __init__(self, router: ModelRouter, calls: BackgroundCalls, blobs: BlobStore | None = None) -> None:
         self.router, self.calls = router, calls
+        self.blobs = blobs or store_for(get_settings())
 
     def handle(self, record: Record) -> Sequence[Output]:
         cmd: StepCommand = record.value
+        try:  # an input above the blob threshold travels by reference: read it back
+            cmd = resolved_command(self.blobs, cmd)
+        except BlobMissing as exc:
+            return [
+                Output(RUN_EVENTS, cmd.run_id, e) for e in core.payload_missing(cmd, str(exc), ev.now_ms())
+            ]
         started = Output(RUN_EVENTS, cmd.run_id, core.step_started(cmd, ev.now_ms()))
         if cmd.kind == "tool":
             try:
@@ -119,4 +128,6 @@ class ExecutorProcessor(Processor):
 def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     router = ModelRouter(RouterSettings(), httpx.Client(trust_env=False))
-    return ExecutorProcessor(router, BackgroundCalls(ExecutorSettings().model_calls, "model-call"))
+    return ExecutorProcessor(
+        router, BackgroundCalls(ExecutorSettings().model_calls, "model-call"), store_for(settings)
+    )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from confluent_kafka import TopicPartition
 
 from keel import events as ev
+from keel.claimcheck import offload
 from keel.contracts import LedgerRecord, RunEvent
 from keel.serde import Serde
 from keel.settings import Settings
@@ -47,7 +48,7 @@ class LedgerProcessor(Processor):
         self.commits = Commits(
             settings,
             LEDGER,
-            lambda r: serde.encode(LEDGER, r),
+            lambda r: serde.encode(LEDGER, offload(r)),  # a large output by reference
             lambda b: serde.decode(LEDGER, b),
             group="keel-ledger-restore",
         )

@@ -59,14 +59,17 @@ def check_fields(req: RunRequested) -> None:
 def parse_input(req: RunRequested) -> dict[str, Any]:
     """The request's run input, held to the shared intake rules; raises Rejected."""
     size = len((req.input_json or "").encode())
-    if size > intake.MAX_INLINE_INPUT_BYTES:
+    # An input with its ref came (or may come) through the blob store: the shell resolved it.
+    limit = intake.MAX_INPUT_BYTES if req.input_ref is not None else intake.MAX_INLINE_INPUT_BYTES
+    if size > limit:
+        where = "by reference" if req.input_ref is not None else "inlined"
         raise Rejected(
-            f"run input is {size} bytes; at most {intake.MAX_INLINE_INPUT_BYTES} may be inlined "
+            f"run input is {size} bytes; at most {limit} may be {where} "
             "(store larger inputs in the blob store and pass input_ref)",
             "oversized",
         )
     try:
-        run_input = intake.parse_input(req.input_json)
+        run_input = intake.parse_input(req.input_json, limit)
     except intake.InvalidRequest as exc:
         raise Rejected(str(exc), "invalid_input") from None
     if req.input_ref is not None and req.input_ref != content_ref(run_input):

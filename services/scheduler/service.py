@@ -18,12 +18,13 @@ from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
 from keel import builtin_tools
+from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
-from services.scheduler import retention, unprocessable
+from services.scheduler import payloads, retention, unprocessable
 from services.scheduler.catchup import CatchUpGate
 from services.scheduler.config import SchedulerSettings, SchedulerTopics
 from services.scheduler.core import Decision, Rejected, ToolModes, Workflows, decide, due, next_timer
@@ -62,6 +63,7 @@ class SchedulerProcessor(Processor):
         self.probe = probe or EndProbe(settings, group)
         self._last_probe = 0.0
         self._owed: list[Output] = []  # changelog writes found at restore, produced with the next batch
+        self.blobs, self.blob_threshold = store_for(settings), settings.blob_threshold_bytes
 
     # -- partitions ---------------------------------------------------------------------------------
     def on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -152,10 +154,19 @@ class SchedulerProcessor(Processor):
         current = self.states.get(run_id)
         # The core mutates the state it is given: hand it a copy, so an aborted batch leaves no trace.
         state = _copy(current) if current else None
+        renders = payloads.renders(value)
         try:
+            if renders:  # the core reads payloads, never refs: they are resolved here (see payloads)
+                value = self._resolve(value)
+                if state is not None:
+                    payloads.hydrate(self.blobs, state)
             decision = decide(state, value, owner, now, self.workflows)
+            if renders and decision.state is not None:
+                payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
         except Rejected as exc:
             raise Reject(exc.reason, exc.error_class) from None
+        except BlobStoreUnavailable:
+            raise  # not the run's fault: the loop retries the batch after a pause
         except Exception as exc:
             if current is None:
                 raise  # no run to hold: the loop dead-letters the message with the reason
@@ -164,6 +175,14 @@ class SchedulerProcessor(Processor):
             )
             decision = unprocessable.hold(_copy(current), f"{record.topic} message", exc, now)
         return self._apply(run_id, current, decision, now)
+
+    def _resolve(self, value: Any) -> Any:
+        try:
+            return payloads.resolve_message(self.blobs, value)
+        except BlobMissing as exc:
+            if isinstance(value, RunRequested):  # no run yet: the request is dead-lettered, with why
+                raise Reject(f"the run input cannot be read: {exc}", "blob_missing") from None
+            raise  # a run's fact: the run is held with the reason (see `handle`)
 
     # -- timers --------------------------------------------------------------------------------------
     def tick(self, now_ms: int) -> Sequence[Output]:
