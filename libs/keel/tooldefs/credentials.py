@@ -53,6 +53,9 @@ class StaticCredentials:
             raise ValueError(f"{path}: expected {{tenant: {{name: secret}}}}")
         return cls(data)
 
+    def table(self) -> dict[str, dict[str, SecretStr | str]]:
+        return {t: dict(names) for t, names in self._table.items()}
+
     def lookup(self, tenant_id: str, name: str) -> str | None:
         for owner in (tenant_id, ANY_TENANT):
             value = self._table.get(owner, {}).get(name)
