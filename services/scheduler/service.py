@@ -20,6 +20,7 @@ import keel.events as ev
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
+from keel.tooldefs import ToolRegistry
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
 from services.scheduler import retention, unprocessable
@@ -50,7 +51,9 @@ class SchedulerProcessor(Processor):
         probe: EndProbe | None = None,
     ) -> None:
         self.workflows = workflows or Catalog.configured()
-        self.tool_mode = tool_mode or _adapter_mode
+        # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS): loaded here, so a bad
+        # definition fails the start loudly; an unknown tool reads as None, i.e. `none`, the safe reading.
+        self.tool_mode = tool_mode or ToolRegistry.configured().mode
         self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
@@ -247,16 +250,6 @@ class SchedulerProcessor(Processor):
 
 def _copy(state: RunState) -> RunState:
     return RunState.from_json(state.to_json())
-
-
-def _adapter_mode(tool: str) -> str | None:
-    # Adapters are versioned code shipped with Keel; their declared mode is part of their contract.
-    from services.adapters.catalog import UnknownTool, get_adapter
-
-    try:
-        return str(get_adapter(tool).idempotency_mode)
-    except UnknownTool:
-        return None  # unknown: treated as "none", the safe reading
 
 
 def make_processor(settings: Settings, _: Serde) -> SchedulerProcessor:
