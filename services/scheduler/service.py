@@ -53,7 +53,9 @@ class SchedulerProcessor(Processor):
         self.workflows = workflows or Catalog.configured()
         # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS): loaded here, so a bad
         # definition fails the start loudly; an unknown tool reads as None, i.e. `none`, the safe reading.
-        self.tool_mode = tool_mode or ToolRegistry.configured().mode
+        tools = ToolRegistry.configured()
+        self.tool_mode = tool_mode or tools.mode
+        self.key_retention = tools.key_retention
         self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
@@ -155,7 +157,7 @@ class SchedulerProcessor(Processor):
         # The core mutates the state it is given: hand it a copy, so an aborted batch leaves no trace.
         state = _copy(current) if current else None
         try:
-            decision = decide(state, value, owner, now, self.workflows)
+            decision = decide(state, value, owner, now, self.workflows, key_retention=self.key_retention)
         except Rejected as exc:
             raise Reject(exc.reason, exc.error_class) from None
         except Exception as exc:
@@ -188,6 +190,7 @@ class SchedulerProcessor(Processor):
                     self.workflows,
                     self.tool_mode,
                     tool_timeout_ms=self.config.tool_call_bound_ms(),
+                    key_retention=self.key_retention,
                 )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)

@@ -62,3 +62,9 @@ def test_a_bad_definition_fails_the_schedulers_start(tmp_path: Path, monkeypatch
     monkeypatch.setenv("KEEL_TOOL_DIRS", str(tmp_path))
     with pytest.raises(ValueError, match=r"ticket\.v2\.yaml:8: \$\.idempotency: mode lookup needs `lookup`"):
         SchedulerProcessor(Settings())
+
+
+def test_the_scheduler_reads_key_retention_from_the_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_TOOL_DIRS", str(REPO_ROOT / "docs" / "examples" / "tools"))
+    processor = SchedulerProcessor(Settings())
+    assert processor.key_retention("refund@1") == 86400 and processor.key_retention("email@1") is None

@@ -94,6 +94,11 @@ class ToolRegistry:
     def __contains__(self, tool: object) -> bool:
         return tool in self._tools
 
+    def key_retention(self, tool: str) -> float | None:
+        """How long the provider of `tool` remembers idempotency keys (s); None: no limit declared."""
+        held = self._tools.get(tool)
+        return None if held is None else held.definition.idempotency.key_retention_s
+
     def mode(self, tool: str) -> str | None:
         """The idempotency mode of `tool`; None (read as `none`, the safe reading) when unknown."""
         held = self._tools.get(tool)
