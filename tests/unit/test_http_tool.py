@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -161,3 +164,19 @@ def test_a_lookup_reads_the_record_at_its_path(tmp_path: Path, mode: str) -> Non
     seen.clear()
     gone = call(tool, httpx.Response(410, json={}), seen)  # not found: the write goes ahead
     assert [r.method for r in seen] == ["GET", "POST"] and not gone.replayed
+
+
+def test_a_bad_definition_fails_the_adapters_start(tmp_path: Path) -> None:
+    bad = DEFINITION.replace("/v1/charges/{charge_id}/refunds", "/v1/charges/{charge}/refunds")
+    (tmp_path / "refund.v1.yaml").write_text(bad)
+    env = {**os.environ, "KEEL_TOOL_DIRS": str(tmp_path), "KEEL_DATA_DIR": str(tmp_path / "var")}
+    # Loud and before any connection: the definitions load when the service's modules are imported.
+    started = subprocess.run(
+        [sys.executable, "-m", "services.adapters", "--instance", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert f"{tmp_path}/refund.v1.yaml:21: $.request.path: placeholder {{charge}}" in started.stderr
