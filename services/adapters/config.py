@@ -51,10 +51,6 @@ class AdapterSettings(Settings):
                 table.setdefault(tenant, {}).update(names)
         return StaticCredentials(table)
 
-    def credential(self, tenant_id: str, adapter_name: str) -> str | None:
-        """The tenant's own token for the adapter, else the shared one; never another tenant's."""
-        for owner in (tenant_id, ANY_TENANT):
-            token = self.tool_credentials.get(owner, {}).get(adapter_name)
-            if token is not None:
-                return token.get_secret_value()
-        return None
+    def credential(self, tenant_id: str, name: str) -> str | None:
+        """The tenant's own secret of that name, else the shared one; never another tenant's."""
+        return self.credentials().lookup(tenant_id, name)

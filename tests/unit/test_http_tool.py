@@ -180,3 +180,13 @@ def test_a_bad_definition_fails_the_adapters_start(tmp_path: Path) -> None:
     )
     assert started.returncode != 0
     assert f"{tmp_path}/refund.v1.yaml:21: $.request.path: placeholder {{charge}}" in started.stderr
+
+
+def test_credentials_from_a_file_win_over_the_configured_ones(tmp_path: Path) -> None:
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"acme": {"payments": "from-file"}, "*": {"crm": "shared-from-file"}}))
+    settings = AdapterSettings(tool_credentials=CREDENTIALS, tool_credentials_file=path)
+    acme = settings.credentials().for_tenant("acme")
+    assert acme("payments") == "from-file" and acme("payments_account") == "acct_acme"
+    assert settings.credential("globex", "crm") == "shared-from-file"
+    assert settings.credential("globex", "payments_account") is None  # acme's stays acme's

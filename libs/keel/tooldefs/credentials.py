@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -48,10 +49,10 @@ class StaticCredentials:
 
     @classmethod
     def from_file(cls, path: Path | str) -> StaticCredentials:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            raise ValueError(f"{path}: expected {{tenant: {{name: secret}}}}")
-        return cls(data)
+        """The file's table, read again only when the file changed (a rotated secret is picked up by
+        the next call, with no restart and no read per call)."""
+        stat = Path(path).stat()
+        return cls(_read_table(str(path), stat.st_mtime_ns, stat.st_size))
 
     def table(self) -> dict[str, dict[str, SecretStr | str]]:
         return {t: dict(names) for t, names in self._table.items()}
@@ -65,3 +66,11 @@ class StaticCredentials:
 
     def for_tenant(self, tenant_id: str) -> TenantCredentials:
         return TenantCredentials(self, tenant_id)
+
+
+@lru_cache(maxsize=8)
+def _read_table(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, str]]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{path}: expected {{tenant: {{name: secret}}}}")
+    return {str(t): {str(k): str(v) for k, v in names.items()} for t, names in data.items()}
