@@ -133,7 +133,9 @@ class _Call:
         except httpx.HTTPError as exc:
             # A lookup is a read: whatever happened to it, no effect was made, so it is safe to retry.
             return self.fail("transient", f"lookup {call.path} failed: {_describe(exc)}", False)
-        if not (response.is_success or self.adapter.is_not_found(response.status_code)):
+        if self.adapter.is_not_found(response.status_code):
+            return None  # not done yet: whatever the body says, the write may go ahead
+        if not response.is_success:
             return self.refused(call, response, False)
         try:
             found = self.adapter.found_output(response.status_code, response.json())

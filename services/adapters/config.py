@@ -29,7 +29,7 @@ class AdapterSettings(Settings):
     # tenant -> credential name -> secret, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}; tool
     # definitions name them in headers as {credential:NAME}.
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
-    # A JSON file of the same shape, read at start; its entries win over tool_credentials.
+    # A JSON file of the same shape (re-read when it changes); its entries win over tool_credentials.
     tool_credentials_file: Path | None = None
 
     def base_url(self, provider: str, default: str | None = None) -> str:

@@ -162,7 +162,7 @@ def test_a_lookup_reads_the_record_at_its_path(tmp_path: Path, mode: str) -> Non
     [asked] = seen
     assert asked.method == "GET" and asked.url.params["key"] == "acme|wf|run-1|refund|abc"
     seen.clear()
-    gone = call(tool, httpx.Response(410, json={}), seen)  # not found: the write goes ahead
+    gone = call(tool, httpx.Response(410, text="<html>gone</html>"), seen)  # not found: the write goes ahead
     assert [r.method for r in seen] == ["GET", "POST"] and not gone.replayed
 
 
