@@ -89,6 +89,7 @@ class Adapter(ABC):
     idempotency_mode: IdempotencyMode
     key_header: str | None = "Idempotency-Key"  # the header carrying the key on the write, if any
     default_base_url: str | None = None  # used when the deployment configures no URL for the provider
+    requires_approval: bool = False  # an irreversible action a human must approve before it is called
 
     @property
     def tool(self) -> str:

@@ -161,6 +161,9 @@ def call_tool(
     if adapter.idempotency_mode != "none" and not key:
         raise ValueError(f"{adapter.tool} needs an idempotency key")
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
+    if adapter.requires_approval:
+        # No approval is bound to a tool call yet: refusing is the only reading that keeps the promise.
+        return c.fail("auth", "requires approval, and no approval is bound to this call: not sent", False)
     try:
         data = c.payload = adapter.check_input(request.payload)
     except ContractViolation as exc:

@@ -33,6 +33,7 @@ class HttpToolAdapter(Adapter):
         self.name, self.version = definition.name, definition.version
         self.provider = definition.provider_name
         self.default_base_url = definition.base_url
+        self.requires_approval = definition.requires_approval
         spec = definition.idempotency
         self.idempotency_mode = spec.mode
         self.key_header = spec.header

@@ -190,3 +190,12 @@ def test_credentials_from_a_file_win_over_the_configured_ones(tmp_path: Path) ->
     assert acme("payments") == "from-file" and acme("payments_account") == "acct_acme"
     assert settings.credential("globex", "crm") == "shared-from-file"
     assert settings.credential("globex", "payments_account") is None  # acme's stays acme's
+
+
+def test_a_tool_that_requires_approval_is_never_called_without_one(tmp_path: Path) -> None:
+    # Approvals are not bound to tool calls yet: until they are, such a tool is refused, never run as if
+    # the flag were not there.
+    tool, seen = adapter(tmp_path, DEFINITION + "requires_approval: true\n"), []
+    result = call(tool, httpx.Response(200, json={"refund_id": "re_1", "status": "ok"}), seen)
+    assert result.failure_class == "auth" and not result.request_sent and seen == []
+    assert "requires approval" in (result.error or "")
