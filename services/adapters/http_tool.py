@@ -52,6 +52,10 @@ class HttpToolAdapter(Adapter):
         if breaks:
             raise ContractViolation("; ".join(breaks))
         output: Json = self.output_contract.project(raw)
+        found = _at(output, self.definition.external_id)
+        if found is None or found == "":
+            path = "$." + self.definition.external_id
+            raise ContractViolation(f"{path}: the provider's id of the effect is missing")
         return output
 
     def request(self, payload: Json, idempotency_key: str, effect: Effect) -> HttpCall:

@@ -199,3 +199,19 @@ def test_a_tool_that_requires_approval_is_never_called_without_one(tmp_path: Pat
     result = call(tool, httpx.Response(200, json={"refund_id": "re_1", "status": "ok"}), seen)
     assert result.failure_class == "auth" and not result.request_sent and seen == []
     assert "requires approval" in (result.error or "")
+
+
+def test_an_answer_without_the_providers_id_is_never_a_success(tmp_path: Path) -> None:
+    text = (
+        DEFINITION.replace("external_id: refund_id", "external_id: receipt.id")
+        .replace(
+            "    status: {type: string}\n",
+            "    status: {type: string}\n    receipt: {type: object}\n",
+        )
+        .replace("required: [refund_id, status]", "required: [refund_id, status, receipt]")
+    )
+    seen: list[httpx.Request] = []
+    answer = {"refund_id": "re_1", "status": "ok", "receipt": {}}
+    result = call(adapter(tmp_path, text), httpx.Response(200, json=answer), seen)
+    assert not result.ok and result.failure_class == "validation" and result.effect_accepted
+    assert "$.receipt.id: the provider's id of the effect is missing" in (result.error or "")

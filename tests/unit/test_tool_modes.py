@@ -18,7 +18,7 @@ name: ticket
 version: 2
 description: Open a support ticket.
 input_schema: {type: object, properties: {title: {type: string}}}
-output_schema: {type: object, properties: {ticket_id: {type: string}}}
+output_schema: {type: object, required: [ticket_id], properties: {ticket_id: {type: string}}}
 external_id: ticket_id
 request: {path: /v1/tickets}
 idempotency: {mode: none}

@@ -168,3 +168,8 @@ def test_a_tenant_resolves_only_its_own_credentials() -> None:
     assert source.for_tenant("acme")("email") == "shared"
     with pytest.raises(LookupError, match="'globex' has no credential 'payments'"):
         source.for_tenant("globex")("payments")
+
+
+def test_an_external_id_the_output_may_lack_is_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path, GOOD.replace("  required: [refund_id]\n", ""))
+    assert ":14: $.external_id: 'refund_id' must be in output_schema's `required`" in message

@@ -148,8 +148,12 @@ class ToolDefinition(_Strict):
                         f"{where}{AT}placeholder {{{field}}} is not a property of input_schema "
                         f"(known: {sorted(known)})"
                     )
-        if self.external_id.split(".")[0] not in _properties(self.output_schema):
+        head = self.external_id.split(".")[0]
+        if head not in _properties(self.output_schema):
             problems.append(f"external_id{AT}{self.external_id!r} is not a property of output_schema")
+        elif head not in (self.output_schema.get("required") or []):
+            # The id is the ledger's proof of the effect: an answer allowed to lack it could never commit.
+            problems.append(f"external_id{AT}{head!r} must be in output_schema's `required`")
         if problems:
             raise ValueError("\n".join(problems))
         return self
