@@ -151,8 +151,12 @@ def test_a_bad_file_among_good_ones_fails_the_whole_load(tmp_path: Path) -> None
 
 def test_tool_dirs_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, GOOD)
-    monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:/nonexistent")
+    monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:")
     assert ToolRegistry.configured().names() == ["crm@1", "email@1", "refund@1"]
+    # A misspelt directory would silently drop its tools: refused instead.
+    monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:/nonexistent/tools")
+    with pytest.raises(ToolDefinitionError, match="/nonexistent/tools: not a directory"):
+        ToolRegistry.configured()
 
 
 def test_past_the_providers_key_retention_a_retry_is_mode_none(tmp_path: Path) -> None:

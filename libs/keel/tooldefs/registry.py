@@ -71,7 +71,11 @@ class ToolRegistry:
 
     @classmethod
     def from_dirs(cls, dirs: Iterable[Path]) -> ToolRegistry:
-        return cls.from_files(p for d in dirs for p in sorted(Path(d).glob("*.yaml")))
+        dirs = [Path(d) for d in dirs]
+        missing = [f"{d}: not a directory (KEEL_TOOL_DIRS)" for d in dirs if not d.is_dir()]
+        if missing:  # a misspelt directory would silently drop every tool in it
+            raise ToolDefinitionError("", missing)
+        return cls.from_files(p for d in dirs for p in sorted(d.glob("*.yaml")))
 
     @classmethod
     def configured(cls) -> ToolRegistry:
