@@ -42,7 +42,10 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     # The provider of refund@1, the example tool defined only as data (docs/examples/tools).
     "KEEL_PAYMENTS_URL": "http://127.0.0.1:18704",
-    "KEEL_TOOL_DIRS": str(Path(__file__).parents[1] / "docs" / "examples" / "tools"),
+    "KEEL_TOOL_DIRS": ":".join(
+        str(d)
+        for d in (Path(__file__).parents[1] / "docs" / "examples" / "tools", Path(__file__).parent / "tools")
+    ),
     "KEEL_TOOL_CREDENTIALS": json.dumps(
         {"*": {"email": "sim-email-token", "crm": "sim-crm-token", "payments": "sim-payments-token"}}
     ),

@@ -72,3 +72,16 @@ def test_a_drifted_answer_is_held_with_its_json_path_and_evidence(stack, sims, e
     assert failed.tool.failure_class == "validation" and failed.tool.effect_accepted is True
     assert "$.refund_id: None is not of type 'string'" in failed.error
     assert sims.stats("payments")["by_effect"] == {effect_id("acme", run_id, "refund"): 1}
+
+
+def test_past_the_providers_key_retention_an_unknown_outcome_is_held_not_resent(stack, sims, events):
+    # refund_brief_memory@1 is refund@1 at a provider that forgets keys after a second: by the time the
+    # lost answer is known, repeating the key is no safer than having none.
+    sims.fault("payments", kind="accept_then_timeout", ms=2500)
+    run_id = submit(stack, "refund_brief_memory", REFUND)
+    assert events.wait_terminal(run_id) == "quarantined"
+    log = events.of(run_id)
+    [held] = [e for e in log if e.event == "quarantined"]
+    assert "forgets idempotency keys after 1 s" in held.quarantine.reason
+    assert [e.attempt for e in log if e.event == "tool_called"] == [1]  # never resent
+    assert sims.stats("payments")["by_effect"] == {effect_id("acme", run_id, "refund"): 1}
