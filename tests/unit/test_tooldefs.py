@@ -14,7 +14,6 @@ from keel.tooldefs import (
     ToolDefinitionError,
     ToolRegistry,
     load_definition,
-    mode_at,
 )
 from keel.tooldefs.registry import TOOL_DIR
 
@@ -157,13 +156,6 @@ def test_tool_dirs_come_from_the_environment(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:/nonexistent/tools")
     with pytest.raises(ToolDefinitionError, match="/nonexistent/tools: not a directory"):
         ToolRegistry.configured()
-
-
-def test_past_the_providers_key_retention_a_retry_is_mode_none(tmp_path: Path) -> None:
-    definition = load_definition(write(tmp_path, GOOD))
-    assert mode_at(definition, first_sent_ms=0, now_ms=86_400_000) == "provider_key"
-    assert mode_at(definition, first_sent_ms=0, now_ms=86_400_001) == "none"
-    assert mode_at(definition, first_sent_ms=None, now_ms=10**12) == "provider_key"
 
 
 def test_a_tenant_resolves_only_its_own_credentials() -> None:

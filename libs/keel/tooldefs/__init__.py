@@ -9,7 +9,7 @@ from keel.tooldefs.credentials import (
 )
 from keel.tooldefs.load import ToolDefinitionError, load_definition, parse_definition
 from keel.tooldefs.model import IdempotencyMode, ToolDefinition
-from keel.tooldefs.registry import LoadedTool, ToolRegistry, UnknownTool, digest, mode_at, tool_dirs
+from keel.tooldefs.registry import LoadedTool, ToolRegistry, UnknownTool, digest, tool_dirs
 
 __all__ = [
     "Contract",
@@ -26,7 +26,6 @@ __all__ = [
     "digest",
     "json_path",
     "load_definition",
-    "mode_at",
     "parse_definition",
     "tool_dirs",
 ]

@@ -112,13 +112,3 @@ class ToolRegistry:
 def tool_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("KEEL_TOOL_DIRS", "").split(":") if p.strip()]
     return [TOOL_DIR, *extra]
-
-
-def mode_at(definition: ToolDefinition, first_sent_ms: int | None, now_ms: int) -> str:
-    """The mode a retry may rely on now: past the provider's key retention the key is forgotten there, so
-    repeating it is as unsafe as having no key at all (`none`: an unknown outcome goes to quarantine)."""
-    spec = definition.idempotency
-    retention = spec.key_retention_s
-    if retention is not None and first_sent_ms is not None and now_ms - first_sent_ms > retention * 1000:
-        return "none"
-    return spec.mode
