@@ -1,4 +1,4 @@
-"""Command line entry point: `python -m infra.simulators {email|crm|model} --port N` runs one simulator."""
+"""Command line entry point: `python -m infra.simulators NAME --port N` runs one simulator."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import sys
 from infra.simulators.runner import SIMULATORS, bind, make_server
 
 _EPILOG = """\
-Tokens: KEEL_SIM_EMAIL_TOKENS, KEEL_SIM_CRM_TOKENS, KEEL_SIM_MODEL_TOKENS (comma separated; defaults
-sim-email-token, sim-crm-token, sim-model-token). Dedup mode at start: KEEL_SIM_EMAIL_DEDUP,
-KEEL_SIM_CRM_DEDUP (key, stripe or none; default key). Control API (no auth): GET /_stats (deliveries in
+Tokens: KEEL_SIM_EMAIL_TOKENS, KEEL_SIM_CRM_TOKENS, KEEL_SIM_MODEL_TOKENS, KEEL_SIM_PAYMENTS_TOKENS
+(comma separated; defaults sim-email-token, sim-crm-token, sim-model-token, sim-payments-token). Dedup
+mode at start: KEEL_SIM_EMAIL_DEDUP, KEEL_SIM_CRM_DEDUP, KEEL_SIM_PAYMENTS_DEDUP (key, stripe or none;
+default key). Control API (no auth): GET /_stats (deliveries in
 total, by_key and by_effect), POST /_reset, GET|POST /_mode {"dedup": ...}, GET|POST|DELETE /_faults.
 """
 

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-SIMULATORS = ("email", "crm", "model")
+SIMULATORS = ("email", "crm", "model", "payments")
 
 
 def create_app(name: str) -> FastAPI:

@@ -13,7 +13,7 @@ from keel import db, vocab
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
 from keel.topics import catalogue, ensure_topics
-from keel_ops import cli_runs
+from keel_ops import cli_runs, cli_tools
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -212,6 +212,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
     "workflows": (cmd_workflows, "list the workflows, or draw one as a Mermaid diagram"),
+    "tools": (cli_tools.cmd_tools, cli_tools.HELP),
     "projections": (cmd_projections, "projections rebuild: rebuild the Postgres tables from the topics"),
     "dlq": (cmd_dlq, "dead letters: list (waiting ones; --all for every one), show ID, redrive ID|--all"),
     "schemas": (cmd_register, "register the contracts in schemas/ with the registry (on purpose)"),
@@ -242,6 +243,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--all", action="store_true", help="list: include redriven ones; redrive: every waiting one"
         )
+    elif name == "tools":
+        cli_tools.arguments(p)
     elif name == "workflows":
         p.add_argument("action", nargs="?", choices=["list", "graph"], default="list")
         p.add_argument("name", nargs="?", help="workflow to draw (graph)")

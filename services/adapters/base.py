@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
-
-from pydantic import AfterValidator, BaseModel
+from typing import Any
 
 from keel.vocab import NONE, FailureClass, IdempotencyMode
+from services.adapters.classify import classify_http, parse_retry_after
 
 Json = dict[str, Any]
-
-InT = TypeVar("InT", bound=BaseModel)
-OutT = TypeVar("OutT", bound=BaseModel)
-
-# Deliberately loose (one @, a dot in the domain, no spaces): the provider is the real judge, this only
-# keeps obviously broken addresses from costing a request.
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-
-
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError(f"not an email address: {value!r}")
-    return value
-
-
-def email_address() -> AfterValidator:
-    """Validator for an email-address field: `Annotated[str, email_address()]`."""
-    return AfterValidator(_check_email)
 
 
 @dataclass(frozen=True)
@@ -93,32 +74,63 @@ class ToolResult:
         return asdict(self)
 
 
-class Adapter(ABC, Generic[InT, OutT]):
-    """A versioned contract with an external system. A new input or output shape is a new version, so a
-    recorded call can always be replayed against the contract it was made under."""
+class ContractViolation(ValueError):
+    """A value breaks one side of a tool's contract; the message names each break by JSON path."""
 
-    name: ClassVar[str]  # also the key of the provider's base URL and of tenants' credentials
-    version: ClassVar[int]
-    idempotency_mode: ClassVar[IdempotencyMode]
-    Input: type[InT]
-    # Validating the provider's answer against Output is the schema-drift guard: a response that does not
-    # fit (a null id, a renamed field) is a validation failure, never a success.
-    Output: type[OutT]
+
+class Adapter(ABC):
+    """A versioned contract with an external system. A new input or output shape is a new version, so a
+    recorded call can always be replayed against the contract it was made under. Keel's tools are served
+    by one implementation driven by a definition (services/adapters/http_tool.py, tools/*.yaml)."""
+
+    name: str  # the tool's name; its provider's base URL and breaker go by `provider`
+    provider: str
+    version: int
+    idempotency_mode: IdempotencyMode
+    key_header: str | None = "Idempotency-Key"  # the header carrying the key on the write, if any
+    default_base_url: str | None = None  # used when the deployment configures no URL for the provider
+    requires_approval: bool = False  # an irreversible action a human must approve before it is called
 
     @property
     def tool(self) -> str:
         return f"{self.name}@{self.version}"
 
     @abstractmethod
-    def request(self, payload: InT, idempotency_key: str, effect: Effect) -> HttpCall:
+    def check_input(self, payload: Any) -> Json:
+        """The input as the call will use it; raises ContractViolation when it breaks the input schema."""
+
+    @abstractmethod
+    def check_output(self, raw: Any) -> Json:
+        """The provider's answer as the step's output. Raises ContractViolation when it breaks the output
+        schema: the schema-drift guard (a null id, a renamed field is a validation failure, never a
+        success)."""
+
+    @abstractmethod
+    def request(self, payload: Json, idempotency_key: str, effect: Effect) -> HttpCall:
         """The write request for `payload`, carrying the key when the mode relies on it and the effect's
         tags (see `tagged`)."""
 
     @abstractmethod
-    def external_id(self, output: OutT) -> str:
+    def external_id(self, output: Json) -> str:
         """The provider's authoritative id of the effect."""
 
-    def lookup_call(self, idempotency_key: str) -> HttpCall:
+    @abstractmethod
+    def auth_headers(self, credential: Callable[[str], str]) -> dict[str, str]:
+        """Headers carrying the tenant's credentials, each resolved by name through `credential` (which
+        raises when the tenant has none of that name)."""
+
+    def classify(self, status: int, error_type: str | None, body: str) -> FailureClass:
+        """The failure class of a refusal: Keel's defaults unless a definition says otherwise."""
+        return classify_http(status, error_type)
+
+    def retry_after_ms(self, headers: Mapping[str, str]) -> int | None:
+        return parse_retry_after(headers.get("retry-after"))
+
+    def timeout_s(self, ceiling_s: float) -> float:
+        """The HTTP timeout of a call: never above the deployment's, which the scheduler relies on."""
+        return ceiling_s
+
+    def lookup_call(self, idempotency_key: str, payload: Json) -> HttpCall:
         """`lookup` mode: the request asking whether the effect under this key already happened."""
         raise NotImplementedError(f"{self.tool} has no lookup (idempotency_mode={self.idempotency_mode})")
 
@@ -126,12 +138,15 @@ class Adapter(ABC, Generic[InT, OutT]):
         """`lookup` mode: the stored output when the lookup answered 2xx or 404; None means not found."""
         return None if status == 404 else body
 
+    def is_not_found(self, status: int) -> bool:
+        return status == 404
+
     def tagged(self, body: Json, effect: Effect) -> Json:
         """`body` with the effect's tags in the provider's metadata field. Providers that call the field
         otherwise override this."""
         return {**body, "metadata": effect.metadata()}
 
     def key_headers(self, idempotency_key: str) -> dict[str, str]:
-        if self.idempotency_mode == NONE:
+        if self.idempotency_mode == NONE or not self.key_header:
             return {}
-        return {"Idempotency-Key": idempotency_key}
+        return {self.key_header: idempotency_key}

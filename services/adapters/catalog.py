@@ -1,21 +1,23 @@
-"""The adapters this deployment knows, by tool name (`name@version`)."""
+"""The tools this deployment serves, by name (`name@version`): one adapter per loaded definition."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from keel.tooldefs import ToolRegistry, UnknownTool
 from services.adapters.base import Adapter
-from services.adapters.crm_v1 import CrmV1
-from services.adapters.email_v1 import EmailV1
+from services.adapters.http_tool import HttpToolAdapter
 
-ADAPTERS: dict[str, Adapter[Any, Any]] = {a.tool: a for a in (EmailV1(), CrmV1())}
-
-
-class UnknownTool(LookupError):
-    """A tool name no adapter serves."""
+__all__ = ["ADAPTERS", "UnknownTool", "adapters_for", "get_adapter"]
 
 
-def get_adapter(tool: str) -> Adapter[Any, Any]:
+def adapters_for(registry: ToolRegistry) -> dict[str, Adapter]:
+    return {tool: HttpToolAdapter(registry.get(tool)) for tool in registry.names()}
+
+
+# Loaded at import: a bad definition fails the service's start loudly, with file, line and path.
+ADAPTERS: dict[str, Adapter] = adapters_for(ToolRegistry.configured())
+
+
+def get_adapter(tool: str) -> Adapter:
     try:
         return ADAPTERS[tool]
     except KeyError:

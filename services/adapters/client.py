@@ -7,36 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
+from keel.tooldefs import MissingCredential
 from keel.vocab import AUTH, LOOKUP, NONE, TRANSIENT, VALIDATION, FailureClass
-from services.adapters.base import Adapter, HttpCall, ToolRequest, ToolResult
-from services.adapters.classify import (
-    classify_exception,
-    classify_http,
-    parse_retry_after,
-    request_was_sent,
-)
+from services.adapters.base import Adapter, ContractViolation, HttpCall, Json, ToolRequest, ToolResult
+from services.adapters.classify import classify_exception, request_was_sent
 from services.adapters.config import AdapterSettings
-
-
-def summarise(exc: ValidationError, limit: int = 5) -> str:
-    """A pydantic error in one line: `field: message; ...`."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:limit]]
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def json_path(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as a JSON path: ("items", 0, "id") -> "$.items[0].id"."""
-    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-
-
-def contract_breaks(exc: ValidationError, limit: int = 5) -> str:
-    """What in a provider's answer breaks the output contract, by JSON path: `$.field: message; ...`."""
-    parts = [f"{json_path(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:limit]]
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _provider_error(response: httpx.Response) -> tuple[str | None, str]:
@@ -64,7 +40,7 @@ class _Call:
 
     def __init__(
         self,
-        adapter: Adapter[Any, Any],
+        adapter: Adapter,
         settings: AdapterSettings,
         http: httpx.Client,
         deadline_ms: int | None,
@@ -73,8 +49,10 @@ class _Call:
         self.adapter, self.settings, self.http = adapter, settings, http
         self.deadline_ms, self.clock = deadline_ms, clock
         self.started = time.monotonic()
-        self.base_url = settings.base_url(adapter.name)  # a missing URL is a deployment bug: raise early
+        # A missing URL is a deployment bug: raise early.
+        self.base_url = settings.base_url(adapter.provider, adapter.default_base_url)
         self.headers: dict[str, str] = {}
+        self.payload: Json = {}
 
     def elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
@@ -103,15 +81,15 @@ class _Call:
             json=call.json,
             params=call.params or None,
             headers={**self.headers, **call.headers},
-            timeout=self.settings.tool_timeout_s,
+            timeout=self.adapter.timeout_s(self.settings.tool_timeout_s),
         )
 
     def refused(self, call: HttpCall, response: httpx.Response, sent: bool) -> ToolResult:
         error_type, message = _provider_error(response)
         what = f"{call.method} {call.path} -> HTTP {response.status_code}: {message}"
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        retry_after = self.adapter.retry_after_ms(response.headers)
         return self.fail(
-            classify_http(response.status_code, error_type),
+            self.adapter.classify(response.status_code, error_type, response.text),
             what,
             sent,
             http_status=response.status_code,
@@ -123,11 +101,11 @@ class _Call:
         lookup that found the record), so a broken answer still proves the effect exists: it fails as
         `validation` with effect_accepted and the raw answer kept as evidence, never as "not done"."""
         try:
-            output = self.adapter.Output.model_validate(raw)
-        except ValidationError as exc:
+            output = self.adapter.check_output(raw)
+        except ContractViolation as exc:
             drift = (
                 f"provider accepted the call (HTTP {status}) but its answer breaks the output contract "
-                f"of {self.adapter.tool}: {contract_breaks(exc)}"
+                f"of {self.adapter.tool}: {exc}"
             )
             return self.fail(
                 VALIDATION,
@@ -141,7 +119,7 @@ class _Call:
         return ToolResult(
             True,
             self.adapter.external_id(output),
-            output.model_dump(mode="json"),
+            output,
             http_status=status,
             latency_ms=self.elapsed_ms(),
             request_sent=sent,
@@ -150,13 +128,15 @@ class _Call:
 
     def lookup(self, idempotency_key: str) -> ToolResult | None:
         """The result of an earlier effect under this key, a failure to ask, or None: not done yet."""
-        call = self.adapter.lookup_call(idempotency_key)
+        call = self.adapter.lookup_call(idempotency_key, self.payload)
         try:
             response = self.send(call)
         except httpx.HTTPError as exc:
             # A lookup is a read: whatever happened to it, no effect was made, so it is safe to retry.
             return self.fail(TRANSIENT, f"lookup {call.path} failed: {_describe(exc)}", False)
-        if not (response.is_success or response.status_code == 404):
+        if self.adapter.is_not_found(response.status_code):
+            return None  # not done yet: whatever the body says, the write may go ahead
+        if not response.is_success:
             return self.refused(call, response, False)
         try:
             found = self.adapter.found_output(response.status_code, response.json())
@@ -168,7 +148,7 @@ class _Call:
 
 
 def call_tool(
-    adapter: Adapter[Any, Any],
+    adapter: Adapter,
     request: ToolRequest,
     settings: AdapterSettings,
     http: httpx.Client,
@@ -182,14 +162,19 @@ def call_tool(
     if adapter.idempotency_mode != NONE and not key:
         raise ValueError(f"{adapter.tool} needs an idempotency key")
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
+    if adapter.requires_approval:
+        # No approval is bound to a tool call yet: refusing is the only reading that keeps the promise.
+        return c.fail("auth", "requires approval, and no approval is bound to this call: not sent", False)
     try:
-        data = adapter.Input.model_validate(request.payload)
-    except ValidationError as exc:
-        return c.fail(VALIDATION, f"invalid input: {summarise(exc)}", False)
-    token = settings.credential(tenant_id, adapter.name)
-    if token is None:
-        return c.fail(AUTH, f"tenant {tenant_id!r} has no credentials for {adapter.name!r}", False)
-    c.headers = {"Authorization": f"Bearer {token}"}
+        data = c.payload = adapter.check_input(request.payload)
+    except ContractViolation as exc:
+        return c.fail(VALIDATION, f"invalid input: {exc}", False)
+    try:
+        # Resolved for this call's tenant only: a definition can name a credential, never another
+        # tenant's.
+        c.headers = adapter.auth_headers(settings.credentials().for_tenant(tenant_id))
+    except MissingCredential as exc:
+        return c.fail(AUTH, f"{exc}: no credentials to call {adapter.provider!r}", False)
     if adapter.idempotency_mode == LOOKUP:
         done = c.past_deadline("the lookup") or c.lookup(key)
         if done is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from keel.settings import Settings
-
-# The shared entry: used by every tenant that has no credential of its own for a tool.
-ANY_TENANT = "*"
+from keel.tooldefs.credentials import ANY_TENANT, StaticCredentials
 
 
 def _simulator_credentials() -> dict[str, dict[str, SecretStr]]:
@@ -23,19 +24,33 @@ class AdapterSettings(Settings):
 
     email_url: str = "http://127.0.0.1:8701"
     crm_url: str = "http://127.0.0.1:8702"
-    # tenant -> adapter name -> bearer token, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}.
+    # provider -> base URL, for providers of tools defined as data (KEEL_<PROVIDER>_URL works too).
+    tool_urls: dict[str, str] = Field(default_factory=dict)
+    # tenant -> credential name -> secret, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}; tool
+    # definitions name them in headers as {credential:NAME}.
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
+    # A JSON file of the same shape (re-read when it changes); its entries win over tool_credentials.
+    tool_credentials_file: Path | None = None
 
-    def base_url(self, adapter_name: str) -> str:
-        url = getattr(self, f"{adapter_name}_url", None)
+    def base_url(self, provider: str, default: str | None = None) -> str:
+        """The provider's base URL in this deployment: KEEL_<PROVIDER>_URL, KEEL_TOOL_URLS, then the
+        definition's default."""
+        url = getattr(self, f"{provider}_url", None)
         if not isinstance(url, str):
-            raise LookupError(f"no provider URL configured for adapter {adapter_name!r}")
+            url = os.environ.get(f"KEEL_{provider.upper()}_URL") or self.tool_urls.get(provider) or default
+        if not isinstance(url, str):
+            raise LookupError(f"no provider URL configured for {provider!r} (KEEL_{provider.upper()}_URL)")
         return url.rstrip("/")
 
-    def credential(self, tenant_id: str, adapter_name: str) -> str | None:
-        """The tenant's own token for the adapter, else the shared one; never another tenant's."""
-        for owner in (tenant_id, ANY_TENANT):
-            token = self.tool_credentials.get(owner, {}).get(adapter_name)
-            if token is not None:
-                return token.get_secret_value()
-        return None
+    def credentials(self) -> StaticCredentials:
+        """Today's credential source: configuration and an optional file (an encrypted store later)."""
+        table: dict[str, dict[str, SecretStr | str]] = {t: dict(c) for t, c in self.tool_credentials.items()}
+        if self.tool_credentials_file is not None:
+            from_file = StaticCredentials.from_file(self.tool_credentials_file)
+            for tenant, names in from_file.table().items():
+                table.setdefault(tenant, {}).update(names)
+        return StaticCredentials(table)
+
+    def credential(self, tenant_id: str, name: str) -> str | None:
+        """The tenant's own secret of that name, else the shared one; never another tenant's."""
+        return self.credentials().lookup(tenant_id, name)

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
@@ -123,7 +123,7 @@ class AdapterProcessor(Processor):
         return None
 
     def _call(
-        self, adapter: Adapter[Any, Any], request: ToolRequest, cmd: ToolCommand
+        self, adapter: Adapter, request: ToolRequest, cmd: ToolCommand
     ) -> tuple[list[Transition], ToolResult, list[Transition]]:
         """The provider call behind its circuit breaker: while the breaker is open, nothing is sent.
         Returns the breaker's state changes before the call (to half-open), the result, and after it."""

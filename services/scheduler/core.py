@@ -23,7 +23,14 @@ from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.dispatch import dispatch_ready, issue
-from services.scheduler.outcomes import DEFAULT_TOOL_CLIENT_TIMEOUT_MS, ToolModes, on_failure, on_timeout
+from services.scheduler.outcomes import (
+    DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
+    KeyRetention,
+    ToolModes,
+    no_retention,
+    on_failure,
+    on_timeout,
+)
 from services.scheduler.state import (
     CANCELING,
     COMMITTED,
@@ -101,7 +108,13 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
 
 
 def decide(
-    state: RunState | None, message: Any, partition: int, now_ms: int, workflows: Workflows
+    state: RunState | None,
+    message: Any,
+    partition: int,
+    now_ms: int,
+    workflows: Workflows,
+    *,
+    key_retention: KeyRetention = no_retention,
 ) -> Decision:
     if isinstance(message, RunRequested):
         if state is not None:  # a repeated run_id is a no-op, never a second run
@@ -118,7 +131,8 @@ def decide(
     if isinstance(message, ControlCommand):
         return _on_cancel(state, message, now_ms) if message.action == "cancel" else Decision(state, [])
     if isinstance(message, RunEvent):
-        return _on_fact(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
+        spec = workflows.get(state.workflow, state.workflow_version)
+        return _on_fact(state, message, spec, now_ms, key_retention)
     return Decision(state, [])
 
 
@@ -129,6 +143,7 @@ def due(
     tool_mode: ToolModes,
     *,
     tool_timeout_ms: int = DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
+    key_retention: KeyRetention = no_retention,
 ) -> Decision:
     """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported.
 
@@ -148,7 +163,8 @@ def due(
             if state.status == CANCELING:
                 outputs += _timed_out_while_canceling(state, spec.step(name), now_ms).outputs
             else:
-                outputs += on_timeout(state, spec.step(name), now_ms, tool_mode, tool_timeout_ms).outputs
+                lost = on_timeout(state, spec.step(name), now_ms, tool_mode, tool_timeout_ms, key_retention)
+                outputs += lost.outputs
     return Decision(state, outputs)
 
 
@@ -172,7 +188,9 @@ def _record_commit(state: RunState, fact: RunEvent) -> bool:
     return True
 
 
-def _on_fact(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int) -> Decision:
+def _on_fact(
+    state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int, key_retention: KeyRetention
+) -> Decision:
     step = state.steps.get(fact.step or "")
     if step is None or fact.source == "scheduler":
         return Decision(state, [])
@@ -195,7 +213,7 @@ def _on_fact(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int) -
         if state.status == CANCELING:
             return _failed_while_canceling(state, spec.step(fact.step or ""), fact, now_ms)
         if state.status == RUNNING:
-            return on_failure(state, spec.step(fact.step or ""), fact, now_ms)
+            return on_failure(state, spec.step(fact.step or ""), fact, now_ms, key_retention)
     return Decision(state, [])
 
 

@@ -54,6 +54,7 @@ def issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int) -> list[Em
     if step.input_json is None:
         try:
             step.input_json, step.idempotency_key = _render(state, spec)
+            step.first_issued_at = now_ms
         except (TemplateError, ValueError) as exc:
             return fail(state, now_ms, f"step {spec.name}: cannot render its input: {exc}", spec.name).outputs
     step.status, step.attempt, step.fire_at = DISPATCHED, attempt, None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent
-from keel.vocab import TRANSIENT, UNKNOWN_OUTCOME
+from keel.vocab import SAFE_TO_REPEAT_MODES, TRANSIENT, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec
 from services.scheduler.retry import decide_retry
 from services.scheduler.state import WAITING_RETRY, RunState
@@ -15,6 +15,13 @@ from services.scheduler.verdicts import Decision, event, fail, quarantine
 
 # The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
 ToolModes = Callable[[str], "str | None"]
+# How long a tool's provider remembers idempotency keys (seconds), by tool; None: for as long as needed.
+KeyRetention = Callable[[str], "float | None"]
+
+
+def no_retention(tool: str) -> float | None:
+    return None
+
 
 # How long the adapters' HTTP client may still be in a call after its command's deadline. It must be at
 # least the adapters' KEEL_TOOL_TIMEOUT_S (5 s by default), with a margin: that timeout applies to each
@@ -39,19 +46,42 @@ class Failure:
     effect_accepted: bool = False  # the provider's answer proves it accepted the call
     blocked_reason: str | None = None  # the provider was not called at all
     not_before: int | None = None  # no next attempt before this (ms): the lost call may still be running
+    mode_note: str | None = None  # why the mode the retry relies on is not the tool's own
     evidence: RunEvent | None = None
 
 
-def on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
+def _within_retention(
+    state: RunState, spec: StepSpec, mode: str | None, now_ms: int, key_retention: KeyRetention
+) -> tuple[str | None, str | None]:
+    """The mode a repeat may rely on now: past the provider's key retention (counted from the step's
+    first attempt), the provider would take the key as new, so the mode is `none`."""
+    retention = key_retention(spec.tool or "") if mode in SAFE_TO_REPEAT_MODES else None
+    first = state.steps[spec.name].first_issued_at
+    if retention is None or first is None or now_ms - first <= retention * 1000:
+        return mode, None
+    age_s = (now_ms - first) // 1000
+    return (
+        "none",
+        f"the provider forgets idempotency keys after {retention:g} s and this key is {age_s} s old",
+    )
+
+
+def on_failure(
+    state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int, key_retention: KeyRetention = no_retention
+) -> Decision:
     tool = fact.tool
     failure_class = (
         (tool.failure_class if tool else None)
         or (fact.step_detail.failure_class if fact.step_detail else None)
         or TRANSIENT
     )
+    mode, note = _within_retention(
+        state, spec, tool.idempotency_mode if tool else None, now_ms, key_retention
+    )
     failure = Failure(
         failure_class,
-        mode=tool.idempotency_mode if tool else None,
+        mode=mode,
+        mode_note=note,
         error=fact.error,
         key=fact.idempotency_key,
         retry_after_ms=tool.retry_after_ms if tool else None,
@@ -63,7 +93,12 @@ def on_failure(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> 
 
 
 def on_timeout(
-    state: RunState, spec: StepSpec, now_ms: int, tool_mode: ToolModes, tool_timeout_ms: int
+    state: RunState,
+    spec: StepSpec,
+    now_ms: int,
+    tool_mode: ToolModes,
+    tool_timeout_ms: int,
+    key_retention: KeyRetention = no_retention,
 ) -> Decision:
     # The attempt never reported back: its worker died or stalled mid-call. For a tool the call may have
     # reached the provider, so the outcome is unknown, and the call may even still be running: the next
@@ -73,9 +108,11 @@ def on_timeout(
     if spec.kind == "llm":
         return retry_or_stop(state, spec, Failure(TRANSIENT, error=error), now_ms)
     deadline = step.deadline if step.deadline is not None else now_ms
+    mode, note = _within_retention(state, spec, tool_mode(spec.tool or ""), now_ms, key_retention)
     failure = Failure(
         UNKNOWN_OUTCOME,
-        mode=tool_mode(spec.tool or ""),
+        mode=mode,
+        mode_note=note,
         error=error,
         key=step.idempotency_key,
         not_before=deadline + tool_timeout_ms,
@@ -107,7 +144,8 @@ def retry_or_stop(state: RunState, spec: StepSpec, failure: Failure, now_ms: int
         reason = f"{decision.reason}; the last attempt's outcome is unknown, so its effect may exist"
         return _hold(state, spec, failure, reason, now_ms)
     if decision.action == "quarantine":
-        return _hold(state, spec, failure, decision.reason, now_ms)
+        reason = decision.reason if failure.mode_note is None else f"{decision.reason} ({failure.mode_note})"
+        return _hold(state, spec, failure, reason, now_ms)
     reason = f"step {spec.name} attempt {step.attempt}: {decision.reason}: {failure.error}"
     return fail(state, now_ms, reason, spec.name)
 

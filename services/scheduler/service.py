@@ -17,11 +17,11 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
-from keel import builtin_tools
 from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
 from keel.serde import Serde
 from keel.settings import Settings
+from keel.tooldefs import ToolRegistry
 from keel.txloop import Output, Processor, Record, Reject
 from keel.workflows import Catalog
 from services.scheduler import payloads, retention, unprocessable
@@ -52,7 +52,11 @@ class SchedulerProcessor(Processor):
         probe: EndProbe | None = None,
     ) -> None:
         self.workflows = workflows or Catalog.configured()
-        self.tool_mode = tool_mode or builtin_tools.idempotency_mode
+        # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS): loaded here, so a bad
+        # definition fails the start loudly; an unknown tool reads as None, i.e. `none`, the safe reading.
+        tools = ToolRegistry.configured()
+        self.tool_mode = tool_mode or tools.mode
+        self.key_retention = tools.key_retention
         self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
@@ -160,7 +164,7 @@ class SchedulerProcessor(Processor):
                 value = self._resolve(value)
                 if state is not None:
                     payloads.hydrate(self.blobs, state)
-            decision = decide(state, value, owner, now, self.workflows)
+            decision = decide(state, value, owner, now, self.workflows, key_retention=self.key_retention)
             if renders and decision.state is not None:
                 payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
         except Rejected as exc:
@@ -205,6 +209,7 @@ class SchedulerProcessor(Processor):
                     self.workflows,
                     self.tool_mode,
                     tool_timeout_ms=self.config.tool_call_bound_ms(),
+                    key_retention=self.key_retention,
                 )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)

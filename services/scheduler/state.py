@@ -37,6 +37,9 @@ class StepState:
     input_json: str | None = None
     idempotency_key: str | None = None
     blocked: int = 0  # attempts the adapter refused without calling the provider (they do not count)
+    # ms since epoch: when the first attempt was issued, i.e. the key's first possible use. A provider
+    # forgets keys after its retention window; past it, a repeat is no longer safe (see outcomes).
+    first_issued_at: int | None = None
     last_failure: str | None = None  # failure class of the latest failed or timed-out attempt
 
 
