@@ -38,7 +38,18 @@ class CredDb:
     conn: psycopg.Connection[Any]  # the test's own view, for inspecting and corrupting rows
 
     def store(self, ring: Keyring, **kwargs: Any) -> PostgresCredentials:
-        return PostgresCredentials(lambda: psycopg.connect(self.url, autocommit=True), ring, **kwargs)
+        """A store whose connections carry the schema's name, so a test can find and cut them."""
+        return PostgresCredentials(
+            lambda: psycopg.connect(self.url, autocommit=True, application_name=self.schema), ring, **kwargs
+        )
+
+    def cut_connections(self) -> int:
+        """Terminate the stores' server connections (what a database restart or failover does)."""
+        found = self.conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (self.schema,),
+        ).fetchall()
+        return len(found)
 
     def rows(self) -> list[tuple[Any, ...]]:
         return self.conn.execute(

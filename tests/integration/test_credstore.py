@@ -13,6 +13,7 @@ from keel.credstore import (
     CredentialDecryptError,
     CredentialError,
     CredentialKeyError,
+    CredentialUnavailable,
     PostgresCredentials,
 )
 
@@ -177,3 +178,19 @@ def test_a_missing_table_says_to_migrate(stack):
     store = PostgresCredentials(lambda: psycopg.connect(url, autocommit=True), keyring({"k1": K1}, "k1"))
     with pytest.raises(CredentialError, match="keel migrate"):
         store.lookup("acme", "email")
+
+
+def test_a_dropped_connection_is_reopened_for_the_next_lookup(cdb):
+    store = cdb.store(keyring({"k1": K1}, "k1"), ttl_s=0)
+    store.put("acme", "email", "acme-email")
+    assert store.lookup("acme", "email") == "acme-email"
+    assert cdb.cut_connections() == 1
+    assert store.lookup("acme", "email") == "acme-email"  # a read is retried once on a new connection
+
+
+def test_an_unreachable_database_is_unavailable_not_a_missing_credential(tmp_path):
+    url = f"postgresql://nobody@/postgres?host={tmp_path}&connect_timeout=2"  # no server listens there
+    store = PostgresCredentials(lambda: psycopg.connect(url, autocommit=True), keyring({"k1": K1}, "k1"))
+    with pytest.raises(CredentialUnavailable, match="cannot reach"):
+        store.lookup("acme", "email")
+    assert not isinstance(CredentialUnavailable("x"), CredentialError)  # transient, not a bad credential

@@ -21,6 +21,7 @@ from keel.credstore.envelope import (
     CredentialDecryptError,
     CredentialError,
     CredentialKeyError,
+    CredentialUnavailable,
     Keyring,
 )
 from keel.credstore.postgres import Entry, PostgresCredentials, Rotation
@@ -35,6 +36,7 @@ __all__ = [
     "CredentialKeyError",
     "CredentialSettings",
     "CredentialSource",
+    "CredentialUnavailable",
     "Entry",
     "Keyring",
     "MappingCredentials",

@@ -41,6 +41,11 @@ class CredentialDecryptError(CredentialError):
     """A row's ciphertext does not authenticate: tampered, or moved from another tenant or name."""
 
 
+class CredentialUnavailable(RuntimeError):
+    """The credential store could not be reached: transient (retry later), unlike a CredentialError,
+    which no retry mends."""
+
+
 @dataclass(frozen=True)
 class Sealed:
     key_id: str

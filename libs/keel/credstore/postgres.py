@@ -5,6 +5,9 @@ with the tenant it asked for as associated data: even a row copied or renamed in
 decrypts for another tenant. Lookups are cached for a few seconds (`ttl_s`) because adapters look a
 credential up on every tool call; the short TTL bounds how long another process's set, delete or
 rotation goes unseen. The cache is keyed by (tenant, name), so it cannot cross tenants either.
+
+A lookup raises CredentialError for a row no retry mends (its key is missing, it was tampered with or
+moved) and CredentialUnavailable when the database cannot be reached (transient).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import errors
 
-from keel.credstore.envelope import CredentialError, Keyring, Sealed
+from keel.credstore.envelope import CredentialError, CredentialUnavailable, Keyring, Sealed
 from keel.credstore.static import SHARED_TENANT, resolve
 
 Connect = Callable[[], "psycopg.Connection[Any]"]
@@ -70,18 +73,20 @@ class PostgresCredentials:
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
             try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
                 yield self._conn
             except errors.UndefinedTable:
                 raise CredentialError(
                     "the table tool_credentials does not exist in this database: run `keel migrate`"
                 ) from None
-            except psycopg.OperationalError:
-                # A dropped connection: the next call opens a new one (the caller decides on retrying).
-                self._conn.close()
-                raise
+            except psycopg.OperationalError as exc:
+                # A dropped or refused connection: the next use opens a new one.
+                if self._conn is not None:
+                    self._conn.close()
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CredentialUnavailable(f"cannot reach the credential store: {reason}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -102,12 +107,18 @@ class PostgresCredentials:
         if not tenant_id:
             return None
         owners = [tenant_id, SHARED_TENANT] if self._shared else [tenant_id]
-        with self._db() as conn:
-            found = conn.execute(
-                "SELECT tenant_id, key_id, nonce, ciphertext FROM tool_credentials "
-                "WHERE name = %s AND tenant_id = ANY(%s)",
-                (name, owners),
-            ).fetchall()
+        for attempt in (1, 2):  # a read is safe to repeat: once more on a fresh connection
+            try:
+                with self._db() as conn:
+                    found = conn.execute(
+                        "SELECT tenant_id, key_id, nonce, ciphertext FROM tool_credentials "
+                        "WHERE name = %s AND tenant_id = ANY(%s)",
+                        (name, owners),
+                    ).fetchall()
+                break
+            except CredentialUnavailable:
+                if attempt == 2:
+                    raise
         rows = {t: Sealed(k, bytes(n), bytes(c)) for t, k, n, c in found}
         owner = resolve(tenant_id, rows, self._shared)
         # Opened as the owner asked for, not as the row claims: the associated data is the second lock.
