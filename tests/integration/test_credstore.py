@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -194,3 +195,20 @@ def test_an_unreachable_database_is_unavailable_not_a_missing_credential(tmp_pat
     with pytest.raises(CredentialUnavailable, match="cannot reach"):
         store.lookup("acme", "email")
     assert not isinstance(CredentialUnavailable("x"), CredentialError)  # transient, not a bad credential
+
+
+def test_the_configured_postgres_source_reads_what_the_operator_set(cdb):
+    from keel.credstore import CredentialSettings, configured_credentials
+
+    settings = CredentialSettings(  # type: ignore[call-arg]
+        credentials="postgres",
+        credential_keys=json.dumps({"k1": K1, "k2": K2}),
+        credential_key_id="k2",
+        database_url=cdb.url,
+    )
+    cdb.store(keyring({"k1": K1}, "k1")).put("acme", "stripe", "acme-stripe")
+    cdb.store(keyring({"k1": K1}, "k1")).put("globex", "billing", "globex-billing")
+    source = configured_credentials(settings)
+    assert source.lookup("acme", "stripe") == "acme-stripe"
+    assert source.lookup("acme", "billing") is None
+    assert source.lookup("globex", "stripe") is None
