@@ -146,3 +146,39 @@ def test_the_keel_command_reads_a_piped_value(cdb):
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert value(cdb, "acme", "stripe") == SECRET
+
+
+def test_the_readme_commands_run_as_written(cdb):
+    """The README's `keel credentials` block, line by line, through the installed command's code."""
+    from keel.schemas import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("Then, with the table in place (`keel migrate`):\n\n```\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    # The prompt (a terminal without echo) is the one line a test cannot type into.
+    commands = [c for c in commands if c != "keel credentials set acme stripe"]
+    assert len(commands) == 4, commands
+    env = {
+        **os.environ,
+        "DATABASE_URL": cdb.url,
+        "KEEL_CREDENTIAL_KEYS": json.dumps({"k1": K1}),
+        "KEEL_CREDENTIAL_KEY_ID": "k1",
+        "ACME_STRIPE_KEY": SECRET,
+        "SHARED_CRM_TOKEN": "shared-crm",
+    }
+    outputs = []
+    for command in commands:
+        shell = command.replace("keel credentials", f"{sys.executable} -m keel_ops.cli credentials")
+        done = subprocess.run(
+            ["bash", "-c", shell.replace("[acme]", "acme")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout + done.stderr)
+    assert SECRET not in "".join(outputs) and "shared-crm" not in "".join(outputs)
+    assert "stripe" in outputs[2]  # list, before the delete
+    assert value(cdb, "acme", "stripe") is None  # deleted by the last line
+    assert value(cdb, "globex", "crm") == "shared-crm"  # the shared row serves a tenant without one
