@@ -56,13 +56,11 @@ class PostgresCredentials:
         shared: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._connect, self.keyring, self._ttl, self._shared, self._clock = (
-            connect,
-            keyring,
-            ttl_s,
-            shared,
-            clock,
-        )
+        self._connect = connect
+        self.keyring = keyring
+        self._ttl = ttl_s
+        self._shared = shared
+        self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()  # one connection, one statement at a time
         self._cache: dict[tuple[str, str], tuple[float, str | None]] = {}
