@@ -13,7 +13,7 @@ from keel import db, vocab
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
 from keel.topics import catalogue, ensure_topics
-from keel_ops import cli_runs, cli_tools
+from keel_ops import cli_credentials, cli_runs, cli_tools
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -218,6 +218,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "schemas": (cmd_register, "register the contracts in schemas/ with the registry (on purpose)"),
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
     "migrate": (cmd_migrate, "apply pending database migrations (idempotent)"),
+    "credentials": (cli_credentials.run, cli_credentials.HELP),
 }
 
 
@@ -245,6 +246,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
     elif name == "tools":
         cli_tools.arguments(p)
+    elif name == "credentials":
+        cli_credentials.arguments(p)
     elif name == "workflows":
         p.add_argument("action", nargs="?", choices=["list", "graph"], default="list")
         p.add_argument("name", nargs="?", help="workflow to draw (graph)")

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+from keel.credstore import CredentialError, CredentialUnavailable
 from keel.tooldefs import MissingCredential
+from keel.tooldefs.credentials import TenantCredentials
 from keel.vocab import AUTH, LOOKUP, NONE, TRANSIENT, VALIDATION, FailureClass
 from services.adapters.base import Adapter, ContractViolation, HttpCall, Json, ToolRequest, ToolResult
 from services.adapters.classify import classify_exception, request_was_sent
@@ -164,7 +166,7 @@ def call_tool(
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
     if adapter.requires_approval:
         # No approval is bound to a tool call yet: refusing is the only reading that keeps the promise.
-        return c.fail("auth", "requires approval, and no approval is bound to this call: not sent", False)
+        return c.fail(AUTH, "requires approval, and no approval is bound to this call: not sent", False)
     try:
         data = c.payload = adapter.check_input(request.payload)
     except ContractViolation as exc:
@@ -172,9 +174,13 @@ def call_tool(
     try:
         # Resolved for this call's tenant only: a definition can name a credential, never another
         # tenant's.
-        c.headers = adapter.auth_headers(settings.credentials().for_tenant(tenant_id))
+        c.headers = adapter.auth_headers(TenantCredentials(settings.credentials(), tenant_id))
     except MissingCredential as exc:
         return c.fail(AUTH, f"{exc}: no credentials to call {adapter.provider!r}", False)
+    except CredentialUnavailable as exc:  # the store is away: nothing was sent, a retry may find it
+        return c.fail(TRANSIENT, f"credential store unavailable: {exc}", False)
+    except CredentialError as exc:  # a row that cannot be opened: an operator must look, never retried
+        return c.fail(AUTH, f"{exc}: no usable credentials to call {adapter.provider!r}", False)
     if adapter.idempotency_mode == LOOKUP:
         done = c.past_deadline("the lookup") or c.lookup(key)
         if done is not None:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from keel.credstore import CredentialSettings, CredentialSource, configured_credentials
 from keel.settings import Settings
 from keel.tooldefs.credentials import ANY_TENANT, StaticCredentials
+
+
+@functools.cache
+def _store_choice() -> str:
+    return CredentialSettings().credentials
+
+
+@functools.cache
+def _configured_store() -> CredentialSource:
+    # Built once per process: the encrypted store holds a connection factory and a short cache.
+    return configured_credentials()
 
 
 def _simulator_credentials() -> dict[str, dict[str, SecretStr]]:
@@ -42,8 +55,11 @@ class AdapterSettings(Settings):
             raise LookupError(f"no provider URL configured for {provider!r} (KEEL_{provider.upper()}_URL)")
         return url.rstrip("/")
 
-    def credentials(self) -> StaticCredentials:
-        """Today's credential source: configuration and an optional file (an encrypted store later)."""
+    def credentials(self) -> CredentialSource:
+        """The credential source: KEEL_CREDENTIALS=postgres (the encrypted table) or file:PATH (see
+        keel.credstore); by default configuration (KEEL_TOOL_CREDENTIALS) and an optional file."""
+        if _store_choice() != "env":
+            return _configured_store()
         table: dict[str, dict[str, SecretStr | str]] = {t: dict(c) for t, c in self.tool_credentials.items()}
         if self.tool_credentials_file is not None:
             from_file = StaticCredentials.from_file(self.tool_credentials_file)
