@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Transactions are committed at least this often while a loop has work in flight.
     batch_max_messages: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.2, gt=0)
+    # A batch that produces nothing (most run events, for the ledger and the scheduler) does not cost a
+    # transaction of its own: its offsets go with the next one, or on their own after this long.
+    offsets_max_delay_s: float = Field(default=1.0, ge=0)
     # Deadline of each transactional call (send offsets, commit, abort).
     txn_timeout_s: float = Field(default=20.0, gt=0)
     # How long the broker lets a transaction stay open before aborting it. An instance that dies with a
