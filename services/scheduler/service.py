@@ -233,7 +233,7 @@ class SchedulerProcessor(Processor):
             if after.ended_at is None:
                 after.ended_at = now_ms
             after = retention.marker(after, now_ms)
-        if after is not None and (before is None or after.to_json() != before.to_json()):
+        if after is not None and (before is None or after != before):
             outputs.append(self.states.put(run_id, after))
             timer = next_timer(after)
             if timer is None:
@@ -246,7 +246,7 @@ class SchedulerProcessor(Processor):
 
 
 def _copy(state: RunState) -> RunState:
-    return RunState.from_json(state.to_json())
+    return state.copy()
 
 
 def _adapter_mode(tool: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # Step statuses
@@ -73,6 +73,13 @@ class RunState:
 
     def outputs(self) -> dict[str, Any]:
         return {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
+
+    def copy(self) -> RunState:
+        """A copy the core may change without touching this one: the run and its steps are new objects;
+        the input and the steps' outputs are shared, as the core only ever replaces them (a JSON round
+        trip did the same at many times the cost, for every message the scheduler handles)."""
+        steps = {name: replace(step) for name, step in self.steps.items()}
+        return replace(self, steps=steps, input=dict(self.input))
 
     def to_json(self) -> bytes:
         # Fields holding None are left out (every such field defaults to None): an ended run's marker
