@@ -58,3 +58,26 @@ def test_trailing_bytes_after_the_record_are_refused(wire, tail):
 def test_a_truncated_record_is_refused(wire):
     with pytest.raises(Exception):  # noqa: B017 - fastavro's own error for a short read
         wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST)[:-3])
+
+
+# The serde settles a topic's schema once through the library, then makes the Avro call directly:
+# every rule above must hold the second time round too.
+def test_after_the_first_value_the_same_bytes_decode_to_the_same_record(wire):
+    first = wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST))
+    assert wire.serde._readers, "the second decode should not go through the library again"
+    assert wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST)) == first == REQUEST
+
+
+def test_trailing_and_truncated_values_are_refused_after_the_first_value_too(wire):
+    wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST))
+    with pytest.raises(ValueError, match="1 trailing byte"):
+        wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST) + b"\x00")
+    with pytest.raises(Exception):  # noqa: B017 - fastavro's own error for a short read
+        wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST)[:-3])
+
+
+def test_an_unknown_schema_id_is_still_refused_after_the_first_value(wire):
+    wire.serde.decode(RUN_REQUESTS, wire.bytes_of(REQUEST))
+    other = b"\x00" + struct.pack(">I", wire.schema_id + 1000) + wire.bytes_of(REQUEST)[5:]
+    with pytest.raises(Exception, match="(?i)not found|40403|schema"):
+        wire.serde.decode(RUN_REQUESTS, other)
