@@ -56,6 +56,14 @@ def consumer_config(
         # answers it at once, so this only bounds how stale an idle consumer's view can be.
         "fetch.wait.max.ms": 100,
     }
+    if settings.group_protocol == "consumer":
+        # KIP-848: the broker assigns partitions and times sessions out (group.consumer.* settings on
+        # the broker); the client-side knobs above are refused under this protocol. Its range assignor
+        # keeps co-partitioning: partition N of every subscribed topic goes to the same member.
+        for classic_only in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+            del conf[classic_only]
+        conf["group.protocol"] = "consumer"
+        conf["group.remote.assignor"] = "range"
     if instance_id:
         # Static membership: a restarted instance takes its partitions back without a rebalance.
         conf["group.instance.id"] = instance_id
