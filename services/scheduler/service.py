@@ -172,11 +172,13 @@ class SchedulerProcessor(Processor):
         except KafkaException as exc:  # the timers stay held; asked again on a later turn
             log.warning("cannot tell yet whether the input caught up: %s", exc)
         for run_id, fire_at in list(self.timers.items()):
+            if fire_at > now_ms:  # most timers, every turn: nothing else is looked at for them
+                continue
             current = self.states.get(run_id)
             if current is None or next_timer(current) is None:  # the timer's batch was aborted
                 self.timers.pop(run_id, None)
                 continue
-            if fire_at > now_ms or self.gate.held(owner_partition(run_id, self.partitions)):
+            if self.gate.held(owner_partition(run_id, self.partitions)):
                 continue
             try:
                 decision = due(
