@@ -65,7 +65,7 @@ class Serde:
         # library has encoded (decoded) a topic's value (with a schema id) itself, looking the schema up
         # in the registry and checking it, the same Avro call is made directly with what it settled.
         self._writers: dict[str, tuple[bytes, Any]] = {}  # topic -> (wire prefix, parsed schema)
-        self._readers: dict[tuple[str, int], tuple[Any, Any]] = {}  # (topic, id) -> (writer, reader)
+        self._readers: dict[tuple[str, int], tuple[Any, Any]] = {}  # (topic, id) -> (writer, reader|None)
 
     def _framing(self, data: bytes, ctx: SerializationContext | None, schema_id: Any) -> io.BytesIO:
         # The library's own framing (header or magic-byte prefix); we only keep the body it returns.
@@ -125,10 +125,10 @@ class Serde:
         writer = self.client.get_schema(schema_id, subject_for(topic))
         if writer.references or writer.schema_str is None:
             return  # named references: leave those to the library every time
-        self._readers[(topic, schema_id)] = (
-            fastavro.parse_schema(json.loads(writer.schema_str)),
-            fastavro.parse_schema(schema_json(envelope)),
-        )
+        written, contract = json.loads(writer.schema_str), schema_json(envelope)
+        # Resolution against a reader schema that is the writer's own is a no-op costing half the read.
+        reader = None if written == contract else fastavro.parse_schema(contract)
+        self._readers[(topic, schema_id)] = (fastavro.parse_schema(written), reader)
 
     def _decode_slow(self, topic: str, envelope: str, data: bytes) -> Any:
         de = self._de.get(topic)
