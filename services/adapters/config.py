@@ -25,6 +25,9 @@ class AdapterSettings(Settings):
     crm_url: str = "http://127.0.0.1:8702"
     # tenant -> adapter name -> bearer token, e.g. {"acme": {"email": "tok"}, "*": {"crm": "tok"}}.
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
+    # Provider calls in flight at once per process (KEEL_TOOL_CALLS); more wait their turn, and are
+    # refused without a call once their attempt's deadline has passed.
+    tool_calls: int = Field(default=16, ge=1)
 
     def base_url(self, adapter_name: str) -> str:
         url = getattr(self, f"{adapter_name}_url", None)
