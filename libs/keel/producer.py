@@ -32,6 +32,11 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
         # A crashed instance that is not restarted under the same id holds readers back at the last
         # stable offset until its transaction times out: keep that window short.
         conf["transaction.timeout.ms"] = int(settings.transaction_timeout_s * 1000)
+        # A transaction's outputs go out with its commit at the latest: lingering only delays the
+        # AddPartitions/produce round trips that send_offsets then waits for (1.96 -> 1.29 ms p50 per
+        # transaction with linger 1 -> 0, probed against the broker). Batches still form while a
+        # request is in flight.
+        conf["linger.ms"] = 0
     conf.update(extra)
     return conf
 

@@ -23,3 +23,10 @@ def test_the_consumer_protocol_lets_the_broker_assign_by_range_and_keeps_static_
     for classic_only in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
         assert classic_only not in conf
     Consumer(conf).close()  # librdkafka accepts the combination (it refuses classic-only settings)
+
+
+def test_transactional_producers_do_not_linger_and_a_lone_message_waits_1_ms_at_most():
+    from keel.producer import producer_config
+
+    assert producer_config(Settings(), "keel-ledger-0")["linger.ms"] == 0
+    assert producer_config(Settings())["linger.ms"] == 1
