@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = run_keel(
                 settings,
                 phases,
-                stack.service_pids(),
+                {**stack.service_pids(), **stack.infra_pids()},
                 sims,
                 f"bench-{stamp}-keel",
                 args.api_share,
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(result))
     print(report.ratios(result))
+    print(report.hops_table(result))
     try:
         from bench.chart import draw
 

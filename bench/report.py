@@ -110,7 +110,21 @@ def ratios(result: dict[str, Any]) -> str:
     for phase, r in result["overhead_over_floor"].items():
         lines.append(
             f"keel {phase}: a step costs {r['step_p50_over_chain_p50']}x the floor's "
-            f"{result['floor']['chain']['hops']}-hop chain (p50); a hand-off "
+            f"{result['floor'].get('chain', {}).get('hops', '?')}-hop chain (p50); a hand-off "
             f"{r['gap_p50_over_hop_p50']}x one hop"
         )
+    return "\n".join(lines)
+
+
+def hops_table(result: dict[str, Any], system: str = "keel") -> str:
+    """Keel's per-hop breakdown (consecutive events of a run, p50 / p99 ms) for each phase."""
+    lines = []
+    for phase, f in result["systems"].get(system, {}).get("phases", {}).items():
+        hops = f.get("hops_ms") or {}
+        if f.get("cpu_s") and f.get("committed_steps"):
+            per = {k: round(v * 1000 / f["committed_steps"], 2) for k, v in f["cpu_s"].items()}
+            lines.append(f"{system} {phase}: CPU ms per committed step, by process: {per}")
+        lines.append(f"{system} {phase}: time between consecutive events of a run, p50 / p99 ms")
+        for name, h in sorted(hops.items(), key=lambda kv: -(kv[1]["p50"] or 0)):
+            lines.append(f"  {name:<58} {h['p50']:>9,.1f} {h['p99']:>9,.1f}  (n={h['n']})")
     return "\n".join(lines)

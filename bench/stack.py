@@ -89,6 +89,14 @@ class BenchStack:
                 out[name.removesuffix("-0") if self.instances == 1 else name] = pid
         return out
 
+    def infra_pids(self) -> dict[str, int]:
+        """`infra:kafka` -> the broker's pid when the bench started it (its CPU is shown, not counted)."""
+        pid_file = self.settings.data_dir / "kafka" / "kafka.pid"
+        if not self.kafka_started or not pid_file.exists():
+            return {}
+        digits = "".join(c for c in pid_file.read_text() if c.isdigit())
+        return {"infra:kafka": int(digits)} if digits else {}
+
     def start_services(self) -> None:
         """Start the services and the API again (after stop_services), with `instances` of each."""
         for proc in [*self.service_processes(), _renamed(api_process(self.settings.api_url))]:

@@ -118,7 +118,22 @@ def phase_figures(submitted: Mapping[str, float], marks: list[Mark]) -> dict[str
         "run_latency_ms": summary_ms(run_latencies(submitted, marks)),
         "step_latency_ms": summary_ms(step_latencies(marks)),
         "handoff_gap_ms": summary_ms(handoff_gaps(marks)),
+        "hops_ms": hop_breakdown(submitted, marks),
     }
+
+
+def hop_breakdown(submitted: Mapping[str, float], marks: Iterable[Mark]) -> dict[str, dict[str, Any]]:
+    """Where a run's time goes: every pair of consecutive events of a run (`submit` first), keyed
+    `step:kind -> step:kind`, with p50/p99 of the time between them. Each event's `ts` is taken by the
+    service that wrote it, so a pair spans the hops (commit, fetch, handling) between two services."""
+    spans: dict[str, list[float]] = defaultdict(list)
+    for run, ms in _by_run(m for m in marks if m.run_id in submitted).items():
+        before, t0 = "submit", submitted[run]
+        for m in ms:
+            here = f"{m.step}:{m.kind}" if m.step else m.kind
+            spans[f"{before} -> {here}"].append(m.t - t0)
+            before, t0 = here, m.t
+    return {k: {**summary_ms(v), "n": len(v)} for k, v in spans.items() if len(v) >= 3}
 
 
 def duplicates(recipients: Iterable[str]) -> dict[str, int]:

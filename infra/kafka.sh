@@ -293,6 +293,15 @@ share.coordinator.state.topic.num.partitions=5
 # Consumer groups form at once instead of after the default 3 s delay.
 group.initial.rebalance.delay.ms=0
 
+# Groups on the KIP-848 consumer protocol (KEEL_GROUP_PROTOCOL=consumer) have their session timed by
+# the broker (default 45 s, also its minimum): a member killed with kill -9 holds its partitions, and
+# a static member restarted under its instance id is refused (UNRELEASED_INSTANCE_ID), that long. The
+# same 6 s the classic groups ask for.
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=1000
+
 # After a crash (kill -9) the restarted broker cannot register until the controller expires the
 # dead incarnation's session (default 9 s); a shorter session makes restarts in tests faster.
 broker.heartbeat.interval.ms=1000

@@ -32,6 +32,11 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
         # A crashed instance that is not restarted under the same id holds readers back at the last
         # stable offset until its transaction times out: keep that window short.
         conf["transaction.timeout.ms"] = int(settings.transaction_timeout_s * 1000)
+        # A transaction's outputs go out with its commit at the latest: lingering only delays the
+        # AddPartitions/produce round trips that send_offsets then waits for (1.96 -> 1.29 ms p50 per
+        # transaction with linger 1 -> 0, probed against the broker). Batches still form while a
+        # request is in flight.
+        conf["linger.ms"] = 0
     conf.update(extra)
     return conf
 
@@ -56,6 +61,14 @@ def consumer_config(
         # answers it at once, so this only bounds how stale an idle consumer's view can be.
         "fetch.wait.max.ms": 100,
     }
+    if settings.group_protocol == "consumer":
+        # KIP-848: the broker assigns partitions and times sessions out (group.consumer.* settings on
+        # the broker); the client-side knobs above are refused under this protocol. Its range assignor
+        # keeps co-partitioning: partition N of every subscribed topic goes to the same member.
+        for classic_only in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+            del conf[classic_only]
+        conf["group.protocol"] = "consumer"
+        conf["group.remote.assignor"] = "range"
     if instance_id:
         # Static membership: a restarted instance takes its partitions back without a rebalance.
         conf["group.instance.id"] = instance_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,8 +39,16 @@ class Settings(BaseSettings):
     # Transactions are committed at least this often while a loop has work in flight.
     batch_max_messages: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.2, gt=0)
-    # Deadline of each transactional call (send offsets, commit, abort).
-    txn_timeout_s: float = Field(default=20.0, gt=0)
+    # The consumer group protocol: "classic" (the client-side range assignor, eager rebalances) or
+    # "consumer" (KIP-848: the broker assigns, by its range assignor, and rebalances incrementally).
+    group_protocol: Literal["classic", "consumer"] = "classic"
+    # A batch that produces nothing (most run events, for the ledger and the scheduler) does not cost a
+    # transaction of its own: its offsets go with the next one, or on their own after this long.
+    offsets_max_delay_s: float = Field(default=1.0, ge=0)
+    # Deadline of each transactional call (send offsets, commit, abort). No longer than the broker's
+    # transaction timeout below: by then the broker has aborted the transaction anyway. A call stuck
+    # past it (+5 s) has its producer replaced: after a broker's kill -9 the loops resume that soon.
+    txn_timeout_s: float = Field(default=10.0, gt=0)
     # How long the broker lets a transaction stay open before aborting it. An instance that dies with a
     # transaction open and is NOT restarted under its own id (its partitions taken over by another)
     # holds read_committed readers of those partitions until this passes. A batch's transaction spans

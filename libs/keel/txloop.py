@@ -3,6 +3,10 @@
 One Kafka transaction per poll batch: the outputs, the dead letters and the consumed offsets commit
 together or not at all. Every way a turn ends:
 
+- nothing to publish (no outputs, no after-commit work): no transaction; the batch's offsets go with
+  the next one, or on their own once `offsets_max_delay_s` has passed (and on a clean stop). A
+  processor stages state only together with an output (a changelog write), so such a batch changed
+  nothing, and reading it again after a crash changes nothing either.
 - committed: outputs, dead letters and offsets are durable, then `on_commit`. Timer-only turns send the
   consumer's positions too, so every transaction carries the group's metadata and a member fenced out
   of the group cannot commit state built from stale data.
@@ -58,6 +62,13 @@ log = logging.getLogger(__name__)
 _MAX_PAUSE_S = 30.0
 
 
+def _due(deferred: dict[tuple[str, int], tuple[int, float]], now: float, max_delay_s: float) -> bool:
+    """Whether offsets held back from output-less batches have waited long enough to be committed on
+    their own, so a restart re-reads at most that long of messages (which change nothing again)."""
+    oldest = min((t for _, t in deferred.values()), default=None)
+    return oldest is not None and now - oldest >= max_delay_s
+
+
 class _TickFailed(Exception):
     """The processor's tick raised: the turn is rewound and ticks pause."""
 
@@ -106,6 +117,8 @@ class TransactionalLoop:
         self._ticks_paused_until = 0.0
         self._registry_streak = 0
         self._delivery_errors: list[KafkaError] = []
+        # (topic, partition) -> (next offset to commit, when the oldest uncommitted message was read)
+        self._deferred: dict[tuple[str, int], tuple[int, float]] = {}
 
     @property
     def split_batches(self) -> int:
@@ -131,10 +144,18 @@ class TransactionalLoop:
                     limit = self.splitter.limit(self._batch_limit())
                     self.process_batch(self._next_batch(limit))
                     self.last_progress = time.monotonic()
+                self._commit_deferred()
             finally:
                 self.producer.flush(10)
                 if self._pool is not None:
                     self._pool.shutdown()
+
+    def _commit_deferred(self) -> None:
+        """On a clean stop, commit the offsets held back from output-less batches (else the next owner
+        would only read those messages again, to no effect)."""
+        if self._deferred:
+            self._deferred = {tp: (off, 0.0) for tp, (off, _) in self._deferred.items()}
+            self.process_batch([])
 
     def _next_batch(self, limit: int) -> list[Message]:
         """Block for the first message only, then take what is already fetched. (`consume(n, timeout)`
@@ -163,6 +184,10 @@ class TransactionalLoop:
         )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Held-back offsets of revoked partitions are not ours to commit: the new owner re-reads those
+        # messages, which changed nothing here.
+        for tp in partitions:
+            self._deferred.pop((tp.topic, tp.partition), None)
         self.processor.on_revoke(partitions)
         self.splitter.forget({(tp.topic, tp.partition) for tp in partitions})
 
@@ -196,9 +221,18 @@ class TransactionalLoop:
             return False
         self._registry_streak = 0
         outputs += ticked
-        if not last and not outputs:
+        now = time.monotonic()
+        deferred = {
+            **self._deferred,
+            **{tp: (off + 1, self._deferred.get(tp, (0, now))[1]) for tp, off in last.items()},
+        }
+        if not outputs and not works and not _due(deferred, now, self.settings.offsets_max_delay_s):
+            # Nothing to publish and, by the processor contract, no state staged (state only changes
+            # with an output): the offsets ride with the next transaction instead of costing one now.
+            # (Kept apart from self._deferred until then, so a failed turn never commits past a rewind.)
+            self._deferred = deferred
             return True
-        offsets = [TopicPartition(t, p, off + 1) for (t, p), off in last.items()]
+        offsets = [TopicPartition(t, p, off) for (t, p), (off, _) in deferred.items()]
         if not offsets:
             try:  # timer-only: carry the group's metadata all the same
                 offsets = positions(self.consumer)
@@ -227,6 +261,7 @@ class TransactionalLoop:
             self._rewind(first)
             return False
         self.committed_batches += 1
+        self._deferred.clear()
         self.splitter.committed(coords, self._batch_limit())
         if ticked:
             self._tick_streak = 0

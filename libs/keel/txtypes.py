@@ -63,6 +63,10 @@ class Reject(Exception):  # noqa: N818 - it is a verdict, not an error of the lo
 class Processor:
     """What a service plugs into the loop. Subclass and override `handle`; hooks are optional.
 
+    State is staged only together with an output (its changelog write, say): a batch whose messages
+    yield no output and no after-commit work is not committed on its own (its offsets go with a later
+    transaction), so it must have changed nothing that a crash would need to undo.
+
     `concurrency` > 1 lets the loop handle a batch's messages on that many threads (for processors that
     wait on the outside world, e.g. model and provider calls); outputs keep the messages' order.
     """

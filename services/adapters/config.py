@@ -44,6 +44,9 @@ class AdapterSettings(Settings):
     tool_credentials: dict[str, dict[str, SecretStr]] = Field(default_factory=_simulator_credentials)
     # A JSON file of the same shape (re-read when it changes); its entries win over tool_credentials.
     tool_credentials_file: Path | None = None
+    # Provider calls in flight at once per process (KEEL_TOOL_CALLS); more wait their turn, and are
+    # refused without a call once their attempt's deadline has passed.
+    tool_calls: int = Field(default=16, ge=1)
 
     def base_url(self, provider: str, default: str | None = None) -> str:
         """The provider's base URL in this deployment: KEEL_<PROVIDER>_URL, KEEL_TOOL_URLS, then the

@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Protocol
 
 import httpx
+from confluent_kafka import TopicPartition
 
 import keel.events as ev
+from keel.background import BackgroundCalls
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
 from keel.claimcheck import resolved_command
@@ -18,7 +20,7 @@ from keel.contracts import LedgerRecord, ToolCommand
 from keel.serde import Serde
 from keel.settings import Settings, get_settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
-from keel.txloop import AfterCommit, Handled, Output, Processor, Record, Reject
+from keel.txloop import Handled, Output, Processor, Record, Reject
 from keel.vocab import RATE_LIMITED, TRANSIENT, VALIDATION
 from services.adapters import facts
 from services.adapters.base import Adapter, Effect, ToolRequest, ToolResult
@@ -47,8 +49,10 @@ def deadline_ms(cmd: ToolCommand) -> int | None:
 
 
 class AdapterProcessor(Processor):
-    concurrency = 8  # model and provider calls wait on the network
-    max_batch = 64  # bounds how long one batch can wait on slow providers
+    """Provider calls run on background workers (keel.background), as the executor's model calls do: a
+    call starts once the batch with its `tool_called` (and the command's offset) has committed, the
+    loop goes on meanwhile, and the result commits with a later turn's batch. A batch no longer waits
+    for its slowest call, and results need no transaction of their own."""
 
     def __init__(
         self,
@@ -57,11 +61,13 @@ class AdapterProcessor(Processor):
         http: httpx.Client,
         breakers: BreakerRegistry | None = None,
         blobs: BlobStore | None = None,
+        calls: BackgroundCalls | None = None,
     ) -> None:
         self.settings, self.ledger, self.http = settings, ledger, http
         self.breakers = breakers or BreakerRegistry(_breaker_policy())
         self.in_flight = KeyGate()
         self.blobs = blobs or store_for(get_settings())
+        self.calls = calls or BackgroundCalls(settings.tool_calls, "tool-call")
 
     def handle(self, record: Record) -> Sequence[Handled]:
         cmd: ToolCommand = record.value
@@ -111,7 +117,26 @@ class AdapterProcessor(Processor):
         # tool_called commits (with the command's offset) before the call: if this process dies during
         # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
         # retries only what the adapter's idempotency mode makes safe to repeat.
-        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now)), AfterCommit(call)]
+        self.calls.stage((record.topic, record.partition), call)
+        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now))]
+
+    # -- the background calls, in the loop's terms ----------------------------------------------------
+    def max_wait_s(self, idle_wait_s: float) -> float:
+        # A result that lands while the loop waits for messages would wait with it.
+        return min(idle_wait_s, 0.005) if self.calls.busy() else idle_wait_s
+
+    def tick(self, now_ms: int) -> Sequence[Output]:
+        return self.calls.take()  # finished calls' facts, committed in this turn's transaction
+
+    def on_commit(self) -> None:
+        self.calls.committed()
+
+    def on_abort(self) -> None:
+        self.calls.aborted()
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Calls not yet started belong to the partitions' new owner: the step's deadline retries them.
+        self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
     def _blocked(self, cmd: ToolCommand, now_ms: int, when: str) -> str | None:
         """Why this command must not reach the provider at all, or None."""

@@ -142,7 +142,10 @@ class Projector:
             offset = stored[(tp.topic, tp.partition)]
             tp.offset = OFFSET_BEGINNING if offset is None or offset == UNKNOWN else offset
             self.positions[(tp.topic, tp.partition)] = offset
-        consumer.assign(partitions)
+        if self.settings.group_protocol == "consumer":
+            consumer.incremental_assign(partitions)  # KIP-848 hands out changes, not the whole set
+        else:
+            consumer.assign(partitions)
         log.info("assigned %s", {f"{t}[{p}]": o for (t, p), o in stored.items()})
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -27,7 +27,9 @@ class _Moved(Exception):
 class ProjectionStore:
     def __init__(self, conn: psycopg.Connection[Any], schema: str = "keel") -> None:
         self.conn, self.schema = conn, schema
-        self._sql: dict[tuple[str, tuple[str, ...]], sql.Composed] = {}
+        # Rendered once: psycopg would compose a `sql.Composed` into bytes again on every execute (about
+        # a third of the projector's CPU), while a plain query string's conversion is cached.
+        self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
 
     def _t(self, table: str) -> sql.Identifier:
         return sql.Identifier(self.schema, table)
@@ -158,10 +160,10 @@ class ProjectionStore:
         json_cols = TABLES[change.table].json
         return [Jsonb(v) if c in json_cols and v is not None else v for c, v in change.values.items()]
 
-    def _upsert(self, change: RowChange) -> sql.Composed:
+    def _upsert(self, change: RowChange) -> str:
         key = (change.table, tuple(change.values))
         if key not in self._sql:
-            self._sql[key] = upsert_sql(self.schema, TABLES[change.table], key[1])
+            self._sql[key] = upsert_sql(self.schema, TABLES[change.table], key[1]).as_string(self.conn)
         return self._sql[key]
 
 

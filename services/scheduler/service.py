@@ -196,11 +196,13 @@ class SchedulerProcessor(Processor):
         except KafkaException as exc:  # the timers stay held; asked again on a later turn
             log.warning("cannot tell yet whether the input caught up: %s", exc)
         for run_id, fire_at in list(self.timers.items()):
+            if fire_at > now_ms:  # most timers, every turn: nothing else is looked at for them
+                continue
             current = self.states.get(run_id)
             if current is None or next_timer(current) is None:  # the timer's batch was aborted
                 self.timers.pop(run_id, None)
                 continue
-            if fire_at > now_ms or self.gate.held(owner_partition(run_id, self.partitions)):
+            if self.gate.held(owner_partition(run_id, self.partitions)):
                 continue
             try:
                 decision = due(
@@ -258,7 +260,7 @@ class SchedulerProcessor(Processor):
             if after.ended_at is None:
                 after.ended_at = now_ms
             after = retention.marker(after, now_ms)
-        if after is not None and (before is None or after.to_json() != before.to_json()):
+        if after is not None and (before is None or after != before):
             outputs.append(self.states.put(run_id, after))
             timer = next_timer(after)
             if timer is None:
@@ -271,7 +273,7 @@ class SchedulerProcessor(Processor):
 
 
 def _copy(state: RunState) -> RunState:
-    return RunState.from_json(state.to_json())
+    return state.copy()
 
 
 def make_processor(settings: Settings, _: Serde) -> SchedulerProcessor:

@@ -8,8 +8,8 @@ of the batch on parallel threads.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from infra.simulators.dedup import effect_id
 from keel.breaker import BreakerPolicy, BreakerRegistry
 from keel.contracts import LedgerRecord, RunEvent, ToolCommand
 from keel.idempotency import idempotency_key
-from keel.txloop import AfterCommit, Handled, Output, Record
+from keel.txloop import Handled, Output, Record
 from services.adapters import AdapterSettings
 from services.adapters.service import AdapterProcessor
 
@@ -59,13 +59,18 @@ def facts(handled: Sequence[Handled]) -> list[RunEvent]:
     return [h.value for h in handled if isinstance(h, Output) and isinstance(h.value, RunEvent)]
 
 
+def results(processor: AdapterProcessor) -> list[RunEvent]:
+    """The batch commits (the loop's on_commit): its calls run in the background; their facts, once
+    every one has finished, as the loop's tick hands them out."""
+    processor.on_commit()
+    wait_for(lambda: processor.calls.pending() == 0, 10, "the calls to finish")
+    return facts(processor.tick(ev.now_ms()))
+
+
 def run_batch(processor: AdapterProcessor, cmds: list[ToolCommand]) -> tuple[list[RunEvent], list[RunEvent]]:
-    """(facts committed with the batch, facts of its after-commit work run in parallel)."""
+    """(facts committed with the batch, facts of its calls, run in parallel after the commit)."""
     handled = [processor.handle(record(c, i)) for i, c in enumerate(cmds)]
-    works = [h.work for hs in handled for h in hs if isinstance(h, AfterCommit)]
-    with ThreadPoolExecutor(8) as pool:
-        later = [o for outs in pool.map(lambda w: w(), works) for o in outs]
-    return [f for hs in handled for f in facts(hs)], facts(later)
+    return [f for hs in handled for f in facts(hs)], results(processor)
 
 
 @pytest.fixture
@@ -114,7 +119,7 @@ def test_a_command_past_its_deadline_is_never_called(
 ) -> None:
     cmd = command("email@1", MESSAGE, unique("run"), deadline_ms=ev.now_ms() - 5)
     handled = processor.handle(record(cmd))
-    assert not any(isinstance(h, AfterCommit) for h in handled)
+    assert results(processor) == []  # no call staged
     [fact] = facts(handled)
     assert fact.event == "tool_failed" and fact.tool is not None
     assert "deadline passed" in (fact.tool.blocked_reason or "") and "handled" in (fact.error or "")
@@ -129,9 +134,8 @@ def test_a_deadline_passing_before_the_after_commit_work_stops_the_call(
     cmd = command("email@1", MESSAGE, unique("run"), deadline_ms=deadline)
     handled = processor.handle(record(cmd))
     assert [f.event for f in facts(handled)] == ["tool_called"]
-    wait_for(lambda: ev.now_ms() > deadline, 5, "the deadline to pass")  # the work starts late
-    [work] = [h.work for h in handled if isinstance(h, AfterCommit)]
-    [fact] = facts(work())
+    wait_for(lambda: ev.now_ms() > deadline, 5, "the deadline to pass")  # the commit comes late
+    [fact] = results(processor)
     assert fact.event == "tool_failed" and "deadline passed" in (fact.tool.blocked_reason or "")
     assert stats(control["email"])["requests"] == 0
 
@@ -188,3 +192,20 @@ def test_a_committed_key_is_answered_from_the_ledger(
         [fact] = facts(processor.handle(record(cmd)))
     assert fact.event == "tool_succeeded" and fact.tool is not None and fact.tool.already_committed
     assert stats(control["email"])["requests"] == 0
+
+
+def test_a_call_starts_once_its_batch_committed_and_never_holds_the_loop(
+    control: dict[str, httpx.Client], processor: AdapterProcessor
+) -> None:
+    rule = {"kind": "latency", "ms": 400, "times": 1, "path": "/v1/messages", "method": "POST"}
+    control["email"].post("/_faults", json=rule).raise_for_status()
+    cmd = command("email@1", MESSAGE, unique("run"))
+    started = time.monotonic()
+    [called] = facts(processor.handle(record(cmd)))
+    assert called.event == "tool_called" and stats(control["email"])["requests"] == 0
+    processor.on_commit()  # the call starts now, on a worker; the loop's turn is over at once
+    assert time.monotonic() - started < 0.3
+    assert processor.tick(ev.now_ms()) == []  # nothing finished yet: the next batch goes on
+    wait_for(lambda: processor.calls.pending() == 0, 10, "the call to finish")
+    [fact] = facts(processor.tick(ev.now_ms()))
+    assert fact.event == "tool_succeeded" and stats(control["email"])["requests"] == 1

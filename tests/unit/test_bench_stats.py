@@ -10,6 +10,7 @@ from bench.stats import (
     Mark,
     duplicates,
     handoff_gaps,
+    hop_breakdown,
     percentile,
     phase_figures,
     run_latencies,
@@ -90,3 +91,25 @@ def test_phase_figures_count_only_submitted_runs() -> None:
 def test_duplicates_are_deliveries_beyond_the_first_per_recipient() -> None:
     assert duplicates(["a", "b", "a", "a", "c"]) == {"deliveries": 5, "distinct": 3, "duplicates": 2}
     assert duplicates([]) == {"deliveries": 0, "distinct": 0, "duplicates": 0}
+
+
+def test_hop_breakdown_times_each_pair_of_consecutive_events_of_a_run() -> None:
+    submitted = {f"r{i}": 100.0 for i in range(3)}
+    marks = []
+    for i in range(3):
+        run = f"r{i}"
+        marks += [
+            Mark(run, None, "created", 100.010),
+            Mark(run, "a", "step_started", 100.030 + i / 1000),
+            Mark(run, "a", "step_committed", 100.100),
+        ]
+    hops = hop_breakdown(submitted, marks)
+    assert list(hops) == [
+        "submit -> created",
+        "created -> a:step_started",
+        "a:step_started -> a:step_committed",
+    ]
+    assert hops["submit -> created"]["p50"] == pytest.approx(10.0)
+    assert hops["created -> a:step_started"]["p50"] == pytest.approx(21.0)
+    assert hops["a:step_started -> a:step_committed"]["max"] == pytest.approx(70.0)
+    assert hop_breakdown({"other": 1.0}, marks) == {}  # runs not submitted in the phase are left out

@@ -64,3 +64,17 @@ def test_a_restore_keeps_going_past_a_newer_release_s_state_and_keeps_what_it_kn
     raw["steps"]["send_email"]["also_new"] = True
     kept = decode_state(json.dumps(raw).encode())
     assert kept == state  # one partition's restore never stops on a record from a later release
+
+
+def test_a_copy_is_the_same_state_and_the_core_changing_it_leaves_the_original_as_it_was():
+    state = started()
+    _at_send(state)
+    before = state.to_json()
+    copy = state.copy()
+    assert copy == state and copy.to_json() == before
+    # What the core does to the state it is given: statuses, attempts, timers, outputs replaced.
+    step = next(iter(copy.steps.values()))
+    step.status, step.attempt, step.output = "failed", step.attempt + 7, {"replaced": True}
+    copy.status, copy.input["added"] = "failed", 1
+    assert copy != state
+    assert state.to_json() == before  # an aborted batch leaves no trace in the committed state
