@@ -71,3 +71,12 @@ def test_yaml_that_does_not_parse_and_unknown_kinds_are_refused():
         load_text("name: a\n  - b: [\n", "x.yaml")
     with pytest.raises(DefinitionInvalid, match="unknown definition kind 'gadget'"):
         parse("gadget", {}, "x")
+
+
+def test_registered_content_parses_back_to_the_same_definition():
+    import json
+
+    for path in [*(REPO_ROOT / "workflows").glob("*.yaml"), *(REPO_ROOT / "tests" / "workflows").glob("*.yaml")]:
+        first = parse("workflow", load_text(path.read_text(), str(path))[0], str(path))
+        again = parse("workflow", json.loads(first.content), "content")
+        assert (again.digest, again.value) == (first.digest, first.value), path

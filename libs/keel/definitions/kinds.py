@@ -3,7 +3,7 @@
 A kind is a parse function and, optionally, a function naming the definitions it refers to:
 
 - `parse(data)` takes the raw data (parsed YAML or JSON) and returns the validated definition: an
-  object with `name: str`, `version: int` and `model_dump(mode="json")` (a frozen pydantic model fits).
+  object with `name: str`, `version: int` and `model_dump(mode="json", exclude_defaults=True)` (a frozen pydantic model fits).
   It refuses bad data by raising `pydantic.ValidationError` (its locations become JSON paths and YAML
   lines), `DefinitionInvalid`, or `keel.workflows.WorkflowError`.
 - `references(definition)` lists `(location, kind, "name@version")` for every other definition it
@@ -40,7 +40,7 @@ class Definition(Protocol):
     name: str
     version: int
 
-    def model_dump(self, *, mode: str) -> Any: ...
+    def model_dump(self, *, mode: str, exclude_defaults: bool) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ register_kind(Kind("workflow", parse=parse_workflow, references=_tool_steps))
 
 # Known without registration: the tools built into Keel.
 BUILTIN: dict[str, frozenset[str]] = {"tool": frozenset(BUILTIN_TOOL_MODES)}
+
+
+def content_of(value: Any) -> str:
+    """The canonical JSON of a parsed definition. Defaults are left out: the text parses back to the same
+    definition (validators that ask which fields were set see the same ones), and writing a default out
+    or leaving it implicit gives the same digest."""
+    return canonical(value.model_dump(mode="json", exclude_defaults=True))
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def parse(kind: str, data: Any, source: str, lines: Lines | None = None) -> Pars
             for message, loc in zip(exc.problems, exc.locations, strict=True)
         ]
         raise DefinitionInvalid(source, problems) from None
-    content = canonical(value.model_dump(mode="json"))
+    content = content_of(value)
     return Parsed(kind, value.name, value.version, value, content, digest(content))
 
 
