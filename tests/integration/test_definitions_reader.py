@@ -7,7 +7,8 @@ import yaml
 from definitions_topic import definitions_topic
 from helpers import unique, wait_for
 
-from keel.definitions.log import apply
+from keel.definitions.kinds import parse
+from keel.definitions.log import apply, publish
 from keel.definitions.reader import DefinitionsReader
 from keel.definitions.view import WorkflowView
 from keel.schemas import REPO_ROOT
@@ -74,5 +75,17 @@ def test_a_service_without_any_registered_definition_runs_from_files(stack):
         assert (
             view.names() == ["lead_enrichment", "outbound_email"] and view.get("outbound_email").version == 1
         )
+    finally:
+        reader.close()
+
+
+def test_refresh_returns_once_what_the_topic_held_has_been_read(stack):
+    topic, name = definitions_topic(stack), unique("wf").replace("-", "_")
+    reader = DefinitionsReader(stack, topic)
+    try:
+        for version in (1, 2, 3):
+            publish(stack, parse("workflow", workflow(name, version, "x"), "t"), "op", topic)
+            assert reader.refresh(10)
+            assert (name, version) in reader.definitions("workflow")
     finally:
         reader.close()

@@ -76,7 +76,8 @@ def test_yaml_that_does_not_parse_and_unknown_kinds_are_refused():
 def test_registered_content_parses_back_to_the_same_definition():
     import json
 
-    for path in [*(REPO_ROOT / "workflows").glob("*.yaml"), *(REPO_ROOT / "tests" / "workflows").glob("*.yaml")]:
+    files = [*(REPO_ROOT / "workflows").glob("*.yaml"), *(REPO_ROOT / "tests" / "workflows").glob("*.yaml")]
+    for path in files:
         first = parse("workflow", load_text(path.read_text(), str(path))[0], str(path))
         again = parse("workflow", json.loads(first.content), "content")
         assert (again.digest, again.value) == (first.digest, first.value), path

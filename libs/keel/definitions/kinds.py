@@ -3,7 +3,8 @@
 A kind is a parse function and, optionally, a function naming the definitions it refers to:
 
 - `parse(data)` takes the raw data (parsed YAML or JSON) and returns the validated definition: an
-  object with `name: str`, `version: int` and `model_dump(mode="json", exclude_defaults=True)` (a frozen pydantic model fits).
+  object with `name: str`, `version: int` and pydantic's `model_dump` (a frozen pydantic model fits;
+  its `model_dump(mode="json", exclude_defaults=True)` must parse back to an equal definition).
   It refuses bad data by raising `pydantic.ValidationError` (its locations become JSON paths and YAML
   lines), `DefinitionInvalid`, or `keel.workflows.WorkflowError`.
 - `references(definition)` lists `(location, kind, "name@version")` for every other definition it

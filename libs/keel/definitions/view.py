@@ -11,8 +11,8 @@ import json
 import logging
 import threading
 
-from keel.definitions.reader import DefinitionsReader
 from keel.definitions.kinds import content_of
+from keel.definitions.reader import DefinitionsReader
 from keel.definitions.record import digest
 from keel.settings import Settings
 from keel.topics import DEFINITIONS
