@@ -20,10 +20,10 @@ import keel.events as ev
 from keel import builtin_tools
 from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
+from keel.definitions.view import live_workflows
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.txloop import Output, Processor, Record, Reject
-from keel.workflows import Catalog
 from services.scheduler import payloads, retention, unprocessable
 from services.scheduler.catchup import CatchUpGate
 from services.scheduler.config import SchedulerSettings, SchedulerTopics
@@ -51,9 +51,11 @@ class SchedulerProcessor(Processor):
         group: str = GROUP,
         probe: EndProbe | None = None,
     ) -> None:
-        self.workflows = workflows or Catalog.configured()
-        self.tool_mode = tool_mode or builtin_tools.idempotency_mode
         self.topics = topics or SchedulerTopics()
+        # The workflow files plus the registered definitions: a run request naming a version not seen
+        # yet waits (bounded) for the topic to be read to its end before it is refused as unknown.
+        self.workflows = workflows or live_workflows(settings, self.topics.definitions)
+        self.tool_mode = tool_mode or builtin_tools.idempotency_mode
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
         self.states = RunStore(settings, self.topics.state, self.partitions)

@@ -13,7 +13,7 @@ import threading
 
 from keel.definitions.kinds import content_of
 from keel.definitions.reader import DefinitionsReader
-from keel.definitions.record import digest
+from keel.definitions.record import Candidate, digest
 from keel.settings import Settings
 from keel.topics import DEFINITIONS
 from keel.workflows import Catalog, UnknownWorkflow, WorkflowError, WorkflowSpec, parse_workflow
@@ -65,6 +65,14 @@ class WorkflowView:
             specs[key] = spec
         self.conflicts = conflicts
         return specs
+
+    def record(self, name: str, version: int) -> Candidate | None:
+        """The registered record behind name@version; None for a version only a file defines."""
+        return self.reader.definitions("workflow").get((name, version)) if self.reader else None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def names(self) -> list[str]:
         return sorted({n for n, _ in self._current()})
