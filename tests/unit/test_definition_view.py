@@ -70,3 +70,11 @@ def test_without_a_reader_the_view_is_the_files():
     assert view.names() == ["lead_enrichment", "outbound_email"]
     with pytest.raises(UnknownWorkflow):
         view.get("nope")
+
+
+def test_a_file_naming_an_unknown_tool_version_is_refused_loudly():
+    send = BASE.steps[2].model_copy(update={"tool": "email@5"})
+    broken = BASE.model_copy(update={"version": 4, "steps": (*BASE.steps[:2], send)})
+    view = WorkflowView(Catalog({("outbound_email", 1): BASE, ("outbound_email", 4): broken}), FakeReader([]))
+    assert view.versions("outbound_email") == [1]
+    assert len(view.conflicts) == 1 and "unknown tool 'email@5'" in view.conflicts[0]

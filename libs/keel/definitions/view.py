@@ -11,9 +11,10 @@ import json
 import logging
 import threading
 
-from keel.definitions.kinds import content_of
+from keel.definitions.kinds import Parsed, check_references, content_of, known_in, ref_of
+from keel.definitions.problems import DefinitionInvalid
 from keel.definitions.reader import DefinitionsReader
-from keel.definitions.record import Candidate, digest
+from keel.definitions.record import Candidate, digest, winners
 from keel.settings import Settings
 from keel.topics import DEFINITIONS
 from keel.workflows import Catalog, UnknownWorkflow, WorkflowError, WorkflowSpec, parse_workflow
@@ -47,7 +48,7 @@ class WorkflowView:
     def _merge(self) -> dict[Key, WorkflowSpec]:
         assert self.reader is not None
         specs = {(n, v): self.files.get(n, v) for n in self.files.names() for v in self.files.versions(n)}
-        conflicts = []
+        conflicts = self._unknown_references(specs)
         for key, record in sorted(self.reader.definitions("workflow").items()):
             spec = self._parsed.get(record.digest)
             if spec is None:
@@ -73,6 +74,23 @@ class WorkflowView:
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+
+    def _unknown_references(self, specs: dict[Key, WorkflowSpec]) -> list[str]:
+        """Refuse (drop, loudly) the files naming a tool version neither built in nor registered."""
+        assert self.reader is not None
+        registered = known_in(
+            (c.kind, ref_of(c.name, c.version)) for c in winners(self.reader.records()).values()
+        )
+        refused = []
+        for key, spec in list(specs.items()):
+            parsed = Parsed("workflow", spec.name, spec.version, spec, "", "")
+            try:
+                check_references(parsed, registered, f"workflow file {key[0]} v{key[1]}")
+            except DefinitionInvalid as exc:
+                del specs[key]
+                refused.append(f"{exc}: the file is refused")
+                log.error("definitions: %s", refused[-1])
+        return refused
 
     def names(self) -> list[str]:
         return sorted({n for n, _ in self._current()})
