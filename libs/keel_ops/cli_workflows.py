@@ -49,13 +49,13 @@ def apply_file(
     return True
 
 
-def apply_local_files(settings: Settings) -> int:
+def apply_local_files(settings: Settings, topic: str = DEFINITIONS) -> int:
     """What `keel up` does: apply every workflow file (shipped and KEEL_WORKFLOW_DIRS); returns refusals."""
     Catalog.configured()  # the files must load (names, versions, no duplicates) before any is applied
     refused = 0
     for directory in catalog_dirs():
         for path in sorted(Path(directory).glob("*.yaml")):
-            refused += not apply_file(settings, str(path), "keel up")
+            refused += not apply_file(settings, str(path), "keel up", topic)
     if refused:
         say(f"{refused} workflow file(s) REFUSED: the registered definitions are used; see above")
     return refused
