@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from keel.definitions.log import candidate, serde_for
 from keel.definitions.record import Candidate, winners
+from keel.registryerrors import registry_unavailable
 from keel.settings import Settings
 from keel.topics import DEFINITIONS
 
@@ -103,11 +104,19 @@ class DefinitionsReader:
                 with self._cond:
                     self._position = max(self._position, offset)
             return
-        try:
-            found = candidate(self._serde.decode(self.topic, msg.value()), offset)  # type: ignore[attr-defined]
-        except Exception as exc:  # never stop following for one record: say which and go on
-            log.error("definitions: skipping the record at %s:0:%d: %s", self.topic, offset, exc)
-            found = None
+        found = None
+        while not self._stop.is_set():
+            try:
+                found = candidate(self._serde.decode(self.topic, msg.value()), offset)  # type: ignore[attr-defined]
+                break
+            except Exception as exc:
+                if registry_unavailable(exc):  # not the record's fault: skipping it would lose a definition
+                    log.warning("definitions: the schema registry does not answer (%s); retrying", exc)
+                    self._stop.wait(1.0)
+                    continue
+                # Bytes that can never decode: say which record and go on following the topic.
+                log.error("definitions: skipping the record at %s:0:%d: %s", self.topic, offset, exc)
+                break
         with self._cond:
             if found is not None:
                 self._records.append(found)
