@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import yaml
 from apistack import ACME, api  # noqa: F401
 from helpers import unique, wait_for
 
@@ -36,7 +37,8 @@ def test_apply_created_unchanged_conflict_then_runs_are_accepted(api):  # noqa: 
     other = api.client.post("/v1/workflows", content=definition(name, subject="Changed"), headers=OPS)
     assert other.status_code == 409 and other.json()["error"]["code"] == "definition_conflict"
     assert len(read_all(api.settings, topic_of(api))) == 1
-    v2 = api.client.post("/v1/workflows", content=definition(name, 2, "Two"), headers=OPS)
+    as_json = yaml.safe_load(definition(name, 2, "Two"))  # JSON bodies too (JSON is YAML)
+    v2 = api.client.post("/v1/workflows", json=as_json, headers=OPS)
     assert v2.status_code == 201
     listed = api.client.get(f"/v1/workflows/{name}/versions", headers=ACME)
     assert listed.status_code == 200
