@@ -3,7 +3,7 @@ read back, judge). Applies are safe to run concurrently: see `apply`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,7 +72,6 @@ class Applied:
     outcome: str
     winner: Candidate | None = None
     written: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:
