@@ -136,6 +136,43 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DefinitionRecord:
+    """One immutable, versioned definition (a workflow, a tool) registered at runtime. Topic keel.definitions (compacted, one partition), keyed by kind/name@version/digest so compaction keeps every candidate; the first record of a kind/name@version in log order is the definition every reader uses."""
+
+    AVRO_NAME: ClassVar[str] = 'keel.DefinitionRecord'
+    kind: str
+    name: str
+    version: int
+    content: str
+    digest: str
+    applied_at: datetime
+    applied_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'kind': self.kind,
+            'name': self.name,
+            'version': self.version,
+            'content': self.content,
+            'digest': self.digest,
+            'applied_at': self.applied_at,
+            'applied_by': self.applied_by,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DefinitionRecord:
+        return cls(
+            kind=d['kind'],
+            name=d['name'],
+            version=d['version'],
+            content=d['content'],
+            digest=d['digest'],
+            applied_at=d['applied_at'],
+            applied_by=d['applied_by'],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerRecord:
     """The commit ledger's durable record that a side effect happened. Topic keel.ledger (compacted), keyed by idempotency_key: at most one commit per key."""
 
@@ -698,6 +735,7 @@ class ToolCommand:
 RECORD_TYPES: dict[str, type] = {
     'control_command': ControlCommand,
     'dead_letter': DeadLetter,
+    'definition': DefinitionRecord,
     'ledger_record': LedgerRecord,
     'run_event': RunEvent,
     'run_request': RunRequested,

@@ -19,6 +19,7 @@ TOPIC_ENVELOPES: dict[str, str] = {
     "keel.control": "control_command",
     "keel.ledger": "ledger_record",
     "keel.dead-letters": "dead_letter",
+    "keel.definitions": "definition",
 }
 
 

@@ -23,6 +23,8 @@ CONTROL = "keel.control"
 LEDGER = "keel.ledger"
 DEAD_LETTERS = "keel.dead-letters"
 SCHEMAS = "_keel.schemas"
+# Registered workflow and tool definitions (Avro, compacted; see keel.definitions).
+DEFINITIONS = "keel.definitions"
 # Which dead letters were redriven (JSON, compacted, keyed by dead_letter_id).
 DEAD_LETTER_STATUS = "keel.dead-letter-status"
 # Which process holds each instance id (JSON, compacted, keyed by transactional id; see keel.lease).
@@ -63,6 +65,8 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
         TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.
         TopicSpec(SCHEMAS, 1, compacted),
+        # "First in log order wins" needs one log order: one partition (definitions are few and small).
+        TopicSpec(DEFINITIONS, 1, compacted),
         lease_topic(),
     ]
     return specs

@@ -13,7 +13,7 @@ from keel import db, vocab
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
 from keel.topics import catalogue, ensure_topics
-from keel_ops import cli_credentials, cli_runs, cli_tools
+from keel_ops import cli_credentials, cli_runs, cli_tools, cli_workflows
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -57,6 +57,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
         start_background(settings, proc)
         if proc.name == "registry":
             cmd_register(settings, _)
+            cli_workflows.apply_local_files(settings)  # the local default: every workflow file, registered
     logs = settings.data_dir / "logs"
     say(f"up in {time.monotonic() - t0:.1f}s: API on {settings.api_url}; logs under {logs}")
     return 0
@@ -135,18 +136,7 @@ def cmd_timeline(settings: Settings, args: Args) -> int:
 
 
 def cmd_workflows(settings: Settings, args: Args) -> int:
-    from keel.workflows import Catalog, mermaid
-
-    catalog = Catalog.configured()
-    if args.action == "graph":
-        if not args.name:
-            raise ValueError("keel workflows graph needs a workflow NAME")
-        print(mermaid(catalog.get(args.name, args.version)))
-        return 0
-    for name in catalog.names():
-        spec = catalog.get(name)
-        print(f"{name:<20} v{spec.version}  {len(spec.steps)} steps  {spec.description.strip()}")
-    return 0
+    return cli_workflows.run(settings, args.action, args.name, args.version)
 
 
 def cmd_dlq(settings: Settings, args: Args) -> int:
@@ -211,7 +201,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "submit": (cmd_submit, "submit a run through the API and print its run id"),
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
-    "workflows": (cmd_workflows, "list the workflows, or draw one as a Mermaid diagram"),
+    "workflows": (cmd_workflows, cli_workflows.HELP),
     "tools": (cli_tools.cmd_tools, cli_tools.HELP),
     "projections": (cmd_projections, "projections rebuild: rebuild the Postgres tables from the topics"),
     "dlq": (cmd_dlq, "dead letters: list (waiting ones; --all for every one), show ID, redrive ID|--all"),
@@ -249,8 +239,10 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "credentials":
         cli_credentials.arguments(p)
     elif name == "workflows":
-        p.add_argument("action", nargs="?", choices=["list", "graph"], default="list")
-        p.add_argument("name", nargs="?", help="workflow to draw (graph)")
+        p.add_argument("action", nargs="?", choices=["list", "versions", "graph", "apply"], default="list")
+        p.add_argument(
+            "name", nargs="?", help="versions/graph: the workflow NAME; apply: the YAML or JSON FILE"
+        )
         p.add_argument("--version", type=int, help="workflow version (default: newest)")
 
 

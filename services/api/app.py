@@ -12,13 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from keel import db
+from keel.definitions.view import live_workflows
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.workflows import Catalog
-from services.api import blobs, docs, errors, operators, runs
+from services.api import blobs, definitions, docs, errors, operators, runs
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Deps, Tenant, Workflows, deps_of
 from services.api.pool import Pool
 from services.api.submit import Publisher
 
@@ -30,7 +30,7 @@ def create_app(
     api: ApiSettings | None = None,
     *,
     keys: ApiKeys | None = None,
-    catalog: Catalog | None = None,
+    catalog: Workflows | None = None,
     publisher: Publisher | None = None,
 ) -> FastAPI:
     """The app; what is not passed in is built from the settings (tests pass fakes or their own topics)."""
@@ -40,7 +40,8 @@ def create_app(
         serde = Serde(registry_client(settings.schema_registry_url), {topic: "run_request"})
         publisher = Publisher(settings, topic, serde, api.delivery_timeout_s)
     keys = keys or ApiKeys.from_env()
-    catalog = catalog or Catalog.configured()
+    # The workflow files plus the registered definitions, followed in the background.
+    catalog = catalog or live_workflows(settings, api.definitions_topic)
     pool = Pool(lambda: db.database_url(settings, start=False), api.db_pool_size)
     deps = Deps(settings, api, keys, catalog, pool, publisher)
 
@@ -50,6 +51,8 @@ def create_app(
         deps.publisher.close()
         deps.pool.close()
         operators.close(app)
+        if close := getattr(deps.catalog, "close", None):
+            close()
 
     app = FastAPI(title="Keel API", version="1", lifespan=lifespan)
     app.state.deps = deps
@@ -57,6 +60,7 @@ def create_app(
     errors.install(app)
     app.include_router(runs.router)
     app.include_router(blobs.router)
+    app.include_router(definitions.router)
     operators.install(app)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})

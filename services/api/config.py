@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.topics import RUN_REQUESTS
+from keel.topics import DEFINITIONS, RUN_REQUESTS
 
 
 class ApiSettings(BaseSettings):
@@ -16,6 +16,8 @@ class ApiSettings(BaseSettings):
     # The schema holding the projections (tests point this at their own).
     projection_schema: str = "keel"
     run_requests_topic: str = RUN_REQUESTS
+    # Where workflow definitions are registered and read from (tests point this at their own).
+    definitions_topic: str = DEFINITIONS
     # Run inputs up to 32 MiB (keel.intake.MAX_INPUT_BYTES) and the body's own fields: inputs above the
     # blob threshold travel by reference (the request carries input_ref), so events stay small.
     max_body_bytes: int = Field(default=33 * 1024 * 1024, ge=1024)

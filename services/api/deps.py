@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
 from keel.settings import Settings
-from keel.workflows import Catalog
+from keel.workflows import WorkflowSpec
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.errors import ApiError
@@ -16,12 +16,20 @@ from services.api.pool import Pool
 from services.api.submit import Publisher
 
 
+class Workflows(Protocol):
+    """What the API reads workflows through: keel.workflows.Catalog or keel.definitions.view."""
+
+    def get(self, name: str, version: int | None = None) -> WorkflowSpec: ...
+    def versions(self, name: str) -> list[int]: ...
+    def names(self) -> list[str]: ...
+
+
 @dataclass
 class Deps:
     settings: Settings
     api: ApiSettings
     keys: ApiKeys
-    catalog: Catalog
+    catalog: Workflows
     pool: Pool
     publisher: Publisher
 

@@ -1,4 +1,5 @@
-"""Operator endpoints: dead letters across tenants (list, inspect, redrive), behind operator keys."""
+"""Operator endpoints: dead letters across tenants (list, inspect, redrive), behind operator keys; the
+operator dependency also guards registering definitions (services.api.definitions)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def operator(request: Request) -> str:
     if not is_operator(key, request.app.state.operator_hashes):
         if deps_of(request).keys.tenant_for(key) is None:
             raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
-        raise ApiError(403, "forbidden", "dead letters are for operators: this key is not an operator's")
+        raise ApiError(403, "forbidden", "this route is for operators: this key is not an operator's")
     return "operator"
 
 

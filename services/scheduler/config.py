@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from keel.settings import Settings
-from keel.topics import CONTROL, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
+from keel.topics import CONTROL, DEFINITIONS, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class SchedulerTopics:
     control: str = CONTROL
     commands: str = STEP_COMMANDS
     state: str = SCHEDULER_STATE
+    definitions: str = DEFINITIONS  # read in the background, not consumed by the loop
 
     def inputs(self) -> list[str]:
         return [self.requests, self.events, self.control]

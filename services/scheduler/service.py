@@ -19,11 +19,11 @@ from confluent_kafka import KafkaException, TopicPartition
 import keel.events as ev
 from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
+from keel.definitions.view import live_workflows
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.txloop import Output, Processor, Record, Reject
-from keel.workflows import Catalog
 from services.scheduler import payloads, retention, unprocessable
 from services.scheduler.catchup import CatchUpGate
 from services.scheduler.config import SchedulerSettings, SchedulerTopics
@@ -51,13 +51,15 @@ class SchedulerProcessor(Processor):
         group: str = GROUP,
         probe: EndProbe | None = None,
     ) -> None:
-        self.workflows = workflows or Catalog.configured()
+        self.topics = topics or SchedulerTopics()
+        # The workflow files plus the registered definitions: a run request naming a version not seen
+        # yet waits (bounded) for the topic to be read to its end before it is refused as unknown.
+        self.workflows = workflows or live_workflows(settings, self.topics.definitions)
         # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS): loaded here, so a bad
         # definition fails the start loudly; an unknown tool reads as None, i.e. `none`, the safe reading.
         tools = ToolRegistry.configured()
         self.tool_mode = tool_mode or tools.mode
         self.key_retention = tools.key_retention
-        self.topics = topics or SchedulerTopics()
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
         self.states = RunStore(settings, self.topics.state, self.partitions)

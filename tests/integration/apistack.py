@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from definitions_topic import definitions_topic
 from fastapi.testclient import TestClient
 from helpers import make_topics, read_topic, unique
 from unit.test_projection_core import completed_after_retry, failed, fan_out, positioned
@@ -71,7 +72,10 @@ def open_api(stack: Settings, register: bool = True) -> Iterator[Api]:
         create_schema(conn, schema)
         events = [e for s in [*stories, other] for e in s.events]
         ProjectionStore(conn, schema).write(positioned(events, topic="seed"), {("seed", 0): None})
-        settings = ApiSettings(projection_schema=schema, run_requests_topic=topic)
+        definitions = definitions_topic(stack)  # registered workflows of this test only
+        settings = ApiSettings(
+            projection_schema=schema, run_requests_topic=topic, definitions_topic=definitions
+        )
         try:
             with TestClient(create_app(stack, settings)) as http:
                 yield Api(

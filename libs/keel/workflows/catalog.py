@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from keel.schemas import REPO_ROOT
+from keel.workflows.locate import graph_location
 from keel.workflows.model import WorkflowSpec
 
 WORKFLOW_DIR = REPO_ROOT / "workflows"
@@ -19,8 +20,12 @@ WORKFLOW_DIR = REPO_ROOT / "workflows"
 class WorkflowError(ValueError):
     """A workflow definition is invalid; one line per problem, each naming the file and the step."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(
+        self, source: str, problems: list[str], locations: list[tuple[str | int, ...]] | None = None
+    ) -> None:
         self.source, self.problems = source, problems
+        # Per problem, where in the data it lies (() = the whole workflow), for JSON paths and lines.
+        self.locations = locations if locations is not None else [() for _ in problems]
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
@@ -29,14 +34,16 @@ def parse_workflow(data: Any, source: str = "<workflow>") -> WorkflowSpec:
     try:
         return WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        raise WorkflowError(source, [p for err in exc.errors() for p in _describe(err, data)]) from None
+        found = [p for err in exc.errors() for p in _describe(err, data)]
+        raise WorkflowError(source, [m for m, _ in found], [loc for _, loc in found]) from None
 
 
 # pydantic's wording for these two is about Python objects; say it in the YAML author's words.
 _PLAIN = {"extra_forbidden": "unknown field", "missing": "missing required field"}
 
 
-def _describe(err: ErrorDetails, data: Any) -> list[str]:
+def _describe(err: ErrorDetails, data: Any) -> list[tuple[str, tuple[str | int, ...]]]:
+    full: tuple[str | int, ...] = tuple(err["loc"])
     loc, where = list(err["loc"]), ""
     if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
         raw = data["steps"][loc[1]] if isinstance(data.get("steps"), list) else None
@@ -48,7 +55,8 @@ def _describe(err: ErrorDetails, data: Any) -> list[str]:
         field = f"field {'.'.join(map(str, loc))!r}" if loc else ""
         where = ", ".join(w for w in (where, field) if w)
         messages = [_PLAIN.get(err["type"], err["msg"])]
-    return [f"{where}: {m}" if where else m for m in messages]
+    located = [(m, full or graph_location(m, data)) for m in messages]
+    return [(f"{where}: {m}" if where else m, at) for m, at in located]
 
 
 def load_workflow(path: Path | str) -> WorkflowSpec:

@@ -1,0 +1,1 @@
+"""Definitions registered at runtime (workflows, tools): records, kinds, the topic, readers, views."""
