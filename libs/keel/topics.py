@@ -85,7 +85,9 @@ def worker_group_id(group: str) -> str:
 
 def worker_topics(settings: Settings, groups: list[str]) -> list[TopicSpec]:
     limit = {"max.message.bytes": str(settings.record_limit())}
-    return [TopicSpec(worker_commands(g), settings.topic_partitions, dict(limit)) for g in sorted(set(groups))]
+    return [
+        TopicSpec(worker_commands(g), settings.topic_partitions, dict(limit)) for g in sorted(set(groups))
+    ]
 
 
 def lease_topic() -> TopicSpec:
