@@ -12,8 +12,9 @@ from confluent_kafka.admin import AdminClient
 from keel import db, vocab
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings, get_settings
-from keel.topics import catalogue, ensure_topics
-from keel_ops import cli_runs, cli_tools
+from keel.tooldefs import ToolRegistry
+from keel.topics import catalogue, ensure_topics, worker_topics
+from keel_ops import cli_runs, cli_tools, workers
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -73,7 +74,7 @@ def cmd_down(settings: Settings, _: Args) -> int:
 
 
 def cmd_status(settings: Settings, _: Args) -> int:
-    up = kafka(settings, "status", check=False) == 0
+    up = kafka_up = kafka(settings, "status", check=False) == 0
     for proc in _processes(settings):
         pid = running_pid(settings, proc.name)
         up = up and pid is not None
@@ -82,6 +83,9 @@ def cmd_status(settings: Settings, _: Args) -> int:
         print("postgres     external (DATABASE_URL)")
     else:
         print(f"postgres     {'running (embedded)' if db.embedded_running(settings) else 'stopped'}")
+    if kafka_up:  # what waits for tool workers (keel-worker): per worker group, commands and members
+        for backlog in workers.backlogs(settings, ToolRegistry.configured()):
+            print(f"worker       {backlog.line()}")
     return 0 if up else 3
 
 
@@ -92,9 +96,11 @@ def cmd_register(settings: Settings, _: Args) -> int:
 
 
 def cmd_topics(settings: Settings, _: Args) -> int:
+    tools = ToolRegistry.configured()
+    groups = [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
     created = ensure_topics(
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
-        catalogue(settings),
+        catalogue(settings) + worker_topics(settings, groups),
         settings.topic_replication,
     )
     say(f"created {', '.join(sorted(created)) or 'nothing (all topics exist)'}")
