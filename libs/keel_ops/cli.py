@@ -10,10 +10,10 @@ from collections.abc import Callable
 from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
-from keel.serde import register_contracts, registry_client
+from keel.serde import register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings, get_settings
 from keel.tooldefs import ToolRegistry
-from keel.topics import catalogue, ensure_topics, worker_topics
+from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
 from keel_ops import cli_runs, cli_tools, workers
 from keel_ops.stack import (
     SERVICES,
@@ -89,18 +89,24 @@ def cmd_status(settings: Settings, _: Args) -> int:
     return 0 if up else 3
 
 
+def _worker_groups() -> list[str]:
+    tools = ToolRegistry.configured()
+    return [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
+
+
 def cmd_register(settings: Settings, _: Args) -> int:
-    for subject, sid in sorted(register_contracts(registry_client(settings.schema_registry_url)).items()):
+    client = registry_client(settings.schema_registry_url)
+    ids = register_contracts(client)
+    ids.update(register_worker_topics(client, [worker_commands(g) for g in _worker_groups()]))
+    for subject, sid in sorted(ids.items()):
         say(f"schema {subject} -> id {sid}")
     return 0
 
 
 def cmd_topics(settings: Settings, _: Args) -> int:
-    tools = ToolRegistry.configured()
-    groups = [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
     created = ensure_topics(
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
-        catalogue(settings) + worker_topics(settings, groups),
+        catalogue(settings) + worker_topics(settings, _worker_groups()),
         settings.topic_replication,
     )
     say(f"created {', '.join(sorted(created)) or 'nothing (all topics exist)'}")

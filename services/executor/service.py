@@ -22,7 +22,7 @@ from keel.background import BackgroundCalls
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
 from keel.contracts import StepCommand
-from keel.serde import Serde
+from keel.serde import Serde, register_worker_topics
 from keel.settings import Settings, get_settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import (
@@ -161,7 +161,7 @@ class ExecutorProcessor(Processor):
         self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
 
-def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:
+def make_processor(settings: Settings, serde: Serde) -> ExecutorProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     router = ModelRouter(RouterSettings(), httpx.Client(trust_env=False))
     # Loaded at start, as the scheduler does: a bad definition stops the service loudly. The worker
@@ -169,7 +169,9 @@ def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:
     tools = ToolRegistry.configured()
     groups = [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    ensure_topics(admin, worker_topics(settings, groups), settings.topic_replication)
+    specs = worker_topics(settings, groups)
+    ensure_topics(admin, specs, settings.topic_replication)
+    register_worker_topics(serde.client, [s.name for s in specs])
     return ExecutorProcessor(
         router,
         BackgroundCalls(ExecutorSettings().model_calls, "model-call"),

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from keel.blobs import store_for
-from keel.serde import Serde
+from keel.serde import Serde, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import UnknownTool
 from keel.tooldefs.credentials import StaticCredentials
@@ -68,8 +68,12 @@ class WorkerProcessor(ToolProcessor):
 
 
 def ensure_group_topic(settings: Settings, group: str) -> None:
+    """The group's command topic and its contract's subject, made if missing (the executor makes them
+    too, for every group the definitions name)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    ensure_topics(admin, worker_topics(settings, [group]), settings.topic_replication)
+    specs = worker_topics(settings, [group])
+    ensure_topics(admin, specs, settings.topic_replication)
+    register_worker_topics(registry_client(settings.schema_registry_url), [s.name for s in specs])
 
 
 def processor_factory(group: str, tools: list[Tool[Any, Any]]) -> Any:
