@@ -113,3 +113,20 @@ def test_a_run_whose_worker_is_not_running_waits_visibly_and_completes_once_one_
         _one_effect(no_dedup, run_id)
     finally:
         stop_background(stack, WORKER.name)
+
+
+def test_processes_n_serves_one_group_with_n_members_and_stops_them_all(stack, keel, no_dedup, events):  # type: ignore[no-untyped-def]
+    pool = Background(
+        "worker-payments-pool",
+        [sys.executable, "-m", "keel.worker", "tests.workers.refunds", "--processes", "2", "--instance", "p"],
+    )
+    start_background(stack, pool)
+    try:
+        wait_for(lambda: _payments(stack).members == 2, 30, "two workers in the payments group")
+        run_id = submit(stack, "worker_refund", REFUND)
+        assert events.wait_terminal(run_id) == "completed"
+        _one_effect(no_dedup, run_id)
+    finally:
+        stop_background(stack, pool.name)
+    children = [line for line in os.popen("ps -eo args").read().splitlines() if "--instance p-" in line]
+    assert children == [], children  # SIGTERM reached every child
