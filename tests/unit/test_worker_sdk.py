@@ -315,3 +315,19 @@ def test_keel_worker_help_names_the_guarantees(capsys: pytest.CaptureFixture[str
     help_text = parser().format_help()
     assert "--processes" in help_text and "--print-definitions" in help_text
     assert "docs/workers.md" in textwrap.dedent(help_text).replace("\n", " ")
+
+
+def test_a_worker_refuses_to_serve_a_tool_whose_loaded_definition_differs_from_its_code(
+    tmp_path: Path,
+) -> None:
+    from keel.worker.cli import drift
+
+    tools = tools_of("tests.workers.refunds")
+    here = ToolRegistry.from_dirs([REPO_ROOT / "tests" / "tools"])
+    assert drift(tools, here) == []
+    changed = yaml.safe_load((REPO_ROOT / "tests" / "tools" / "issue_refund.v1.yaml").read_text())
+    changed["idempotency"] = {"mode": "provider_key"}  # the scheduler would retry on the wrong promise
+    (tmp_path / "issue_refund.v1.yaml").write_text(yaml.safe_dump(changed))
+    [problem] = drift(tools, ToolRegistry.from_dirs([tmp_path]))
+    assert problem.startswith("issue_refund@1: ") and "differs from the code's definition" in problem
+    assert drift(tools, ToolRegistry.from_dirs([REPO_ROOT / "tools"])) == []  # not loaded: nothing to compare

@@ -21,6 +21,7 @@ import yaml
 
 from keel.service import serve
 from keel.settings import get_settings
+from keel.tooldefs import ToolRegistry, digest, parse_definition
 from keel.topics import worker_commands
 from keel.worker.sdk import Tool
 from keel.worker.serve import ensure_group_topic, processor_factory
@@ -38,6 +39,23 @@ def tools_of(module_name: str) -> list[Tool[Any, Any]]:
     for tool in found:
         tool.check()
     return sorted(found, key=lambda t: t.tool)
+
+
+def drift(tools: list[Tool[Any, Any]], registry: ToolRegistry) -> list[str]:
+    """Tools whose loaded definition (tools/, KEEL_TOOL_DIRS) says something else than the code: the
+    scheduler and executor act on the definition (mode, worker group), so serving such a tool could
+    route or retry it under a contract the code does not keep."""
+    problems = []
+    for tool in tools:
+        if tool.tool in registry:
+            ours = digest(parse_definition(tool.definition(), f"{tool.tool} (code)"))
+            held = registry.loaded(tool.tool)
+            if held.digest != ours:
+                problems.append(
+                    f"{tool.tool}: {held.source} differs from the code's definition; rewrite it with "
+                    "--write-definitions (a changed contract needs a new version)"
+                )
+    return problems
 
 
 def definitions_yaml(tools: list[Tool[Any, Any]]) -> str:
@@ -96,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_definitions(tools, args.write_definitions):
             print(path)
         return 0
+    problems = drift(tools, ToolRegistry.configured())
+    if problems:
+        raise SystemExit("keel-worker: " + "\n".join(problems))
     groups = sorted({t.worker for t in tools})
     if args.group is not None:
         if args.group not in groups:
