@@ -18,6 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from keel.contracts import RECORD_TYPES
 from keel.schemas import TOPIC_ENVELOPES, schema_json, schema_text, subject_for
+from keel.topics import TOOL_COMMANDS, WORKER_COMMANDS_PREFIX
 
 
 class Contract(Protocol):
@@ -39,6 +40,12 @@ def register_contracts(client: SchemaRegistryClient, topics: dict[str, str] | No
         subject = subject_for(topic)
         ids[subject] = client.register_schema(subject, Schema(schema_text(envelope), "AVRO"))
     return ids
+
+
+def register_worker_topics(client: SchemaRegistryClient, topics: list[str]) -> dict[str, int]:
+    """Register the tool command envelope under each worker group's topic (`keel.tool-commands.GROUP`):
+    done on purpose where the topic is made, since producers never register."""
+    return register_contracts(client, {t: TOPIC_ENVELOPES[TOOL_COMMANDS] for t in topics})
 
 
 class TrailingBytes(ValueError):
@@ -77,6 +84,8 @@ class Serde:
         try:
             return self.envelopes[topic]
         except KeyError:
+            if topic.startswith(WORKER_COMMANDS_PREFIX) and TOOL_COMMANDS in self.envelopes:
+                return self.envelopes[TOOL_COMMANDS]  # a worker group's commands: the same contract
             raise KeyError(f"no Avro envelope is declared for topic {topic!r}") from None
 
     def encode(self, topic: str, record: Contract) -> bytes:

@@ -30,13 +30,19 @@ def run_service(
         "the same id refuses to start",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {name}-{args.instance} %(levelname)s %(message)s"
-    )
+    serve(name, args.instance, topics, make_processor)
+
+
+def serve(
+    name: str, instance: str, topics: list[str], make_processor: Callable[[Settings, Serde], Processor]
+) -> None:
+    """Run one instance in the loop until SIGTERM: consumer group `keel-NAME`, transactional id and
+    static membership `keel-NAME-INSTANCE`, held under its instance lease."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}-{instance} %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     serde = Serde(registry_client(settings.schema_registry_url))
-    member = f"keel-{name}-{args.instance}"
+    member = f"keel-{name}-{instance}"
     # Refuses to start (exit 78) while another live process runs under this instance id.
     lease = hold_or_exit(settings, member)
 

@@ -72,6 +72,28 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+# Tool commands for tools served by a tool worker group (keel.worker): one topic per group, created like
+# keel.tool-commands (same partition count, so a run's commands stay co-partitioned with its events).
+WORKER_COMMANDS_PREFIX = TOOL_COMMANDS + "."
+
+
+def worker_commands(group: str) -> str:
+    """The command topic of a worker group."""
+    return WORKER_COMMANDS_PREFIX + group
+
+
+def worker_group_id(group: str) -> str:
+    """The consumer group of a worker group's workers (the one whose lag says what waits)."""
+    return f"keel-worker-{group}"
+
+
+def worker_topics(settings: Settings, groups: list[str]) -> list[TopicSpec]:
+    limit = {"max.message.bytes": str(settings.record_limit())}
+    return [
+        TopicSpec(worker_commands(g), settings.topic_partitions, dict(limit)) for g in sorted(set(groups))
+    ]
+
+
 def lease_topic() -> TopicSpec:
     """Instance leases (keel.lease): tiny records, renewed every second; short segments so that
     compaction keeps the topic small."""

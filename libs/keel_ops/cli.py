@@ -10,10 +10,11 @@ from collections.abc import Callable
 from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
-from keel.serde import register_contracts, registry_client
+from keel.serde import register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings, get_settings
-from keel.topics import catalogue, ensure_topics
-from keel_ops import cli_credentials, cli_runs, cli_tools, cli_workflows
+from keel.tooldefs import ToolRegistry
+from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
+from keel_ops import cli_credentials, cli_runs, cli_tools, cli_workflows, workers
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -74,7 +75,7 @@ def cmd_down(settings: Settings, _: Args) -> int:
 
 
 def cmd_status(settings: Settings, _: Args) -> int:
-    up = kafka(settings, "status", check=False) == 0
+    up = kafka_up = kafka(settings, "status", check=False) == 0
     for proc in _processes(settings):
         pid = running_pid(settings, proc.name)
         up = up and pid is not None
@@ -83,11 +84,22 @@ def cmd_status(settings: Settings, _: Args) -> int:
         print("postgres     external (DATABASE_URL)")
     else:
         print(f"postgres     {'running (embedded)' if db.embedded_running(settings) else 'stopped'}")
+    if kafka_up:  # what waits for tool workers (keel-worker): per worker group, commands and members
+        for backlog in workers.backlogs(settings, ToolRegistry.configured()):
+            print(f"worker       {backlog.line()}")
     return 0 if up else 3
 
 
+def _worker_groups() -> list[str]:
+    tools = ToolRegistry.configured()
+    return [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
+
+
 def cmd_register(settings: Settings, _: Args) -> int:
-    for subject, sid in sorted(register_contracts(registry_client(settings.schema_registry_url)).items()):
+    client = registry_client(settings.schema_registry_url)
+    ids = register_contracts(client)
+    ids.update(register_worker_topics(client, [worker_commands(g) for g in _worker_groups()]))
+    for subject, sid in sorted(ids.items()):
         say(f"schema {subject} -> id {sid}")
     return 0
 
@@ -95,7 +107,7 @@ def cmd_register(settings: Settings, _: Args) -> int:
 def cmd_topics(settings: Settings, _: Args) -> int:
     created = ensure_topics(
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
-        catalogue(settings),
+        catalogue(settings) + worker_topics(settings, _worker_groups()),
         settings.topic_replication,
     )
     say(f"created {', '.join(sorted(created)) or 'nothing (all topics exist)'}")

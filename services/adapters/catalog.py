@@ -1,4 +1,5 @@
-"""The tools this deployment serves, by name (`name@version`): one adapter per loaded definition."""
+"""The tools this deployment serves, by name (`name@version`): one adapter per loaded HTTP definition
+(tools served by tool workers have their own command topics; see keel.worker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ __all__ = ["ADAPTERS", "UnknownTool", "adapters_for", "get_adapter"]
 
 
 def adapters_for(registry: ToolRegistry) -> dict[str, Adapter]:
-    return {tool: HttpToolAdapter(registry.get(tool)) for tool in registry.names()}
+    definitions = [registry.get(tool) for tool in registry.names()]
+    return {d.tool: HttpToolAdapter(d) for d in definitions if d.request is not None}
 
 
 # Loaded at import: a bad definition fails the service's start loudly, with file, line and path.

@@ -30,7 +30,9 @@ class HttpToolAdapter(Adapter):
     mechanism, classification rules before Keel's defaults, Retry-After and the timeout."""
 
     def __init__(self, definition: ToolDefinition) -> None:
-        self.definition = definition
+        if definition.request is None:
+            raise ValueError(f"{definition.tool} is served by worker group {definition.worker!r}, not HTTP")
+        self.definition, self.spec = definition, definition.request
         self.name, self.version = definition.name, definition.version
         self.provider = definition.provider_name
         self.default_base_url = definition.base_url
@@ -60,7 +62,7 @@ class HttpToolAdapter(Adapter):
         return output
 
     def request(self, payload: Json, idempotency_key: str, effect: Effect) -> HttpCall:
-        spec = self.definition.request
+        spec = self.spec
         body: Json | None = None
         if spec.body == "input":
             body = self.tagged(payload, effect) if spec.metadata_field else dict(payload)
@@ -73,11 +75,11 @@ class HttpToolAdapter(Adapter):
         )
 
     def tagged(self, body: Json, effect: Effect) -> Json:
-        field = self.definition.request.metadata_field or "metadata"
+        field = self.spec.metadata_field or "metadata"
         return {**body, field: effect.metadata()}
 
     def auth_headers(self, credential: Callable[[str], str]) -> dict[str, str]:
-        headers = self.definition.request.headers
+        headers = self.spec.headers
         return {name: render(value, {}, credential) for name, value in headers.items()}
 
     def external_id(self, output: Json) -> str:

@@ -9,10 +9,11 @@ process is caught by the step's deadline and retried as a new attempt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,9 +22,17 @@ from keel.background import BackgroundCalls
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
 from keel.contracts import StepCommand
-from keel.serde import Serde
+from keel.serde import Serde, register_worker_topics
 from keel.settings import Settings, get_settings
-from keel.topics import RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS
+from keel.tooldefs import ToolRegistry
+from keel.topics import (
+    RUN_EVENTS,
+    STEP_COMMANDS,
+    TOOL_COMMANDS,
+    ensure_topics,
+    worker_commands,
+    worker_topics,
+)
 from keel.txloop import Output, Processor, Record, Reject
 from keel.vocab import VALIDATION
 from services.executor import core
@@ -41,9 +50,35 @@ class ExecutorSettings(BaseSettings):
     model_calls: int = Field(default=16, ge=1)
 
 
+# name@version -> the topic its tool commands go to.
+ToolRoutes = Callable[[str], str]
+
+
+def http_tools_only(tool: str) -> str:
+    return TOOL_COMMANDS
+
+
+def routes_of(tools: ToolRegistry) -> ToolRoutes:
+    """From the tools' definitions: a tool served by a worker group goes to that group's topic
+    (keel.tool-commands.GROUP), read only by its workers; every other tool to keel.tool-commands, where
+    the adapters serve it (an unknown one is dead-lettered there with the reason)."""
+
+    def route(tool: str) -> str:
+        group = tools.get(tool).worker if tool in tools else None
+        return TOOL_COMMANDS if group is None else worker_commands(group)
+
+    return route
+
+
 class ExecutorProcessor(Processor):
-    def __init__(self, router: ModelRouter, calls: BackgroundCalls, blobs: BlobStore | None = None) -> None:
-        self.router, self.calls = router, calls
+    def __init__(
+        self,
+        router: ModelRouter,
+        calls: BackgroundCalls,
+        blobs: BlobStore | None = None,
+        routes: ToolRoutes = http_tools_only,
+    ) -> None:
+        self.router, self.calls, self.routes = router, calls, routes
         self.blobs = blobs or store_for(get_settings())
 
     def handle(self, record: Record) -> Sequence[Output]:
@@ -57,7 +92,8 @@ class ExecutorProcessor(Processor):
         started = Output(RUN_EVENTS, cmd.run_id, core.step_started(cmd, ev.now_ms()))
         if cmd.kind == "tool":
             try:
-                return [started, Output(TOOL_COMMANDS, cmd.run_id, core.tool_command(cmd))]
+                tool_cmd = core.tool_command(cmd)
+                return [started, Output(self.routes(tool_cmd.tool), cmd.run_id, tool_cmd)]
             except (KeyError, ValueError) as exc:
                 raise Reject(f"malformed tool step command: {exc}", "invalid") from None
         if cmd.kind != "llm":
@@ -125,9 +161,20 @@ class ExecutorProcessor(Processor):
         self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
 
-def make_processor(settings: Settings, _: Serde) -> ExecutorProcessor:
+def make_processor(settings: Settings, serde: Serde) -> ExecutorProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     router = ModelRouter(RouterSettings(), httpx.Client(trust_env=False))
+    # Loaded at start, as the scheduler does: a bad definition stops the service loudly. The worker
+    # groups' topics are made here too, so a command for a tool no worker serves yet waits on its topic.
+    tools = ToolRegistry.configured()
+    groups = [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    specs = worker_topics(settings, groups)
+    ensure_topics(admin, specs, settings.topic_replication)
+    register_worker_topics(serde.client, [s.name for s in specs])
     return ExecutorProcessor(
-        router, BackgroundCalls(ExecutorSettings().model_calls, "model-call"), store_for(settings)
+        router,
+        BackgroundCalls(ExecutorSettings().model_calls, "model-call"),
+        store_for(settings),
+        routes_of(tools),
     )

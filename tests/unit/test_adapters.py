@@ -16,10 +16,10 @@ from pydantic import SecretStr
 from infra.simulators.dedup import effect_id
 from keel.contracts import LedgerRecord
 from keel.idempotency import idempotency_key
+from keel.toolrun.retention import CommittedKeys
 from services.adapters import AdapterSettings, ToolResult, UnknownTool, call_tool, get_adapter
 from services.adapters.base import Effect, ToolRequest
 from services.adapters.classify import classify_exception, classify_http, parse_retry_after, request_was_sent
-from services.adapters.retention import CommittedKeys
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -62,7 +62,7 @@ def _problems(exc: ValidationError, lines: dict[tuple[Any, ...], int]) -> list[s
             message = str(err.get("ctx", {}).get("error", err["msg"]))
             for part in message.split("\n"):
                 sub, _, what = part.partition(AT)
-                sub_path = (*loc, *sub.split(".")) if what else loc
+                sub_path = (*loc, *[p for p in sub.split(".") if p]) if what else loc
                 found.append(f"{_where(lines, sub_path)}: {what or part}")
         else:
             found.append(f"{_where(lines, loc)}: {_PLAIN.get(err['type'], err['msg'])}")

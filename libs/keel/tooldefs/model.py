@@ -1,4 +1,5 @@
-"""A tool definition: the versioned contract of one HTTP tool, as data (see tools/*.yaml, docs/tools.md)."""
+"""A tool definition: the versioned contract of one tool, as data (see tools/*.yaml, docs/tools.md): an
+HTTP tool served by the adapters, or a tool served by a tool worker (docs/workers.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from keel.tooldefs.templates import fields_of, placeholders
 from keel.vocab import LOOKUP, PROVIDER_KEY, FailureClass, IdempotencyMode
 
 Json = dict[str, Any]
+# A worker group's name: part of its command topic's and consumer group's names.
+WORKER_GROUP = r"^[a-z][a-z0-9_-]{0,62}$"
 # Separates a dotted path from its message in a validator's problem lines, so the loader can point at it.
 AT = " :: "
 
@@ -45,10 +48,8 @@ class IdempotencySpec(_Strict):
 
     @model_validator(mode="after")
     def _mechanism(self) -> IdempotencySpec:
-        if self.mode == PROVIDER_KEY and not self.header:
-            raise ValueError("mode provider_key needs `header`: the header name the provider dedups on")
-        if self.mode == LOOKUP and self.lookup is None:
-            raise ValueError("mode lookup needs `lookup`: the request asking whether the effect happened")
+        # The mechanism an HTTP tool needs (header, lookup request) is checked by ToolDefinition: a tool
+        # served by a worker has its mechanism in code.
         if self.mode == "none" and (self.header or self.lookup or self.key_retention_s):
             raise ValueError("mode none takes no `header`, `lookup` or `key_retention_s`")
         if self.mode == PROVIDER_KEY and self.lookup is not None:
@@ -105,7 +106,10 @@ class ToolDefinition(_Strict):
     base_url: str | None = None
     input_schema: Json
     output_schema: Json
-    request: RequestSpec
+    # Exactly one of: `request`, an HTTP tool served by the adapters service; `worker`, a tool whose code
+    # runs in a tool worker of that group (keel.worker), reached through keel.tool-commands.<worker>.
+    request: RequestSpec | None = None
+    worker: str | None = Field(default=None, pattern=WORKER_GROUP)
     idempotency: IdempotencySpec
     failures: FailureSpec = Field(default_factory=FailureSpec)
     # Capped by the deployment's KEEL_TOOL_TIMEOUT_S: the scheduler's wait for a lost call relies on it.
@@ -127,10 +131,12 @@ class ToolDefinition(_Strict):
     def _references(self) -> ToolDefinition:
         """Every placeholder names something that exists: an input field, a credential, the key."""
         known = set(_properties(self.input_schema))
-        problems: list[str] = []
-        templates: list[tuple[str, str, bool]] = [("request.path", self.request.path, False)]
-        templates += [(f"request.query.{k}", v, False) for k, v in self.request.query.items()]
-        templates += [(f"request.headers.{k}", v, False) for k, v in self.request.headers.items()]
+        problems = self._served_by()
+        templates: list[tuple[str, str, bool]] = []
+        if self.request is not None:
+            templates.append(("request.path", self.request.path, False))
+            templates += [(f"request.query.{k}", v, False) for k, v in self.request.query.items()]
+            templates += [(f"request.headers.{k}", v, False) for k, v in self.request.headers.items()]
         lookup = self.idempotency.lookup
         if lookup is not None:
             templates.append(("idempotency.lookup.path", lookup.path, True))
@@ -156,6 +162,23 @@ class ToolDefinition(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _served_by(self) -> list[str]:
+        """Exactly one of request/worker, and the idempotency mechanism that kind of tool needs."""
+        spec, at = self.idempotency, f"idempotency{AT}"
+        if (self.request is None) == (self.worker is None):
+            return [
+                f"{AT}exactly one of `request` (an HTTP tool) or `worker` (a tool worker's group) is needed"
+            ]
+        if self.worker is not None:
+            extra = [f for f in ("header", "lookup") if getattr(spec, f)]
+            extra += [f for f in ("base_url", "provider") if getattr(self, f)]
+            return [f"{AT}a worker tool's mechanism is its code: no {', '.join(extra)}"] if extra else []
+        if spec.mode == PROVIDER_KEY and not spec.header:
+            return [f"{at}mode provider_key needs `header`: the header name the provider dedups on"]
+        if spec.mode == LOOKUP and spec.lookup is None:
+            return [f"{at}mode lookup needs `lookup`: the request asking whether the effect happened"]
+        return []
 
 
 def _properties(schema: Json) -> dict[str, Any]:

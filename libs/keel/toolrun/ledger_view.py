@@ -1,4 +1,4 @@
-"""The adapters' own view of the compacted ledger topic: which idempotency keys are committed."""
+"""A tool runner's own view of the compacted ledger topic: which idempotency keys are committed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from keel.contracts import LedgerRecord
 from keel.serde import Serde
 from keel.settings import Settings
+from keel.toolrun.retention import DEFAULT_HORIZON_S, CommittedKeys
 from keel.topics import LEDGER
-from services.adapters.retention import DEFAULT_HORIZON_S, CommittedKeys
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Pure mapping from a tool command and its result to the facts the adapters publish."""
+"""Pure mapping from a tool command and its result to the facts a tool runner (the adapters service, a
+tool worker) publishes; `source` names the runner on every fact."""
 
 from __future__ import annotations
 
@@ -7,26 +8,31 @@ from typing import Any
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import RunEvent, ToolCommand, ToolDetail
+from keel.toolrun.result import ToolResult
 from keel.vocab import VALIDATION
-from services.adapters.base import ToolResult
+
+ADAPTERS = "adapters"
 
 
-def _event(cmd: ToolCommand, kind: str, now_ms: int, **fields: Any) -> RunEvent:
-    return ev.step_fact(cmd, kind, now_ms, "adapters", **fields)
+def _event(cmd: ToolCommand, kind: str, now_ms: int, source: str, **fields: Any) -> RunEvent:
+    return ev.step_fact(cmd, kind, now_ms, source, **fields)
 
 
-def tool_called(cmd: ToolCommand, mode: str, now_ms: int) -> RunEvent:
+def tool_called(cmd: ToolCommand, mode: str, now_ms: int, source: str = ADAPTERS) -> RunEvent:
     return _event(
         cmd,
         ev.TOOL_CALLED,
         now_ms,
+        source,
         input_json=cmd.payload_json,
         input_ref=ev.content_ref_of_json(cmd.payload_json),
         tool=ToolDetail(tool=cmd.tool, idempotency_mode=mode),
     )
 
 
-def tool_result(cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int) -> RunEvent:
+def tool_result(
+    cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int, source: str = ADAPTERS
+) -> RunEvent:
     detail = ToolDetail(
         tool=cmd.tool,
         idempotency_mode=mode,
@@ -45,15 +51,18 @@ def tool_result(cmd: ToolCommand, mode: str, result: ToolResult, now_ms: int) ->
             cmd,
             ev.TOOL_FAILED,
             now_ms,
+            source,
             error=result.error,
             output_json=out_json,
             output_ref=out_ref,
             tool=detail,
         )
     if not result.ok:
-        return _event(cmd, ev.TOOL_FAILED, now_ms, error=result.error, tool=detail)
+        return _event(cmd, ev.TOOL_FAILED, now_ms, source, error=result.error, tool=detail)
     out_json, out_ref = ev.inline(result.output)
-    return _event(cmd, ev.TOOL_SUCCEEDED, now_ms, output_json=out_json, output_ref=out_ref, tool=detail)
+    return _event(
+        cmd, ev.TOOL_SUCCEEDED, now_ms, source, output_json=out_json, output_ref=out_ref, tool=detail
+    )
 
 
 def already_committed(
@@ -63,6 +72,7 @@ def already_committed(
     output_json: str | None,
     now_ms: int,
     output_ref: str | None = None,
+    source: str = ADAPTERS,
 ) -> RunEvent:
     """The ledger holds a commit for this key: succeed with it (and its committed output), without
     calling the provider."""
@@ -70,6 +80,7 @@ def already_committed(
         cmd,
         ev.TOOL_SUCCEEDED,
         now_ms,
+        source,
         output_json=output_json,
         output_ref=output_ref,
         tool=ToolDetail(
@@ -78,13 +89,16 @@ def already_committed(
     )
 
 
-def blocked(cmd: ToolCommand, mode: str, reason: str, failure_class: str, now_ms: int) -> RunEvent:
+def blocked(
+    cmd: ToolCommand, mode: str, reason: str, failure_class: str, now_ms: int, source: str = ADAPTERS
+) -> RunEvent:
     """The provider was not called for this attempt (deadline passed, the key's attempt in flight): a
     tool_failed whose blocked_reason says why, so it is not counted as a used attempt."""
     return _event(
         cmd,
         ev.TOOL_FAILED,
         now_ms,
+        source,
         error=f"{cmd.tool}: {reason}",
         tool=ToolDetail(
             tool=cmd.tool, idempotency_mode=mode, failure_class=failure_class, blocked_reason=reason
@@ -92,18 +106,21 @@ def blocked(cmd: ToolCommand, mode: str, reason: str, failure_class: str, now_ms
     )
 
 
-def circuit(cmd: ToolCommand, transition: Transition, now_ms: int) -> RunEvent:
+def circuit(cmd: ToolCommand, transition: Transition, now_ms: int, source: str = ADAPTERS) -> RunEvent:
     """A provider's circuit breaker changed state during this command's call (circuit_opened, ...)."""
-    return _event(cmd, transition.event_type, now_ms, error=transition.reason, tool=ToolDetail(tool=cmd.tool))
+    return _event(
+        cmd, transition.event_type, now_ms, source, error=transition.reason, tool=ToolDetail(tool=cmd.tool)
+    )
 
 
-def payload_missing(cmd: ToolCommand, mode: str, error: str, now_ms: int) -> RunEvent:
+def payload_missing(cmd: ToolCommand, mode: str, error: str, now_ms: int, source: str = ADAPTERS) -> RunEvent:
     """The command's payload travelled by reference and its blob is gone: the provider is not called
     (with nothing, or a null, in its place), and no retry can bring it back."""
     return _event(
         cmd,
         ev.TOOL_FAILED,
         now_ms,
+        source,
         error=f"{cmd.tool}: the payload cannot be read: {error}: provider not called",
         tool=ToolDetail(tool=cmd.tool, idempotency_mode=mode, failure_class=VALIDATION),
     )
