@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
 from keel.serde import register_contracts, register_worker_topics, registry_client
-from keel.settings import Settings, get_settings
+from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
 from keel_ops import cli_credentials, cli_runs, cli_tools, cli_workflows, workers
@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         _arguments(name, sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command][0](get_settings(), args)
+        # Settings read now, not the process-wide cached ones: the environment may have changed since.
+        return COMMANDS[args.command][0](Settings(), args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
