@@ -1,4 +1,4 @@
-"""`keel tools list | show NAME@VERSION | validate FILE...`: the tool contracts this deployment loads."""
+"""`keel tools list | show NAME@VERSION | validate FILE... | apply FILE`: the tool contracts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from keel.settings import Settings
 from keel.tooldefs import (
     ToolDefinition,
     ToolDefinitionError,
@@ -15,13 +16,17 @@ from keel.tooldefs import (
     load_definition,
     tool_dirs,
 )
+from keel_ops.cli_workflows import apply_file
 
-HELP = "tool contracts: list, show NAME@VERSION, validate FILE... (tools/ and KEEL_TOOL_DIRS)"
+HELP = (
+    "tool contracts: list, show NAME@VERSION, validate FILE... (tools/ and KEEL_TOOL_DIRS), "
+    "apply FILE (validate and register a tool version at runtime; a version never changes)"
+)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "show", "validate"], default="list")
-    p.add_argument("targets", nargs="*", help="show: NAME@VERSION; validate: definition files")
+    p.add_argument("action", nargs="?", choices=["list", "show", "validate", "apply"], default="list")
+    p.add_argument("targets", nargs="*", help="show: NAME@VERSION; validate: FILE...; apply: one FILE")
 
 
 def _summary(definition: ToolDefinition) -> str:
@@ -54,7 +59,11 @@ def _validate(paths: list[str]) -> int:
     return 1 if failed else 0
 
 
-def cmd_tools(_settings: object, args: argparse.Namespace) -> int:
+def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "apply":
+        if len(args.targets) != 1:
+            raise ValueError("keel tools apply needs one FILE")
+        return 0 if apply_file(settings, args.targets[0], kind="tool") else 1
     if args.action == "validate":
         return _validate(args.targets)
     registry = ToolRegistry.configured()  # a bad definition anywhere is refused here, by file and line
