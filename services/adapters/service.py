@@ -17,12 +17,13 @@ from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
 from keel.claimcheck import resolved_command
 from keel.contracts import LedgerRecord, ToolCommand
+from keel.definitions.tools import live_tools
 from keel.serde import Serde
 from keel.settings import Settings, get_settings
 from keel.topics import RUN_EVENTS, TOOL_COMMANDS
 from keel.txloop import Handled, Output, Processor, Record, Reject
 from keel.vocab import RATE_LIMITED, TRANSIENT, VALIDATION
-from services.adapters import facts
+from services.adapters import catalog, facts
 from services.adapters.base import Adapter, Effect, ToolRequest, ToolResult
 from services.adapters.catalog import UnknownTool, get_adapter
 from services.adapters.client import call_tool
@@ -194,5 +195,6 @@ def _breaker_policy() -> BreakerPolicy:
 def make_processor(settings: Settings, serde: Serde) -> AdapterProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     tools = AdapterSettings()
+    catalog.follow(live_tools(settings))  # tools registered at runtime get an adapter on first use
     view = LedgerView(settings, serde, horizon_s=tools.retention_horizon_s)
     return AdapterProcessor(tools, view, httpx.Client(trust_env=False), blobs=store_for(settings))
