@@ -16,7 +16,9 @@ from keel.tooldefs import (
     load_definition,
     tool_dirs,
 )
+from keel.topics import DEFINITIONS
 from keel_ops.cli_workflows import apply_file
+from keel_ops.stack import say
 
 HELP = (
     "tool contracts: list, show NAME@VERSION, validate FILE... (tools/ and KEEL_TOOL_DIRS), "
@@ -57,6 +59,18 @@ def _validate(paths: list[str]) -> int:
             continue
         print(f"{path}: ok: {definition.tool} ({digest(definition)})")
     return 1 if failed else 0
+
+
+def apply_local_files(settings: Settings, topic: str = DEFINITIONS) -> int:
+    """What `keel up` does: apply every tool file (tools/ and KEEL_TOOL_DIRS); returns the refusals."""
+    ToolRegistry.configured()  # every file must load (and no two disagree) before any is applied
+    refused = 0
+    for directory in tool_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            refused += not apply_file(settings, str(path), "keel up", topic, kind="tool")
+    if refused:
+        say(f"{refused} tool file(s) REFUSED: the registered definitions are used; see above")
+    return refused
 
 
 def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:

@@ -41,3 +41,29 @@ def test_an_invalid_tool_file_is_refused_with_file_line_and_path(stack, tmp_path
     line = next(i for i, text in enumerate(Path(path).read_text().splitlines(), 1) if "idempotency:" in text)
     assert f"{path}:{line}: $.idempotency: " in out and "needs `header`" in out
     assert all(c.name != name for c in read_all(stack, "keel.definitions"))
+
+
+def test_keel_up_registers_the_tool_files_once_and_refuses_a_file_that_differs(
+    stack, tmp_path, monkeypatch, capsys
+):
+    from definitions_topic import definitions_topic
+
+    from keel_ops.cli_tools import apply_local_files
+
+    topic, name = definitions_topic(stack), unique("uptool").replace("-", "_")
+    local = tmp_path / "tools"
+    local.mkdir()
+    write(local, name)
+    monkeypatch.setenv("KEEL_TOOL_DIRS", str(local))
+    assert apply_local_files(stack, topic) == 0
+    registered = {(c.kind, c.name, c.version, c.applied_by) for c in read_all(stack, topic)}
+    assert registered == {
+        ("tool", "email", 1, "keel up"),
+        ("tool", "crm", 1, "keel up"),
+        ("tool", name, 1, "keel up"),
+    }
+    assert apply_local_files(stack, topic) == 0 and len(read_all(stack, topic)) == 3  # unchanged
+    write(local, name, description="Edited.")
+    capsys.readouterr()
+    assert apply_local_files(stack, topic) == 1
+    assert "REFUSED" in capsys.readouterr().out and len(read_all(stack, topic)) == 3
