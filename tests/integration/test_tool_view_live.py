@@ -35,3 +35,27 @@ def test_a_tool_applied_after_start_is_known_to_the_view_and_gets_an_adapter(sta
         assert catalog.get_adapter("email@1").idempotency_mode == view.mode("email@1")  # files still served
     finally:
         reader.close()
+
+
+def test_the_scheduler_learns_the_mode_of_a_tool_registered_after_it_started(stack):
+    from scheduler_topics import scheduler_topics
+
+    from keel.definitions.view import WorkflowView
+    from keel.workflows import Catalog
+    from services.scheduler.service import SchedulerProcessor
+
+    topic, name = definitions_topic(stack), unique("refund").replace("-", "_")
+    workflows = WorkflowView(Catalog({}), DefinitionsReader(stack, topic), wait_s=10)
+    try:
+        proc = SchedulerProcessor(
+            stack, workflows, topics=scheduler_topics(stack), group=unique("test-scheduler")
+        )
+        assert proc.tool_mode("email@1") == "provider_key"  # the files, as before
+        assert proc.tool_mode(f"{name}@1") is None  # unknown: read as `none`, the safe reading
+        retention = {"key_retention_s": 3600.0}
+        definition = REFUND | {"name": name, "idempotency": REFUND["idempotency"] | retention}
+        apply(stack, "tool", definition, source="t", applied_by="op", topic=topic)
+        assert proc.tool_mode(f"{name}@1") == "provider_key"
+        assert proc.key_retention(f"{name}@1") == 3600.0
+    finally:
+        workflows.close()
