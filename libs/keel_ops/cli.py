@@ -58,6 +58,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
         start_background(settings, proc)
         if proc.name == "registry":
             cmd_register(settings, _)
+            cli_tools.apply_local_files(settings)  # the local default: every tool file, registered
             cli_workflows.apply_local_files(settings)  # the local default: every workflow file, registered
     logs = settings.data_dir / "logs"
     say(f"up in {time.monotonic() - t0:.1f}s: API on {settings.api_url}; logs under {logs}")

@@ -1,4 +1,4 @@
-"""`keel tools list | show NAME@VERSION | validate FILE...`: the tool contracts this deployment loads."""
+"""`keel tools list | show NAME@VERSION | validate FILE... | apply FILE`: the tool contracts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from keel.settings import Settings
 from keel.tooldefs import (
     ToolDefinition,
     ToolDefinitionError,
@@ -15,13 +16,19 @@ from keel.tooldefs import (
     load_definition,
     tool_dirs,
 )
+from keel.topics import DEFINITIONS
+from keel_ops.cli_workflows import apply_file
+from keel_ops.stack import say
 
-HELP = "tool contracts: list, show NAME@VERSION, validate FILE... (tools/ and KEEL_TOOL_DIRS)"
+HELP = (
+    "tool contracts: list, show NAME@VERSION, validate FILE... (tools/ and KEEL_TOOL_DIRS), "
+    "apply FILE (validate and register a tool version at runtime; a version never changes)"
+)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "show", "validate"], default="list")
-    p.add_argument("targets", nargs="*", help="show: NAME@VERSION; validate: definition files")
+    p.add_argument("action", nargs="?", choices=["list", "show", "validate", "apply"], default="list")
+    p.add_argument("targets", nargs="*", help="show: NAME@VERSION; validate: FILE...; apply: one FILE")
 
 
 def _summary(definition: ToolDefinition) -> str:
@@ -54,7 +61,23 @@ def _validate(paths: list[str]) -> int:
     return 1 if failed else 0
 
 
-def cmd_tools(_settings: object, args: argparse.Namespace) -> int:
+def apply_local_files(settings: Settings, topic: str = DEFINITIONS) -> int:
+    """What `keel up` does: apply every tool file (tools/ and KEEL_TOOL_DIRS); returns the refusals."""
+    ToolRegistry.configured()  # every file must load (and no two disagree) before any is applied
+    refused = 0
+    for directory in tool_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            refused += not apply_file(settings, str(path), "keel up", topic, kind="tool")
+    if refused:
+        say(f"{refused} tool file(s) REFUSED: the registered definitions are used; see above")
+    return refused
+
+
+def cmd_tools(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "apply":
+        if len(args.targets) != 1:
+            raise ValueError("keel tools apply needs one FILE")
+        return 0 if apply_file(settings, args.targets[0], kind="tool") else 1
     if args.action == "validate":
         return _validate(args.targets)
     registry = ToolRegistry.configured()  # a bad definition anywhere is refused here, by file and line

@@ -21,14 +21,19 @@ HELP = (
 
 
 def apply_file(
-    settings: Settings, path: str, applied_by: str | None = None, topic: str = DEFINITIONS
+    settings: Settings,
+    path: str,
+    applied_by: str | None = None,
+    topic: str = DEFINITIONS,
+    kind: str = "workflow",
 ) -> bool:
-    """Apply one workflow file; prints what happened. False when it was refused (invalid or conflict)."""
+    """Apply one definition file (a workflow, or a tool: `kind`); prints what happened. False when it
+    was refused (invalid or conflict)."""
     who = applied_by or f"cli:{getpass.getuser()}"
     try:
         applied = apply_text(
             settings,
-            "workflow",
+            kind,
             Path(path).read_text(encoding="utf-8"),
             source=path,
             applied_by=who,

@@ -9,12 +9,14 @@ import httpx
 from keel.background import BackgroundCalls
 from keel.blobs import BlobStore, store_for
 from keel.breaker import BreakerRegistry
+from keel.definitions.tools import live_tools
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.toolrun.ledger_view import LedgerView
 from keel.toolrun.processor import CommittedView, Invoker, ToolProcessor, deadline_ms
 from keel.toolrun.result import ToolRequest, ToolResult
 from keel.topics import TOOL_COMMANDS
+from services.adapters import catalog
 from services.adapters.base import Adapter
 from services.adapters.catalog import get_adapter
 from services.adapters.client import call_tool
@@ -57,5 +59,6 @@ class AdapterProcessor(ToolProcessor):
 def make_processor(settings: Settings, serde: Serde) -> AdapterProcessor:
     # trust_env=False: a proxy configured for the internet must not see calls to loopback providers.
     tools = AdapterSettings()
+    catalog.follow(live_tools(settings))  # tools registered at runtime get an adapter on first use
     view = LedgerView(settings, serde, horizon_s=tools.retention_horizon_s)
     return AdapterProcessor(tools, view, httpx.Client(trust_env=False), blobs=store_for(settings))

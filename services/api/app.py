@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from keel import db
+from keel.definitions.tools import ToolView
 from keel.definitions.view import live_workflows
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from services.api import blobs, definitions, docs, errors, operators, runs
+from keel.tooldefs import ToolRegistry
+from services.api import blobs, definitions, docs, errors, operators, runs, tool_definitions
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Tenant, Workflows, deps_of
@@ -43,7 +45,9 @@ def create_app(
     # The workflow files plus the registered definitions, followed in the background.
     catalog = catalog or live_workflows(settings, api.definitions_topic)
     pool = Pool(lambda: db.database_url(settings, start=False), api.db_pool_size)
-    deps = Deps(settings, api, keys, catalog, pool, publisher)
+    # The tool files plus the registered tools, following the topic with the workflows' reader.
+    tools = ToolView(ToolRegistry.configured(), getattr(catalog, "reader", None))
+    deps = Deps(settings, api, keys, catalog, pool, publisher, tools)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +65,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(blobs.router)
     app.include_router(definitions.router)
+    app.include_router(tool_definitions.router)
     operators.install(app)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})

@@ -1,7 +1,9 @@
-"""Workflows registered at runtime: apply one (operators), list the versions of one (tenants)."""
+"""Workflows registered at runtime: apply one (operators), list the versions of one (tenants). The apply
+route is shared by every kind of definition (see services.api.tool_definitions)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -48,11 +50,20 @@ async def apply_workflow(request: Request, who: Operator) -> JSONResponse:
     """Validate a workflow (YAML or JSON body) and register it: 201 with its digest when new, 200 when
     the same content is registered already, 409 when other content holds that version, 422 (with the
     JSON path and line of every problem) when it is invalid. Nothing invalid reaches the topic."""
+    return await apply_definition(request, who, "workflow", _known_digest)
+
+
+KnownDigest = Callable[[Deps, str, int], str | None]
+
+
+async def apply_definition(request: Request, who: str, kind: str, known: KnownDigest) -> JSONResponse:
+    """Register one definition of `kind` from the body; `known` gives the digest a file of this service
+    holds for name@version (None: no file), so a file's version cannot be registered with other content."""
     raw = await request.body()
     if len(raw) > MAX_DEFINITION_BYTES:
         raise ApiError(413, "payload_too_large", f"a definition is at most {MAX_DEFINITION_BYTES} bytes")
     try:
-        return await run_in_threadpool(_apply, deps_of(request), raw.decode("utf-8"), who)
+        return await run_in_threadpool(_apply, deps_of(request), raw.decode("utf-8"), who, kind, known)
     except UnicodeDecodeError:
         raise ApiError(422, "invalid_definition", "the body is not UTF-8 text") from None
     except DefinitionInvalid as exc:
@@ -61,15 +72,15 @@ async def apply_workflow(request: Request, who: Operator) -> JSONResponse:
         return JSONResponse(body, status_code=422)
 
 
-def _apply(deps: Deps, text: str, who: str) -> JSONResponse:
+def _apply(deps: Deps, text: str, who: str, kind: str, known_digest: KnownDigest) -> JSONResponse:
     data, lines = load_text(text, SOURCE)
-    parsed = parse("workflow", data, SOURCE, lines)
-    known = _known_digest(deps, parsed.name, parsed.version)  # a workflow file of this service counts
+    parsed = parse(kind, data, SOURCE, lines)
+    known = known_digest(deps, parsed.name, parsed.version)
     if known is not None and known != parsed.digest:
-        raise _conflict(parsed.name, parsed.version, known)
+        raise _conflict(kind, parsed.name, parsed.version, known)
     applied = definitions_log.apply(
         deps.settings,
-        "workflow",
+        kind,
         data,
         source=SOURCE,
         applied_by=who,
@@ -78,7 +89,7 @@ def _apply(deps: Deps, text: str, who: str) -> JSONResponse:
     )
     if not applied.accepted:
         assert applied.winner is not None
-        raise _conflict(parsed.name, parsed.version, applied.winner.digest)
+        raise _conflict(kind, parsed.name, parsed.version, applied.winner.digest)
     body = {
         "name": parsed.name,
         "version": parsed.version,
@@ -94,11 +105,11 @@ def _known_digest(deps: Deps, name: str, version: int) -> str | None:
     return spec_digest(deps.catalog.get(name, version))
 
 
-def _conflict(name: str, version: int, digest: str) -> ApiError:
+def _conflict(kind: str, name: str, version: int, digest: str) -> ApiError:
     return ApiError(
         409,
         "definition_conflict",
-        f"workflow {name} version {version} is registered with other content ({digest}); "
+        f"{kind} {name} version {version} is registered with other content ({digest}); "
         "a version never changes: apply it as a new version",
     )
 

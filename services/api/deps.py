@@ -7,6 +7,7 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
+from keel.definitions.tools import ToolView
 from keel.settings import Settings
 from keel.workflows import WorkflowSpec
 from services.api.apikeys import ApiKeys
@@ -32,6 +33,7 @@ class Deps:
     catalog: Workflows
     pool: Pool
     publisher: Publisher
+    tools: ToolView  # the tool files plus the registered tools
 
 
 def deps_of(request: Request) -> Deps:

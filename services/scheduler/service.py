@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException, TopicPartition
 import keel.events as ev
 from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import RunEvent, RunRequested, StepCommand
+from keel.definitions.tools import ToolView
 from keel.definitions.view import live_workflows
 from keel.serde import Serde
 from keel.settings import Settings
@@ -55,9 +56,10 @@ class SchedulerProcessor(Processor):
         # The workflow files plus the registered definitions: a run request naming a version not seen
         # yet waits (bounded) for the topic to be read to its end before it is refused as unknown.
         self.workflows = workflows or live_workflows(settings, self.topics.definitions)
-        # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS): loaded here, so a bad
-        # definition fails the start loudly; an unknown tool reads as None, i.e. `none`, the safe reading.
-        tools = ToolRegistry.configured()
+        # A tool's mode is part of its definition (tools/*.yaml, KEEL_TOOL_DIRS, or registered): the files
+        # load here, so a bad one fails the start loudly; an unknown tool reads as None, i.e. `none`, the
+        # safe reading. Registered tools are followed with the workflows' reader.
+        tools = ToolView(ToolRegistry.configured(), getattr(self.workflows, "reader", None))
         self.tool_mode = tool_mode or tools.mode
         self.key_retention = tools.key_retention
         self.config = config or SchedulerSettings()

@@ -10,15 +10,11 @@ A kind is a parse function and, optionally, a function naming the definitions it
 - `references(definition)` lists `(location, kind, "name@version")` for every other definition it
   needs; each must be known (registered, or built in) when it is applied, or it is refused there.
 
-Workflows are registered here. Tool definitions plug in with one call made where their model lives:
-
-    from keel.definitions.kinds import Kind, register_kind
-    register_kind(Kind("tool", parse=ToolDefinition.model_validate))
-
-From then on `keel.definitions.apply` validates, publishes and judges tool records exactly like
-workflow records, readers keep their winners (`DefinitionsReader.definitions("tool")`), and workflows
-that name a tool version are checked against the registered tools as well as the built-in ones. Until
-a parse function is registered for "tool", tool records are refused at apply and skipped by readers.
+Workflows and tools (keel.definitions.toolkind) are registered here: `keel.definitions.apply`
+validates, publishes and judges tool records exactly like workflow records, readers keep their winners
+(`DefinitionsReader.definitions("tool")`), and workflows that name a tool version are checked against
+the registered tools as well as the built-in ones. A parse function may also raise `Located` (problems
+with their locations in the data).
 """
 
 from __future__ import annotations
@@ -29,8 +25,17 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from keel.definitions.problems import DefinitionInvalid, Lines, Problem, from_validation, json_path, line_of
+from keel.definitions.problems import (
+    DefinitionInvalid,
+    Lines,
+    Located,
+    Problem,
+    from_validation,
+    json_path,
+    line_of,
+)
 from keel.definitions.record import canonical, digest
+from keel.definitions.toolkind import parse_tool
 from keel.workflows import WorkflowError, WorkflowSpec, parse_workflow
 
 Loc = tuple[str | int, ...]
@@ -63,6 +68,7 @@ def _tool_steps(spec: WorkflowSpec) -> list[tuple[Loc, str, str]]:
 
 
 register_kind(Kind("workflow", parse=parse_workflow, references=_tool_steps))
+register_kind(Kind("tool", parse=parse_tool))
 
 
 def builtin(kind: str) -> frozenset[str]:
@@ -113,6 +119,9 @@ def parse(kind: str, data: Any, source: str, lines: Lines | None = None) -> Pars
             Problem(json_path(loc), message, line_of(lines, loc))
             for message, loc in zip(exc.problems, exc.locations, strict=True)
         ]
+        raise DefinitionInvalid(source, problems) from None
+    except Located as exc:
+        problems = [Problem(json_path(loc), what, line_of(lines, loc)) for loc, what in exc.problems]
         raise DefinitionInvalid(source, problems) from None
     content = content_of(value)
     return Parsed(kind, value.name, value.version, value, content, digest(content))

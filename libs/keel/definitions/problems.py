@@ -31,6 +31,15 @@ class DefinitionInvalid(ValueError):
         super().__init__("\n".join(_line(source, p) for p in self.problems))
 
 
+class Located(ValueError):
+    """Problems found by a kind's parse function, each with its location in the data (() = the whole
+    definition); `keel.definitions.kinds.parse` turns them into JSON paths and lines."""
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{json_path(loc)}: {what}" for loc, what in self.problems))
+
+
 def _line(source: str, p: Problem) -> str:
     where = f"{source}:{p.line}" if p.line is not None else source
     return f"{where}: {p.path}: {p.message}"
