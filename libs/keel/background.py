@@ -22,7 +22,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from keel.txloop import Output
+from confluent_kafka import TopicPartition
+
+from keel.txloop import Output, Processor
 
 log = logging.getLogger(__name__)
 Work = Callable[[], Sequence[Output]]
@@ -118,3 +120,26 @@ class BackgroundCalls:
             with self._cond:
                 self._running -= 1
                 self._finished.extend(outputs)
+
+
+class BackgroundProcessor(Processor):
+    """A processor whose calls run as BackgroundCalls (`self.calls`): the loop's hooks, written once."""
+
+    calls: BackgroundCalls
+
+    def max_wait_s(self, idle_wait_s: float) -> float:
+        # A result that lands while the loop waits for messages would wait with it.
+        return min(idle_wait_s, 0.005) if self.calls.busy() else idle_wait_s
+
+    def tick(self, now_ms: int) -> Sequence[Output]:
+        return self.calls.take()  # finished calls' facts, committed in this turn's transaction
+
+    def on_commit(self) -> None:
+        self.calls.committed()
+
+    def on_abort(self) -> None:
+        self.calls.aborted()
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # Calls not yet started belong to the partitions' new owner: their deadlines retry them.
+        self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)

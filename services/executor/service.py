@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import httpx
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import keel.events as ev
-from keel.background import BackgroundCalls
+from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
 from keel.contracts import StepCommand
@@ -33,7 +32,7 @@ from keel.topics import (
     worker_commands,
     worker_topics,
 )
-from keel.txloop import Output, Processor, Record, Reject
+from keel.txloop import Output, Record, Reject
 from keel.vocab import VALIDATION
 from services.executor import core
 from services.executor.pricing import UnknownModelPrice
@@ -70,7 +69,7 @@ def routes_of(tools: ToolRegistry) -> ToolRoutes:
     return route
 
 
-class ExecutorProcessor(Processor):
+class ExecutorProcessor(BackgroundProcessor):
     def __init__(
         self,
         router: ModelRouter,
@@ -142,23 +141,6 @@ class ExecutorProcessor(Processor):
             )
             events += core.circuit_events(cmd, answer.transitions, ev.now_ms())
         return [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
-
-    def max_wait_s(self, idle_wait_s: float) -> float:
-        # A model answer that lands while the loop waits for messages would wait with it.
-        return min(idle_wait_s, 0.005) if self.calls.busy() else idle_wait_s
-
-    def tick(self, now_ms: int) -> Sequence[Output]:
-        return self.calls.take()  # finished calls' facts, committed in this turn's transaction
-
-    def on_commit(self) -> None:
-        self.calls.committed()
-
-    def on_abort(self) -> None:
-        self.calls.aborted()
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Calls not yet started belong to the partitions' new owner now: their deadlines retry them.
-        self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
 
 def make_processor(settings: Settings, serde: Serde) -> ExecutorProcessor:

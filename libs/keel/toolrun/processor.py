@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from confluent_kafka import TopicPartition
-
 import keel.events as ev
-from keel.background import BackgroundCalls
+from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
 from keel.claimcheck import resolved_command
@@ -24,7 +22,7 @@ from keel.toolrun import facts
 from keel.toolrun.inflight import KeyGate
 from keel.toolrun.result import Effect, ToolRequest, ToolResult
 from keel.topics import RUN_EVENTS
-from keel.txtypes import Handled, Output, Processor, Record, Reject
+from keel.txtypes import Handled, Output, Record, Reject
 from keel.vocab import RATE_LIMITED, TRANSIENT, VALIDATION
 
 # A failure class the breaker does not count: recording a call that was blocked before it reached the
@@ -69,7 +67,7 @@ def breaker_policy() -> BreakerPolicy:
     )
 
 
-class ToolProcessor(Processor):
+class ToolProcessor(BackgroundProcessor):
     """Calls run on background workers (keel.background), as the executor's model calls do: a call starts
     once the batch with its `tool_called` (and the command's offset) has committed, the loop goes on
     meanwhile, and the result commits with a later turn's batch. A batch never waits for its slowest
@@ -153,24 +151,6 @@ class ToolProcessor(Processor):
         # retries only what the tool's idempotency mode makes safe to repeat.
         self.calls.stage((record.topic, record.partition), call)
         return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now, src))]
-
-    # -- the background calls, in the loop's terms ----------------------------------------------------
-    def max_wait_s(self, idle_wait_s: float) -> float:
-        # A result that lands while the loop waits for messages would wait with it.
-        return min(idle_wait_s, 0.005) if self.calls.busy() else idle_wait_s
-
-    def tick(self, now_ms: int) -> Sequence[Output]:
-        return self.calls.take()  # finished calls' facts, committed in this turn's transaction
-
-    def on_commit(self) -> None:
-        self.calls.committed()
-
-    def on_abort(self) -> None:
-        self.calls.aborted()
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Calls not yet started belong to the partitions' new owner: the step's deadline retries them.
-        self.calls.drop((tp.topic, tp.partition or 0) for tp in partitions)
 
     def _blocked(self, cmd: ToolCommand, now_ms: int, when: str) -> str | None:
         """Why this command must not reach the provider at all, or None."""
