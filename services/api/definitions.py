@@ -131,11 +131,12 @@ def workflow_versions(request: Request, name: str, _: Tenant) -> dict[str, Any]:
             "digest": spec_digest(spec),
             "description": spec.description,
         }
-        if record is not None:
-            entry.update(
-                source="registered", applied_by=record.applied_by, applied_at_ms=record.applied_at_ms
-            )
-        else:
-            entry["source"] = "file"
-        out.append(entry)
+        out.append({**entry, **provenance(record)})
     return {"name": name, "versions": out}
+
+
+def provenance(record: Any) -> dict[str, Any]:
+    """Where a version comes from: a registered record (who applied it, when) or a file."""
+    if record is None:
+        return {"source": "file"}
+    return {"source": "registered", "applied_by": record.applied_by, "applied_at_ms": record.applied_at_ms}

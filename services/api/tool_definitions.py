@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from keel.definitions.tools import tool_digest
 from services.api import docs
-from services.api.definitions import Registered, Versions, apply_definition
+from services.api.definitions import Registered, Versions, apply_definition, provenance
 from services.api.deps import Deps, Tenant, deps_of
 from services.api.errors import ApiError
 from services.api.operators import Operator
@@ -54,11 +54,5 @@ def tool_versions(request: Request, name: str, _: Tenant) -> dict[str, Any]:
             "description": loaded.definition.description,
             "idempotency": loaded.definition.idempotency.mode,
         }
-        if record is not None:
-            entry.update(
-                source="registered", applied_by=record.applied_by, applied_at_ms=record.applied_at_ms
-            )
-        else:
-            entry["source"] = "file"
-        out.append(entry)
+        out.append({**entry, **provenance(record)})
     return {"name": name, "versions": out}
