@@ -4,8 +4,6 @@ commits offsets under it."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from helpers import make_topics, unique, wait_for
@@ -52,8 +50,13 @@ def test_the_broker_assigns_partition_n_of_every_topic_to_one_member_and_transac
     second = Member(settings, group, topics, unique("m"))
     members = [first, second]
     _spin(members, lambda: second.owned and len(first.owned | second.owned) == 9, "the second member's share")
-    time.sleep(1)  # a settled assignment: nothing more moves
-    _spin(members, lambda: True, "a last turn")
+
+    def settled() -> bool:  # every partition owned once, each member holding partition N of every topic
+        split = [m.by_partition() for m in members]
+        whole = len(first.owned | second.owned) == 9 and not set(split[0]) & set(split[1])
+        return whole and all(ts == set(topics) for b in split for ts in b.values())
+
+    _spin(members, settled, "an assignment that keeps partition N of every topic together")
     for m in members:
         assert all(ts == set(topics) for ts in m.by_partition().values()), m.by_partition()
     assert not set(first.by_partition()) & set(second.by_partition())
