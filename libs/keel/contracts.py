@@ -495,6 +495,7 @@ class RunEvent:
     commit: CommitDetail | None = None
     budget: BudgetDetail | None = None
     quarantine: QuarantineDetail | None = None
+    call: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -528,6 +529,7 @@ class RunEvent:
             'commit': self.commit.to_dict() if self.commit is not None else None,
             'budget': self.budget.to_dict() if self.budget is not None else None,
             'quarantine': self.quarantine.to_dict() if self.quarantine is not None else None,
+            'call': self.call,
         }
 
     @classmethod
@@ -563,6 +565,7 @@ class RunEvent:
             commit=CommitDetail.from_dict(d['commit']) if d.get('commit') is not None else None,
             budget=BudgetDetail.from_dict(d['budget']) if d.get('budget') is not None else None,
             quarantine=QuarantineDetail.from_dict(d['quarantine']) if d.get('quarantine') is not None else None,
+            call=d.get('call', None),
         )
 
 
@@ -634,6 +637,8 @@ class StepCommand:
     issued_at: datetime
     deadline: datetime | None = None
     trace_id: str | None = None
+    call: str | None = None
+    agent_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -651,6 +656,8 @@ class StepCommand:
             'issued_at': self.issued_at,
             'deadline': self.deadline,
             'trace_id': self.trace_id,
+            'call': self.call,
+            'agent_id': self.agent_id,
         }
 
     @classmethod
@@ -670,6 +677,8 @@ class StepCommand:
             issued_at=d['issued_at'],
             deadline=d.get('deadline', None),
             trace_id=d.get('trace_id', None),
+            call=d.get('call', None),
+            agent_id=d.get('agent_id', None),
         )
 
 
@@ -692,6 +701,8 @@ class ToolCommand:
     issued_at: datetime
     trace_id: str | None = None
     deadline: datetime | None = None
+    call: str | None = None
+    agent_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -709,6 +720,8 @@ class ToolCommand:
             'issued_at': self.issued_at,
             'trace_id': self.trace_id,
             'deadline': self.deadline,
+            'call': self.call,
+            'agent_id': self.agent_id,
         }
 
     @classmethod
@@ -728,6 +741,8 @@ class ToolCommand:
             issued_at=d['issued_at'],
             trace_id=d.get('trace_id', None),
             deadline=d.get('deadline', None),
+            call=d.get('call', None),
+            agent_id=d.get('agent_id', None),
         )
 
 

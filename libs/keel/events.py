@@ -37,10 +37,19 @@ def content_ref_of_json(text: str) -> str:
     return content_ref(json.loads(text))
 
 
-def event_id(run_id: str, kind: str, step: str | None = None, attempt: int = 0, extra: str = "") -> str:
+def event_id(
+    run_id: str,
+    kind: str,
+    step: str | None = None,
+    attempt: int = 0,
+    extra: str = "",
+    call: str | None = None,
+) -> str:
     # Deterministic: re-processing the same input after a crash yields the same event ids, so readers
     # can de-duplicate at-least-once copies (only aborted copies exist for transactional producers).
-    return ":".join(p for p in (run_id, step or "", str(attempt), kind, extra) if p != "")
+    # `call` (an agent step's turn or tool call) sits after the step, so each sub-step has its own ids;
+    # a plain step's ids are what they always were.
+    return ":".join(p for p in (run_id, step or "", call or "", str(attempt), kind, extra) if p != "")
 
 
 class StepCoordinates(Protocol):
@@ -64,6 +73,10 @@ class StepCoordinates(Protocol):
     def idempotency_key(self) -> str | None: ...
     @property
     def trace_id(self) -> str | None: ...
+    @property
+    def call(self) -> str | None: ...  # the agent step's turn or tool call, if any
+    @property
+    def agent_id(self) -> str | None: ...
 
 
 def now_ms() -> int:
@@ -79,9 +92,11 @@ def at_ms(ms: int) -> datetime:
 def step_fact(
     at: StepCoordinates, kind: str, now_ms: int, source: str, extra: str = "", **fields: Any
 ) -> RunEvent:
-    """A fact about the step attempt `at` points to, as the service `source` saw it at `now_ms`."""
+    """A fact about the step attempt `at` points to, as the service `source` saw it at `now_ms`. The
+    agent step's sub-step (`call`) and its agent are copied too, unless `fields` names them."""
+    fields.setdefault("agent_id", at.agent_id)
     return RunEvent(
-        event_id=event_id(at.run_id, kind, at.step, at.attempt, extra),
+        event_id=event_id(at.run_id, kind, at.step, at.attempt, extra, at.call),
         run_id=at.run_id,
         task_id=at.task_id,
         tenant_id=at.tenant_id,
@@ -94,5 +109,6 @@ def step_fact(
         idempotency_key=at.idempotency_key,
         source=source,
         trace_id=at.trace_id,
+        call=at.call,
         **fields,
     )

@@ -3,7 +3,7 @@
 import pytest
 
 from keel.deadletter import dead_letter_id
-from keel.idempotency import canonical_json, content_ref, idempotency_key
+from keel.idempotency import agent_call_key, canonical_json, content_ref, idempotency_key
 
 
 def test_canonical_json_ignores_key_order_and_whitespace():
@@ -36,3 +36,74 @@ def test_content_ref_golden_value():
 
 def test_dead_letter_id_golden_value():
     assert dead_letter_id("keel.run-requests", 2, 41) == "keel.run-requests:2:41"
+
+
+REFUND = {"charge_id": "ch_1001", "amount_cents": 1500, "reason": "requested_by_customer"}
+
+
+def test_agent_write_call_key_golden_value_has_no_turn():
+    key = agent_call_key(
+        "acme",
+        "support_triage",
+        "run-1",
+        "triage",
+        "issue_refund@1",
+        REFUND,
+        side_effects=True,
+        turn=2,
+        index=0,
+    )
+    assert key == (
+        "acme|support_triage|run-1|triage|issue_refund@1|"
+        "sha256:a8a91fa5d186369cd2dfe6a9ff7cb94e962e99e6c1009fec17028ea83b9508dd"
+    )
+    # The same write asked for in a later turn, at another index, is the same effect.
+    later = agent_call_key(
+        "acme",
+        "support_triage",
+        "run-1",
+        "triage",
+        "issue_refund@1",
+        dict(reversed(REFUND.items())),
+        side_effects=True,
+        turn=5,
+        index=1,
+    )
+    assert later == key
+
+
+def test_agent_read_call_key_golden_value_names_turn_and_call():
+    args = {"customer_email": "ada@example.com"}
+    key = agent_call_key(
+        "acme",
+        "support_triage",
+        "run-1",
+        "triage",
+        "lookup_customer@1",
+        args,
+        side_effects=False,
+        turn=1,
+        index=0,
+    )
+    assert key == (
+        "acme|support_triage|run-1|triage|lookup_customer@1|turn-1.call-0|"
+        "sha256:797b59b8230b7b9f86eaafba22bf3e935344178cd3edc5c68516848704aff602"
+    )
+    again = agent_call_key(
+        "acme",
+        "support_triage",
+        "run-1",
+        "triage",
+        "lookup_customer@1",
+        args,
+        side_effects=False,
+        turn=3,
+        index=0,
+    )
+    assert again != key
+
+
+@pytest.mark.parametrize("bad", ["", "a|b"])
+def test_agent_call_key_parts_must_not_be_empty_or_contain_the_separator(bad):
+    with pytest.raises(ValueError):
+        agent_call_key("t", "w", "r", "s", bad, {}, side_effects=True, turn=1, index=0)

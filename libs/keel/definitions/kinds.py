@@ -64,7 +64,14 @@ def register_kind(kind: Kind) -> None:
 
 
 def _tool_steps(spec: WorkflowSpec) -> list[tuple[Loc, str, str]]:
-    return [(("steps", i, "tool"), "tool", s.tool) for i, s in enumerate(spec.steps) if s.tool]
+    """Every tool a workflow names: a tool step's, and each tool an agent step may call."""
+    refs: list[tuple[Loc, str, str]] = [
+        (("steps", i, "tool"), "tool", s.tool) for i, s in enumerate(spec.steps) if s.tool
+    ]
+    refs += [
+        (("steps", i, "tools", j), "tool", t) for i, s in enumerate(spec.steps) for j, t in enumerate(s.tools)
+    ]
+    return refs
 
 
 register_kind(Kind("workflow", parse=parse_workflow, references=_tool_steps))

@@ -109,7 +109,11 @@ def mermaid(spec: WorkflowSpec) -> str:
     """A `flowchart TD` of the workflow; side-effect steps get the `side_effect` class."""
     lines = ["flowchart TD"]
     for s in spec.steps:
-        what = f"tool: {s.tool}" if s.kind == "tool" else f"llm: {s.model}"
+        what = {
+            "tool": f"tool: {s.tool}",
+            "llm": f"llm: {s.model}",
+            "agent": f"agent: {s.model}, tools {', '.join(s.tools)}",
+        }[s.kind]
         lines.append(f'    {_node(s.name)}["{_label(f"{s.name}<br/>{what}")}"]')
     for s in spec.steps:
         lines += [f"    {_node(dep)} --> {_node(s.name)}" for dep in s.needs]

@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from keel.tooldefs.contract import schema_problems
 from keel.workflows import template
 from keel.workflows.graph import ancestry, find_cycle
 
@@ -15,6 +16,16 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TOOL_REF = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+$")
 FieldType = Literal["string", "number", "integer", "boolean", "object", "array"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+StepKind = Literal["llm", "tool", "agent"]
+STEP_KINDS: tuple[str, ...] = get_args(StepKind)
+# The fields only some kinds take; a kind given another's field is refused (a likely mix-up).
+_KIND_FIELDS: dict[str, frozenset[str]] = {
+    "llm": frozenset({"model", "prompt", "response_format", "output_schema", "max_tokens"}),
+    "tool": frozenset({"tool", "input"}),
+    "agent": frozenset(
+        {"model", "prompt", "system", "tools", "max_turns", "max_violations", "output_schema", "max_tokens"}
+    ),
+}
 
 
 def _check_name(value: Any, what: str) -> Any:
@@ -46,21 +57,34 @@ class RetryPolicy(_Frozen):
 
 
 class StepSpec(_Frozen):
-    """One node of the graph: an LLM call or a tool call, with its policies."""
+    """One node of the graph: an LLM call, a tool call, or an agent (a model that chooses its tools turn by
+    turn, docs/agents.md), with its policies. For an agent, `retry` and `timeout_ms` apply to each model
+    turn and each tool call, one at a time."""
 
     name: str
-    kind: Literal["llm", "tool"]
+    kind: StepKind
     needs: tuple[str, ...] = ()
     side_effects: bool = False
     retry: RetryPolicy = RetryPolicy()
     timeout_ms: int = Field(default=60_000, gt=0)
     agent: str | None = None
-    budget_usd: float | None = Field(default=None, ge=0)
-    model: str | None = None  # llm: the model name the router resolves
-    prompt: str | None = None  # llm: a template
+    budget_usd: float | None = Field(default=None, ge=0)  # the step's budget envelope
+    model: str | None = None  # llm, agent: the model name the router resolves
+    prompt: str | None = None  # llm: a template; agent: the user message's template
     response_format: Literal["json", "text"] = "text"  # llm: json -> parsed object, text -> {"text": ...}
+    # llm, agent: the JSON Schema the answer must meet (llm: implies json; the model is asked once more
+    # with the violations, then the step is quarantined; agent: the final answer's, checked like a tool
+    # call's arguments).
+    output_schema: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, gt=0)  # llm, agent: per model call
     tool: str | None = None  # tool: name@version
     input: dict[str, Any] = Field(default_factory=dict)  # tool: a template rendered into the tool's input
+    system: str | None = None  # agent: the system message's template
+    tools: tuple[str, ...] = ()  # agent: the tools (name@version) the model may call
+    max_turns: int = Field(default=10, ge=1)  # agent: model turns before the run is hard-stopped
+    # agent: refused calls (unknown tool, bad arguments, malformed JSON, an answer breaking the schema) the
+    # model is told about and may correct; one more and the step is quarantined with the evidence.
+    max_violations: int = Field(default=3, ge=0)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -70,32 +94,63 @@ class StepSpec(_Frozen):
     @field_validator("kind", mode="before")
     @classmethod
     def _known_kind(cls, value: Any) -> Any:
-        if value not in ("llm", "tool"):
-            raise ValueError(f"unknown kind {value!r}; expected 'llm' or 'tool'")
+        if value not in STEP_KINDS:
+            raise ValueError(f"unknown kind {value!r}; expected one of {', '.join(map(repr, STEP_KINDS))}")
         return value
 
     @model_validator(mode="after")
     def _fits_kind(self) -> StepSpec:
-        if self.kind == "llm":
+        own = _KIND_FIELDS[self.kind]
+        misplaced = sorted(
+            f for f in self.model_fields_set if f not in own and any(f in v for v in _KIND_FIELDS.values())
+        )
+        if misplaced:
+            raise ValueError(f"{self.kind} step must not set {', '.join(misplaced)}")
+        if self.kind in ("llm", "agent"):
             missing = [f for f in ("model", "prompt") if not getattr(self, f)]
             if missing:
-                raise ValueError(f"llm step needs {' and '.join(missing)}")
-            misplaced: list[str] = [f for f in ("tool", "input") if f in self.model_fields_set]
-        else:
+                raise ValueError(f"{self.kind} step needs {' and '.join(missing)}")
+        if self.kind == "tool":
             if not self.tool:
                 raise ValueError("tool step needs `tool` (format name@version, e.g. crm@1)")
             if not TOOL_REF.match(self.tool):
                 raise ValueError(f"tool {self.tool!r} is not in the format name@version (e.g. crm@1)")
-            misplaced = [f for f in ("model", "prompt", "response_format") if f in self.model_fields_set]
-        if misplaced:
-            raise ValueError(f"{self.kind} step must not set {', '.join(misplaced)}")
+        if self.kind == "agent":
+            self._check_agent()
+        if self.output_schema is not None:
+            for where, problem in schema_problems(self.output_schema):
+                at = "/".join(map(str, where))
+                raise ValueError(
+                    f"output_schema is not a valid JSON Schema{f' at {at}' if at else ''}: {problem}"
+                )
         template.paths(self.template)  # syntax only; what the paths point at is checked by the workflow
         return self
 
+    def _check_agent(self) -> None:
+        if not self.agent:
+            raise ValueError("agent step needs `agent` (the agent id every event of the step carries)")
+        if not self.tools:
+            raise ValueError("agent step needs `tools`: the tools (name@version) its model may call")
+        bad = [t for t in self.tools if not isinstance(t, str) or not TOOL_REF.match(t)]
+        if bad:
+            raise ValueError(f"tools {bad} are not in the format name@version (e.g. crm@1)")
+        names = [t.split("@")[0] for t in self.tools]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # the model calls a tool by its name alone: two versions of one would be ambiguous
+            raise ValueError(f"agent tools name {twice} more than once: give each tool one version")
+
     @property
     def template(self) -> Any:
-        """The templated part of the step: an llm step's prompt, a tool step's input."""
+        """The templated part of the step: an llm step's prompt, an agent's system and user messages, a
+        tool step's input."""
+        if self.kind == "agent":
+            return [self.system or "", self.prompt]
         return self.prompt if self.kind == "llm" else self.input
+
+    @property
+    def tool_names(self) -> dict[str, str]:
+        """agent: the name the model calls each tool by -> its name@version."""
+        return {t.split("@")[0]: t for t in self.tools}
 
 
 class WorkflowSpec(_Frozen):
