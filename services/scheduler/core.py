@@ -21,7 +21,9 @@ from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
+from services.scheduler import agent
 from services.scheduler.admission import Rejected, admit, check_fields
+from services.scheduler.agent import ToolLookup
 from services.scheduler.dispatch import dispatch_ready, issue
 from services.scheduler.outcomes import (
     DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
@@ -43,6 +45,7 @@ from services.scheduler.state import (
     RunState,
     StepState,
 )
+from services.scheduler.units import Unit, command, unit_state, units_of
 from services.scheduler.verdicts import Decision, Emitted, end, event, quarantine
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "Decision",
     "Emitted",
     "Rejected",
+    "ToolLookup",
     "ToolModes",
     "Workflows",
     "decide",
@@ -70,7 +74,9 @@ MAX_INPUT_BYTES = MAX_INLINE_INPUT_BYTES
 _TimerFilter = Callable[[StepState], bool]
 
 
-def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflows) -> Decision:
+def start_run(
+    req: RunRequested, partition: int, now_ms: int, workflows: Workflows, tools: ToolLookup | None = None
+) -> Decision:
     """A new run, or Rejected (-> dead letter with the reason) before anything is issued or spent."""
     check_fields(req)
     try:
@@ -103,7 +109,7 @@ def start_run(req: RunRequested, partition: int, now_ms: int, workflows: Workflo
         event(state, ev.SCHEDULED, now_ms, run=RunDetail(status=SCHEDULED)),
         event(state, ev.STARTED, now_ms, run=RunDetail(status=RUNNING)),
     ]
-    outputs += dispatch_ready(state, spec, now_ms)
+    outputs += dispatch_ready(state, spec, now_ms, tools)
     return Decision(state, outputs)
 
 
@@ -115,24 +121,34 @@ def decide(
     workflows: Workflows,
     *,
     key_retention: KeyRetention = no_retention,
+    tools: ToolLookup | None = None,
 ) -> Decision:
+    """`tools` gives agent steps their tools' definitions (name@version -> ToolDefinition)."""
     if isinstance(message, RunRequested):
         if state is not None:  # a repeated run_id is a no-op, never a second run
             return Decision(state, [])
-        return start_run(message, partition, now_ms, workflows)
+        return start_run(message, partition, now_ms, workflows, tools)
     if state is None:
         return Decision(state, [])
     if state.status in TERMINAL:
         # A commit that arrives after the run ended (failed by timeouts, canceled) is still a fact about
         # an effect that exists: it is recorded in the run's state, and nothing else happens.
         if isinstance(message, RunEvent) and message.event == ev.STEP_COMMITTED:
-            _record_commit(state, message)
+            if message.call is None:
+                _record_commit(state, message)
+            elif message.step in state.steps:
+                spec = workflows.get(state.workflow, state.workflow_version)
+                agent.record_call(state, spec.step(message.step or ""), message)
         return Decision(state, [])
     if isinstance(message, ControlCommand):
-        return _on_cancel(state, message, now_ms) if message.action == "cancel" else Decision(state, [])
+        if message.action != "cancel":
+            return Decision(state, [])
+        return _on_cancel(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
     if isinstance(message, RunEvent):
         spec = workflows.get(state.workflow, state.workflow_version)
-        return _on_fact(state, message, spec, now_ms, key_retention)
+        if message.call is not None:
+            return _on_agent_fact(state, message, spec, now_ms, key_retention, tools)
+        return _on_fact(state, message, spec, now_ms, key_retention, tools)
     return Decision(state, [])
 
 
@@ -144,8 +160,10 @@ def due(
     *,
     tool_timeout_ms: int = DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
     key_retention: KeyRetention = no_retention,
+    tools: ToolLookup | None = None,
 ) -> Decision:
-    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported.
+    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported
+    (of steps, and of agent steps' model turns and tool calls).
 
     `tool_timeout_ms` is the adapters' HTTP client timeout: a tool attempt that timed out here may still
     be mid-call there, so its retry waits until that call must have ended."""
@@ -153,26 +171,38 @@ def due(
         return Decision(state, [])
     spec = workflows.get(state.workflow, state.workflow_version)
     outputs: list[Emitted] = []
-    for name, step in state.steps.items():
-        if state.status not in (RUNNING, CANCELING):
-            break
-        if step.status == WAITING_RETRY and step.fire_at is not None and step.fire_at <= now_ms:
-            if state.status == RUNNING:
-                outputs += issue(state, spec.step(name), step.attempt + 1, now_ms)
-        elif step.status == DISPATCHED and step.deadline is not None and step.deadline <= now_ms:
-            if state.status == CANCELING:
-                outputs += _timed_out_while_canceling(state, spec.step(name), now_ms).outputs
-            else:
-                lost = on_timeout(state, spec.step(name), now_ms, tool_mode, tool_timeout_ms, key_retention)
-                outputs += lost.outputs
+    for name in list(state.steps):
+        for unit, sub in list(units_of(state, spec.step(name))):
+            if state.status not in (RUNNING, CANCELING):
+                return Decision(state, outputs)
+            if sub.status == WAITING_RETRY and sub.fire_at is not None and sub.fire_at <= now_ms:
+                if state.status == RUNNING and unit.call is not None:
+                    outputs.append(command(state, unit, sub.attempt + 1, now_ms))
+                elif state.status == RUNNING:
+                    outputs += issue(state, spec.step(name), sub.attempt + 1, now_ms, tools)
+            elif sub.status == DISPATCHED and sub.deadline is not None and sub.deadline <= now_ms:
+                if state.status == CANCELING:
+                    outputs += _timed_out_while_canceling(state, unit, now_ms).outputs
+                else:
+                    lost = on_timeout(state, unit, now_ms, tool_mode, tool_timeout_ms, key_retention)
+                    outputs += lost.outputs
     return Decision(state, outputs)
+
+
+def _subs(state: RunState) -> list[StepState]:
+    """Every unit's state: the plain steps, and the current sub-steps of the agent steps."""
+    found: list[StepState] = []
+    for step in state.steps.values():
+        found += list(step.agent.units().values()) if step.agent is not None else [step]
+    return found
 
 
 def next_timer(state: RunState) -> int | None:
     if state.status not in (RUNNING, CANCELING):
         return None
-    times = [s.fire_at for s in state.steps.values() if s.status == WAITING_RETRY and s.fire_at is not None]
-    times += [s.deadline for s in state.steps.values() if s.status == DISPATCHED and s.deadline is not None]
+    subs = _subs(state)
+    times = [s.fire_at for s in subs if s.status == WAITING_RETRY and s.fire_at is not None]
+    times += [s.deadline for s in subs if s.status == DISPATCHED and s.deadline is not None]
     return min(times) if times else None
 
 
@@ -189,11 +219,16 @@ def _record_commit(state: RunState, fact: RunEvent) -> bool:
 
 
 def _on_fact(
-    state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int, key_retention: KeyRetention
+    state: RunState,
+    fact: RunEvent,
+    spec: WorkflowSpec,
+    now_ms: int,
+    key_retention: KeyRetention,
+    tools: ToolLookup | None,
 ) -> Decision:
     step = state.steps.get(fact.step or "")
-    if step is None or fact.source == "scheduler":
-        return Decision(state, [])
+    if step is None or fact.source == "scheduler" or step.agent is not None:
+        return Decision(state, [])  # an agent step's facts name their sub-step (see _on_agent_fact)
     if fact.event == ev.STEP_COMMITTED:
         if not _record_commit(state, fact):
             return Decision(state, [])
@@ -201,23 +236,84 @@ def _on_fact(
             return _settle_cancel(state, now_ms)
         if state.status != RUNNING:  # quarantined: recorded for whoever resolves the case
             return Decision(state, [])
-        if len(state.committed()) == len(state.steps):
-            out_json, out_ref = ev.inline(state.outputs())
-            return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref)
-        return Decision(state, dispatch_ready(state, spec, now_ms))
+        return Decision(state, _after_commit(state, spec, now_ms, tools))
     if (
         fact.event in (ev.TOOL_FAILED, ev.STEP_FAILED)
         and step.status == DISPATCHED
         and fact.attempt == step.attempt
     ):
+        unit = Unit.of(spec.step(fact.step or ""))
         if state.status == CANCELING:
-            return _failed_while_canceling(state, spec.step(fact.step or ""), fact, now_ms)
+            return _failed_while_canceling(state, unit, fact, now_ms)
         if state.status == RUNNING:
-            return on_failure(state, spec.step(fact.step or ""), fact, now_ms, key_retention)
+            return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
 
 
-def _on_cancel(state: RunState, cmd: ControlCommand, now_ms: int) -> Decision:
+def _after_commit(
+    state: RunState, spec: WorkflowSpec, now_ms: int, tools: ToolLookup | None
+) -> list[Emitted]:
+    """A step committed: the run completes, or the steps it unblocked start."""
+    if len(state.committed()) == len(state.steps):
+        out_json, out_ref = ev.inline(state.outputs())
+        return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref).outputs
+    return dispatch_ready(state, spec, now_ms, tools)
+
+
+def _on_agent_fact(
+    state: RunState,
+    fact: RunEvent,
+    spec: WorkflowSpec,
+    now_ms: int,
+    key_retention: KeyRetention,
+    tools: ToolLookup | None,
+) -> Decision:
+    """A fact about a sub-step of an agent step: a turn's model call, or one of its tool calls."""
+    step = state.steps.get(fact.step or "")
+    if step is None or step.agent is None or fact.source == "scheduler" or step.status == COMMITTED:
+        return Decision(state, [])
+    step_spec = spec.step(fact.step or "")
+    if fact.event == ev.MODEL_CALLED:
+        if state.status == RUNNING:
+            decision = agent.on_turn(state, step_spec, fact, tools, now_ms)
+            return _agent_progress(decision, step_spec, spec, now_ms, tools)
+        if fact.call == f"turn-{step.agent.turn}":  # recorded: no call it asks for is made now
+            step.agent.model.status, step.agent.model.deadline = COMMITTED, None
+        return _settle_cancel(state, now_ms) if state.status == CANCELING else Decision(state, [])
+    if fact.event == ev.STEP_COMMITTED:
+        if not agent.record_call(state, step_spec, fact):
+            return Decision(state, [])
+        if state.status == CANCELING:
+            return _settle_cancel(state, now_ms)
+        if state.status != RUNNING:
+            return Decision(state, [])
+        return Decision(state, agent.after_call(state, step_spec, tools, now_ms))
+    sub = step.agent.units().get(fact.call or "")
+    if (
+        fact.event in (ev.TOOL_FAILED, ev.STEP_FAILED)
+        and sub is not None
+        and sub.status == DISPATCHED
+        and fact.attempt == sub.attempt
+    ):
+        unit = next(u for u, s in units_of(state, step_spec) if u.call == fact.call)
+        if state.status == CANCELING:
+            return _failed_while_canceling(state, unit, fact, now_ms)
+        if state.status == RUNNING:
+            return on_failure(state, unit, fact, now_ms, key_retention)
+    return Decision(state, [])
+
+
+def _agent_progress(
+    decision: Decision, step: StepSpec, spec: WorkflowSpec, now_ms: int, tools: ToolLookup | None
+) -> Decision:
+    """After a turn: when its answer committed the agent step, the run goes on as after any commit."""
+    state = decision.state
+    if state is None or state.status != RUNNING or state.steps[step.name].status != COMMITTED:
+        return decision
+    return Decision(state, decision.outputs + _after_commit(state, spec, now_ms, tools))
+
+
+def _on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
     """No new attempt starts. With nothing in flight the run ends canceled at once; otherwise each call
     in flight settles first (its commit kept, an unknown outcome quarantined), then the run ends."""
     if state.status == CANCELING:
@@ -225,52 +321,59 @@ def _on_cancel(state: RunState, cmd: ControlCommand, now_ms: int) -> Decision:
     state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
     if state.status == QUARANTINED:  # a human's decision on a held run: it ends here
         return _end_canceled(state, now_ms)
-    unknown = None
-    for name, step in state.steps.items():
-        if step.status == WAITING_RETRY:
-            step.fire_at = None
-            if step.last_failure == UNKNOWN_OUTCOME:
-                unknown = unknown or name  # its last attempt may have had its effect: never retried now
-            else:
-                step.status = STEP_CANCELED
+    unknown: tuple[Unit, StepState] | None = None
+    for name in state.steps:
+        for unit, sub in units_of(state, spec.step(name)):
+            if sub.status == WAITING_RETRY:
+                sub.fire_at = None
+                if sub.last_failure == UNKNOWN_OUTCOME:
+                    unknown = unknown or (
+                        unit,
+                        sub,
+                    )  # its last attempt may have had its effect: never retried now
+                else:
+                    sub.status = STEP_CANCELED
     state.status = CANCELING
     if unknown is not None:
-        step = state.steps[unknown]
-        why = f"canceled by {_who(state)} while attempt {step.attempt}'s outcome was unknown"
-        return quarantine(state, unknown, now_ms, why, UNKNOWN_OUTCOME)
+        unit, sub = unknown
+        why = f"canceled by {_who(state)} while attempt {sub.attempt}'s outcome was unknown"
+        return quarantine(state, unit.step, now_ms, why, UNKNOWN_OUTCOME, call=unit.call)
     return _settle_cancel(state, now_ms)
 
 
-def _failed_while_canceling(state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int) -> Decision:
+def _failed_while_canceling(state: RunState, unit: Unit, fact: RunEvent, now_ms: int) -> Decision:
     tool = fact.tool
     failure_class = (tool.failure_class if tool else None) or (
         fact.step_detail.failure_class if fact.step_detail else None
     )
     accepted = bool(tool and tool.effect_accepted)
     called = not (tool and tool.blocked_reason)
-    if spec.kind == "tool" and called and (failure_class == UNKNOWN_OUTCOME or accepted):
+    if unit.effects and called and (failure_class == UNKNOWN_OUTCOME or accepted):
         what = "the provider accepted it" if accepted else "its outcome is unknown"
         why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
         return quarantine(
             state,
-            spec.name,
+            unit.step,
             now_ms,
             why,
             failure_class,
             error=fact.error,
             key=fact.idempotency_key,
             evidence=fact,
+            call=unit.call,
         )
-    step = state.steps[spec.name]
+    step = unit_state(state, unit)
     step.status, step.deadline = STEP_CANCELED, None  # settled: the attempt had no effect
     return _settle_cancel(state, now_ms)
 
 
-def _timed_out_while_canceling(state: RunState, spec: StepSpec, now_ms: int) -> Decision:
-    step = state.steps[spec.name]
-    if spec.kind == "tool":
+def _timed_out_while_canceling(state: RunState, unit: Unit, now_ms: int) -> Decision:
+    step = unit_state(state, unit)
+    if unit.effects:
         why = f"canceled by {_who(state)}; attempt {step.attempt} was in flight and timed out"
-        return quarantine(state, spec.name, now_ms, f"{why}: outcome unknown", UNKNOWN_OUTCOME)
+        return quarantine(
+            state, unit.step, now_ms, f"{why}: outcome unknown", UNKNOWN_OUTCOME, call=unit.call
+        )
     step.status, step.deadline = STEP_CANCELED, None  # an llm attempt has no effect to wait for
     return _settle_cancel(state, now_ms)
 
@@ -281,7 +384,7 @@ def _settle_cancel(state: RunState, now_ms: int) -> Decision:
 
 def _end_canceled(state: RunState, now_ms: int) -> Decision:
     for step in state.steps.values():
-        if step.status == WAITING_RETRY:
+        if step.status == WAITING_RETRY or (step.agent is not None and step.status == DISPATCHED):
             step.status, step.fire_at = STEP_CANCELED, None
     reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
     return end(state, ev.CANCELED, now_ms, reason)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent
 from keel.vocab import SAFE_TO_REPEAT_MODES, TRANSIENT, UNKNOWN_OUTCOME
-from keel.workflows import StepSpec
 from services.scheduler.retry import decide_retry
 from services.scheduler.state import WAITING_RETRY, RunState
+from services.scheduler.units import Unit, unit_state
 from services.scheduler.verdicts import Decision, event, fail, quarantine
 
 # The idempotency mode ("provider_key", "lookup", "none") an adapter declares, by tool ("email@1").
@@ -51,12 +51,12 @@ class Failure:
 
 
 def _within_retention(
-    state: RunState, spec: StepSpec, mode: str | None, now_ms: int, key_retention: KeyRetention
+    state: RunState, unit: Unit, mode: str | None, now_ms: int, key_retention: KeyRetention
 ) -> tuple[str | None, str | None]:
-    """The mode a repeat may rely on now: past the provider's key retention (counted from the step's
+    """The mode a repeat may rely on now: past the provider's key retention (counted from the unit's
     first attempt), the provider would take the key as new, so the mode is `none`."""
-    retention = key_retention(spec.tool or "") if mode in SAFE_TO_REPEAT_MODES else None
-    first = state.steps[spec.name].first_issued_at
+    retention = key_retention(unit.tool or "") if mode in SAFE_TO_REPEAT_MODES else None
+    first = unit_state(state, unit).first_issued_at
     if retention is None or first is None or now_ms - first <= retention * 1000:
         return mode, None
     age_s = (now_ms - first) // 1000
@@ -67,7 +67,7 @@ def _within_retention(
 
 
 def on_failure(
-    state: RunState, spec: StepSpec, fact: RunEvent, now_ms: int, key_retention: KeyRetention = no_retention
+    state: RunState, unit: Unit, fact: RunEvent, now_ms: int, key_retention: KeyRetention = no_retention
 ) -> Decision:
     tool = fact.tool
     failure_class = (
@@ -76,7 +76,7 @@ def on_failure(
         or TRANSIENT
     )
     mode, note = _within_retention(
-        state, spec, tool.idempotency_mode if tool else None, now_ms, key_retention
+        state, unit, tool.idempotency_mode if tool else None, now_ms, key_retention
     )
     failure = Failure(
         failure_class,
@@ -89,12 +89,12 @@ def on_failure(
         blocked_reason=tool.blocked_reason if tool else None,
         evidence=fact,
     )
-    return retry_or_stop(state, spec, failure, now_ms)
+    return retry_or_stop(state, unit, failure, now_ms)
 
 
 def on_timeout(
     state: RunState,
-    spec: StepSpec,
+    unit: Unit,
     now_ms: int,
     tool_mode: ToolModes,
     tool_timeout_ms: int,
@@ -103,12 +103,12 @@ def on_timeout(
     # The attempt never reported back: its worker died or stalled mid-call. For a tool the call may have
     # reached the provider, so the outcome is unknown, and the call may even still be running: the next
     # attempt under the same key waits until it must have ended. An llm step has no side effect.
-    step = state.steps[spec.name]
-    error = f"attempt {step.attempt} timed out after {spec.timeout_ms} ms without a result"
-    if spec.kind == "llm":
-        return retry_or_stop(state, spec, Failure(TRANSIENT, error=error), now_ms)
+    step = unit_state(state, unit)
+    error = f"attempt {step.attempt} timed out after {unit.timeout_ms} ms without a result"
+    if not unit.effects:
+        return retry_or_stop(state, unit, Failure(TRANSIENT, error=error), now_ms)
     deadline = step.deadline if step.deadline is not None else now_ms
-    mode, note = _within_retention(state, spec, tool_mode(spec.tool or ""), now_ms, key_retention)
+    mode, note = _within_retention(state, unit, tool_mode(unit.tool or ""), now_ms, key_retention)
     failure = Failure(
         UNKNOWN_OUTCOME,
         mode=mode,
@@ -117,56 +117,58 @@ def on_timeout(
         key=step.idempotency_key,
         not_before=deadline + tool_timeout_ms,
     )
-    return retry_or_stop(state, spec, failure, now_ms)
+    return retry_or_stop(state, unit, failure, now_ms)
 
 
-def retry_or_stop(state: RunState, spec: StepSpec, failure: Failure, now_ms: int) -> Decision:
-    step = state.steps[spec.name]
+def retry_or_stop(state: RunState, unit: Unit, failure: Failure, now_ms: int) -> Decision:
+    step = unit_state(state, unit)
     step.last_failure = failure.failure_class
     if failure.blocked_reason:
         step.blocked += 1
     counted = step.attempt - min(step.blocked, MAX_FREE_ATTEMPTS)
+    seed = f"{state.run_id}|{unit.step}|{step.attempt}"
+    if unit.call is not None:
+        seed = f"{state.run_id}|{unit.step}|{unit.call}|{step.attempt}"
     decision = decide_retry(
-        spec.retry,
+        unit.retry,
         failure.failure_class,
         counted,
         idempotency_mode=failure.mode,
         retry_after_ms=failure.retry_after_ms,
-        seed=f"{state.run_id}|{spec.name}|{step.attempt}",
+        seed=seed,
     )
     if decision.action == "retry":
-        return _retry(state, spec, failure, decision.reason, now_ms + decision.delay_ms, now_ms)
+        return _retry(state, unit, failure, decision.reason, now_ms + decision.delay_ms, now_ms)
     # A side effect that happened, or may have, is never forgotten by failing the run: it is held.
-    if spec.kind == "tool" and decision.action == "fail" and failure.effect_accepted:
+    if unit.effects and decision.action == "fail" and failure.effect_accepted:
         reason = f"the provider accepted the call but its answer broke the contract ({decision.reason})"
-        return _hold(state, spec, failure, reason, now_ms)
-    if spec.kind == "tool" and decision.action == "fail" and failure.failure_class == UNKNOWN_OUTCOME:
+        return _hold(state, unit, failure, reason, now_ms)
+    if unit.effects and decision.action == "fail" and failure.failure_class == UNKNOWN_OUTCOME:
         reason = f"{decision.reason}; the last attempt's outcome is unknown, so its effect may exist"
-        return _hold(state, spec, failure, reason, now_ms)
+        return _hold(state, unit, failure, reason, now_ms)
     if decision.action == "quarantine":
         reason = decision.reason if failure.mode_note is None else f"{decision.reason} ({failure.mode_note})"
-        return _hold(state, spec, failure, reason, now_ms)
-    reason = f"step {spec.name} attempt {step.attempt}: {decision.reason}: {failure.error}"
-    return fail(state, now_ms, reason, spec.name)
+        return _hold(state, unit, failure, reason, now_ms)
+    reason = f"step {unit.label} attempt {step.attempt}: {decision.reason}: {failure.error}"
+    return fail(state, now_ms, reason, unit.step)
 
 
-def _hold(state: RunState, spec: StepSpec, failure: Failure, reason: str, now_ms: int) -> Decision:
+def _hold(state: RunState, unit: Unit, failure: Failure, reason: str, now_ms: int) -> Decision:
     return quarantine(
         state,
-        spec.name,
+        unit.step,
         now_ms,
         reason,
         failure.failure_class,
         error=failure.error,
         key=failure.key,
         evidence=failure.evidence,
+        call=unit.call,
     )
 
 
-def _retry(
-    state: RunState, spec: StepSpec, failure: Failure, reason: str, fire_at: int, now_ms: int
-) -> Decision:
-    step = state.steps[spec.name]
+def _retry(state: RunState, unit: Unit, failure: Failure, reason: str, fire_at: int, now_ms: int) -> Decision:
+    step = unit_state(state, unit)
     if failure.blocked_reason:
         reason = (
             f"{failure.blocked_reason}: the provider was not called, so the attempt is not counted; {reason}"
@@ -182,8 +184,10 @@ def _retry(
                 state,
                 ev.RETRY_SCHEDULED,
                 now_ms,
-                spec.name,
+                unit.step,
                 step.attempt,
+                call=unit.call,
+                agent_id=unit.agent_id if unit.call is not None else None,
                 idempotency_key=failure.key,
                 error=failure.error,
                 retry=RetryDetail(

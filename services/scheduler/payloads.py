@@ -30,9 +30,14 @@ from services.scheduler.state import RunState
 
 
 def renders(message: Any) -> bool:
-    """Whether the core may render step inputs for this message (so it needs the values)."""
+    """Whether the core may render step inputs for this message (so it needs the values): a request, a
+    commit, or an agent turn's answer (it may start the next turn)."""
     return isinstance(message, RunRequested) or (
-        isinstance(message, RunEvent) and message.event == ev.STEP_COMMITTED
+        isinstance(message, RunEvent)
+        and (
+            message.event == ev.STEP_COMMITTED
+            or (message.event == ev.MODEL_CALLED and message.call is not None)
+        )
     )
 
 
@@ -43,7 +48,7 @@ def resolve_message(store: BlobStore, message: Any) -> Any:
         return dataclasses.replace(message, input_json=text)
     if (
         isinstance(message, RunEvent)
-        and message.event == ev.STEP_COMMITTED
+        and renders(message)
         and message.output_json is None
         and message.output_ref
     ):
@@ -62,6 +67,10 @@ def hydrate(store: BlobStore, state: RunState) -> None:
     state.input = _value(store, state.tenant_id, state.input)
     for step in state.steps.values():
         step.output = _value(store, state.tenant_id, step.output)
+        if step.agent is not None:  # the conversation, and the results of the turn's calls
+            step.agent.messages = _value(store, state.tenant_id, step.agent.messages)
+            for call in step.agent.calls.values():
+                call.output = _value(store, state.tenant_id, call.output)
 
 
 def _stored(store: BlobStore, tenant_id: str, value: Any, threshold: int) -> Any:
@@ -80,5 +89,12 @@ def dehydrate(store: BlobStore, state: RunState, threshold: int) -> None:
     state.input = _stored(store, state.tenant_id, state.input, threshold)
     for step in state.steps.values():
         step.output = _stored(store, state.tenant_id, step.output, threshold)
-        if step.input_json is not None and too_large(step.input_json, threshold):
-            step.input_json = marker_text(store_json(store, state.tenant_id, step.input_json))
+        subs = [step]
+        if step.agent is not None:
+            step.agent.messages = _stored(store, state.tenant_id, step.agent.messages, threshold)
+            subs += list(step.agent.units().values())
+            for call in step.agent.calls.values():
+                call.output = _stored(store, state.tenant_id, call.output, threshold)
+        for sub in subs:
+            if sub.input_json is not None and too_large(sub.input_json, threshold):
+                sub.input_json = marker_text(store_json(store, state.tenant_id, sub.input_json))

@@ -62,6 +62,7 @@ class SchedulerProcessor(Processor):
         tools = ToolView(ToolRegistry.configured(), getattr(self.workflows, "reader", None))
         self.tool_mode = tool_mode or tools.mode
         self.key_retention = tools.key_retention
+        self.tools = tools.get  # agent steps: their tools' schemas and whether each writes
         self.config = config or SchedulerSettings()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
         self.states = RunStore(settings, self.topics.state, self.partitions)
@@ -168,7 +169,15 @@ class SchedulerProcessor(Processor):
                 value = self._resolve(value)
                 if state is not None:
                     payloads.hydrate(self.blobs, state)
-            decision = decide(state, value, owner, now, self.workflows, key_retention=self.key_retention)
+            decision = decide(
+                state,
+                value,
+                owner,
+                now,
+                self.workflows,
+                key_retention=self.key_retention,
+                tools=self.tools,
+            )
             if renders and decision.state is not None:
                 payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
         except Rejected as exc:
@@ -216,6 +225,7 @@ class SchedulerProcessor(Processor):
                     self.tool_mode,
                     tool_timeout_ms=self.config.tool_call_bound_ms(),
                     key_retention=self.key_retention,
+                    tools=self.tools,
                 )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)

@@ -21,7 +21,7 @@ TERMINAL = vocab.TERMINAL_RUN_STATUSES
 
 # The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
 # upcaster below: the changelog holds records of every version ever written, and a restore reads them all.
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 @dataclass
@@ -41,6 +41,44 @@ class StepState:
     # forgets keys after its retention window; past it, a repeat is no longer safe (see outcomes).
     first_issued_at: int | None = None
     last_failure: str | None = None  # failure class of the latest failed or timed-out attempt
+    agent: AgentState | None = None  # an agent step's loop (docs/agents.md); None for other kinds
+
+
+@dataclass
+class AgentState:
+    """The durable loop of one agent step: the conversation so far and the sub-steps of its current turn.
+    Each sub-step (the turn's model call, each tool call) is a StepState of its own, retried and timed
+    out by the rules of a step of its kind."""
+
+    turn: int = 0  # the current turn, from 1 (0: none issued yet)
+    messages: Any = field(default_factory=list)  # the conversation: only committed turns and results
+    model: StepState = field(default_factory=lambda: StepState())  # the current turn's model call
+    calls: dict[str, StepState] = field(default_factory=dict)  # its tool calls sent to the adapters
+    # Per tool call of the current turn (by sub-step name): the model's call id, the tool, the key, and
+    # `refused` (why it was not called) or `same_as` (an identical write earlier in the turn).
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)  # every refusal so far, the evidence of a case
+    chosen: list[dict[str, Any]] = field(default_factory=list)  # the latest calls, for a hard stop's evidence
+
+    def units(self) -> dict[str, StepState]:
+        """The sub-steps of the current turn by name: its model call and its tool calls."""
+        return {f"turn-{self.turn}": self.model, **self.calls}
+
+    def copy(self) -> AgentState:
+        new = _clone(self)
+        new.model = _clone(self.model)
+        new.calls = {name: _clone(call) for name, call in self.calls.items()}
+        new.meta = dict(self.meta)
+        new.violations, new.chosen = list(self.violations), list(self.chosen)
+        new.messages = list(self.messages) if isinstance(self.messages, list) else self.messages
+        return new
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> AgentState:
+        raw = dict(raw)
+        raw["model"] = StepState(**raw.get("model", {}))
+        raw["calls"] = {name: StepState(**c) for name, c in raw.get("calls", {}).items()}
+        return cls(**raw)
 
 
 @dataclass
@@ -68,8 +106,14 @@ class RunState:
         return {n for n, s in self.steps.items() if s.status != PENDING}
 
     def in_flight(self) -> list[str]:
-        """Steps with an attempt issued and not yet reported: its call may be under way right now."""
-        return [n for n, s in self.steps.items() if s.status == DISPATCHED]
+        """Steps with an attempt issued and not yet reported: its call may be under way right now (for an
+        agent step: one of its sub-steps)."""
+        return [
+            n
+            for n, s in self.steps.items()
+            if s.status == DISPATCHED
+            and (s.agent is None or any(u.status == DISPATCHED for u in s.agent.units().values()))
+        ]
 
     def outputs(self) -> dict[str, Any]:
         return {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
@@ -80,6 +124,9 @@ class RunState:
         trip did the same at many times the cost, for every message the scheduler handles)."""
         new = _clone(self)
         new.steps = {name: _clone(step) for name, step in self.steps.items()}
+        for step in new.steps.values():
+            if step.agent is not None:
+                step.agent = step.agent.copy()
         new.input = dict(self.input)
         return new
 
@@ -88,12 +135,22 @@ class RunState:
         # stays small, and a reader fills them back in.
         raw = _without_none(asdict(self))
         raw["steps"] = {name: _without_none(step) for name, step in raw["steps"].items()}
+        for step in raw["steps"].values():
+            if "agent" in step:
+                agent = step["agent"]
+                agent["model"] = _without_none(agent["model"])
+                agent["calls"] = {n: _without_none(c) for n, c in agent["calls"].items()}
         return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunState:
         raw = upcast(json.loads(data))
-        raw["steps"] = {name: StepState(**s) for name, s in raw["steps"].items()}
+        steps = {}
+        for name, s in raw["steps"].items():
+            if s.get("agent") is not None:
+                s = {**s, "agent": AgentState.from_raw(s["agent"])}
+            steps[name] = StepState(**s)
+        raw["steps"] = steps
         return cls(**raw)
 
 
@@ -123,8 +180,14 @@ def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
+    # v3 added agent steps' loops (StepState.agent); a v2 record has none. The version was bumped so that
+    # a v2 scheduler refuses a v3 record loudly instead of failing on the unknown field.
+    return raw
+
+
 # version -> the function that lifts a record of that version to the next one.
-UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upcast(raw: dict[str, Any]) -> dict[str, Any]:

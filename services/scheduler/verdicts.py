@@ -25,10 +25,12 @@ def event(
     step: str | None = None,
     attempt: int = 0,
     extra: str = "",
+    *,
+    call: str | None = None,
     **fields: Any,
 ) -> RunEvent:
     return RunEvent(
-        event_id=ev.event_id(state.run_id, kind, step, attempt, extra),
+        event_id=ev.event_id(state.run_id, kind, step, attempt, extra, call),
         run_id=state.run_id,
         task_id=state.task_id,
         tenant_id=state.tenant_id,
@@ -40,6 +42,7 @@ def event(
         attempt=attempt,
         source="scheduler",
         trace_id=state.trace_id,
+        call=call,
         **fields,
     )
 
@@ -70,13 +73,20 @@ def quarantine(
     error: str | None = None,
     key: str | None = None,
     evidence: RunEvent | None = None,
+    call: str | None = None,
+    details: Any = None,
 ) -> Decision:
     """Hold the run for a human. `evidence` is the fact that proved or suggested an effect: its input and
     output (refs, and the output itself) travel on the quarantined event, so the case can be judged from
-    it alone."""
+    it alone; `details` is evidence the scheduler gathered itself (an agent's refused calls), as output.
+    `call` names the agent sub-step the case is about."""
     state.status = QUARANTINED
     step = state.steps[step_name]
     step.deadline = step.fire_at = None
+    held = step
+    if call is not None and step.agent is not None and call in step.agent.units():
+        held = step.agent.units()[call]
+        held.deadline = held.fire_at = None
     proof: dict[str, Any] = {}
     if evidence is not None:
         proof = {
@@ -84,7 +94,10 @@ def quarantine(
             "output_ref": evidence.output_ref,
             "output_json": evidence.output_json,
         }
-    case = f"{state.run_id}:{step_name}:{step.attempt}"
+    elif details is not None:
+        proof["output_json"], proof["output_ref"] = ev.inline(details)
+    where = step_name if call is None else f"{step_name}:{call}"
+    case = f"{state.run_id}:{where}:{held.attempt}"
     return Decision(
         state,
         [
@@ -93,8 +106,10 @@ def quarantine(
                 ev.QUARANTINED,
                 now_ms,
                 step_name,
-                step.attempt,
-                idempotency_key=key or step.idempotency_key,
+                held.attempt,
+                call=call,
+                agent_id=evidence.agent_id if evidence is not None else None,
+                idempotency_key=key or held.idempotency_key,
                 error=error,
                 quarantine=QuarantineDetail(case_id=case, reason=reason, failure_class=failure_class),
                 **proof,

@@ -1,0 +1,103 @@
+"""Units of work the scheduler issues, retries and times out: a plain step, or a sub-step of an agent step
+(its model turn, one of its tool calls). Each has a StepState of its own, and all are judged by the same
+rules (services/scheduler/outcomes.py): a tool call of an agent follows exactly the tool step's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from keel import events as ev
+from keel.contracts import StepCommand
+from keel.workflows import RetryPolicy, StepSpec
+from services.scheduler.state import DISPATCHED, AgentState, RunState, StepState
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    step: str
+    kind: str  # the command's kind: "llm", "tool" or "agent" (a model turn); only "tool" has effects
+    retry: RetryPolicy
+    timeout_ms: int
+    tool: str | None = None  # name@version, for tool units
+    call: str | None = None  # the agent sub-step (turn-N, turn-N.call-I); None for a plain step
+    agent_id: str | None = None
+
+    @classmethod
+    def of(cls, spec: StepSpec) -> Unit:
+        return cls(spec.name, spec.kind, spec.retry, spec.timeout_ms, spec.tool, None, spec.agent)
+
+    @property
+    def effects(self) -> bool:
+        """Whether an attempt of this unit may have had an effect in the world (a tool call)."""
+        return self.kind == "tool"
+
+    @property
+    def label(self) -> str:
+        return self.step if self.call is None else f"{self.step} {self.call}"
+
+
+def turn_unit(spec: StepSpec, turn: int) -> Unit:
+    return Unit(spec.name, "agent", spec.retry, spec.timeout_ms, None, f"turn-{turn}", spec.agent)
+
+
+def call_unit(spec: StepSpec, call: str, tool: str) -> Unit:
+    return Unit(spec.name, "tool", spec.retry, spec.timeout_ms, tool, call, spec.agent)
+
+
+def agent_of(state: RunState, step: str) -> AgentState:
+    agent = state.steps[step].agent
+    if agent is None:
+        raise ValueError(f"step {step} has no agent loop")
+    return agent
+
+
+def unit_state(state: RunState, unit: Unit) -> StepState:
+    step = state.steps[unit.step]
+    if unit.call is None:
+        return step
+    found = agent_of(state, unit.step).units().get(unit.call)
+    if found is None:
+        raise ValueError(f"step {unit.step} has no sub-step {unit.call} in its current turn")
+    return found
+
+
+def units_of(state: RunState, spec: StepSpec) -> Iterator[tuple[Unit, StepState]]:
+    """The units of a step that can be waiting or in flight: the step itself, or an agent's sub-steps."""
+    step = state.steps[spec.name]
+    if step.agent is None:
+        yield Unit.of(spec), step
+        return
+    for call, sub in step.agent.units().items():
+        meta = step.agent.meta.get(call, {})
+        unit = call_unit(spec, call, meta["tool"]) if "tool" in meta else turn_unit(spec, step.agent.turn)
+        yield unit, sub
+
+
+def command(state: RunState, unit: Unit, attempt: int, now_ms: int) -> StepCommand:
+    """Mark the unit's attempt as issued, with its deadline, and return its command. The input and key
+    are the ones kept in its state: every attempt carries exactly them."""
+    sub = unit_state(state, unit)
+    sub.status, sub.attempt, sub.fire_at = DISPATCHED, attempt, None
+    sub.deadline = now_ms + unit.timeout_ms
+    path = unit.step if unit.call is None else f"{unit.step}/{unit.call}"
+    if sub.input_json is None:
+        raise ValueError(f"{unit.label}: issued without a rendered input")
+    return StepCommand(
+        command_id=f"{state.run_id}/{path}/{attempt}",
+        run_id=state.run_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        workflow_version=state.workflow_version,
+        task_id=state.task_id,
+        step=unit.step,
+        kind=unit.kind,
+        attempt=attempt,
+        input_json=sub.input_json,
+        idempotency_key=sub.idempotency_key,
+        issued_at=ev.at_ms(now_ms),
+        deadline=ev.at_ms(sub.deadline),  # the executor and adapters drop an attempt past it
+        trace_id=state.trace_id,
+        call=unit.call,
+        agent_id=unit.agent_id if unit.call is not None else None,
+    )
