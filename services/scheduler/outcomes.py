@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent
-from keel.vocab import SAFE_TO_REPEAT_MODES, TRANSIENT, UNKNOWN_OUTCOME
+from keel.vocab import SAFE_TO_REPEAT_MODES, TRANSIENT, UNKNOWN_OUTCOME, VALIDATION
 from services.scheduler.retry import decide_retry
 from services.scheduler.state import WAITING_RETRY, RunState
 from services.scheduler.units import Unit, unit_state
@@ -148,6 +148,9 @@ def retry_or_stop(state: RunState, unit: Unit, failure: Failure, now_ms: int) ->
         return _hold(state, unit, failure, reason, now_ms)
     if decision.action == "quarantine":
         reason = decision.reason if failure.mode_note is None else f"{decision.reason} ({failure.mode_note})"
+        return _hold(state, unit, failure, reason, now_ms)
+    if unit.hold_invalid and decision.action == "fail" and failure.failure_class == VALIDATION:
+        reason = f"the model's answer breaks the step's output schema, also when asked again: {failure.error}"
         return _hold(state, unit, failure, reason, now_ms)
     reason = f"step {unit.label} attempt {step.attempt}: {decision.reason}: {failure.error}"
     return fail(state, now_ms, reason, unit.step)

@@ -22,10 +22,14 @@ class Unit:
     tool: str | None = None  # name@version, for tool units
     call: str | None = None  # the agent sub-step (turn-N, turn-N.call-I); None for a plain step
     agent_id: str | None = None
+    # An answer that breaks the step's declared output schema (after the executor asked the model once
+    # more) is held for a human rather than failing the run: llm steps with an output_schema.
+    hold_invalid: bool = False
 
     @classmethod
     def of(cls, spec: StepSpec) -> Unit:
-        return cls(spec.name, spec.kind, spec.retry, spec.timeout_ms, spec.tool, None, spec.agent)
+        hold = spec.kind == "llm" and spec.output_schema is not None
+        return cls(spec.name, spec.kind, spec.retry, spec.timeout_ms, spec.tool, None, spec.agent, hold)
 
     @property
     def effects(self) -> bool:

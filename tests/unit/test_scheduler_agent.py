@@ -442,3 +442,41 @@ def test_the_agent_state_survives_the_changelog_and_a_copy_is_independent():
     original = run.state.steps["triage"].agent
     assert original is not None and original.calls["turn-1.call-0"].status == "dispatched"
     assert len(original.messages) == len(agent.messages) - 1
+
+
+def llm_workflow(output_schema: dict[str, Any] | None) -> WorkflowSpec:
+    step: dict[str, Any] = {
+        "name": "draft",
+        "kind": "llm",
+        "model": "sim-small",
+        "prompt": "Hi {{ input.email }}",
+    }
+    if output_schema is not None:
+        step["output_schema"] = output_schema
+    return parse_workflow({"name": "support", "version": 1, "input": {"email": "string"}, "steps": [step]})
+
+
+@pytest.mark.parametrize(("schema", "held"), [(SCHEMA, True), (None, False)])
+def test_an_llm_answer_breaking_its_output_schema_after_the_reask_is_quarantined(
+    schema: dict[str, Any] | None, held: bool
+):
+    run = Run(llm_workflow(schema))
+    (cmd,) = commands(run.out)
+    if schema is not None:
+        sent = payload(cmd)
+        assert sent["output_schema"] == schema and sent["response_format"] == "json"
+    bad = ev.step_fact(
+        cmd,
+        ev.STEP_FAILED,
+        T0,
+        "executor",
+        error="$.refund_id: None is not of type 'string'",
+        output_json='{"refund_id": null}',
+        step_detail=StepDetail(kind="llm", failure_class="validation"),
+    )
+    out = run.send(bad)
+    kinds = [e.event for e in events(out)]
+    assert kinds == ([ev.QUARANTINED] if held else [ev.FAILED])
+    if held:
+        assert "$.refund_id" in (events(out)[0].quarantine.reason if events(out)[0].quarantine else "")
+        assert events(out)[0].output_json == '{"refund_id": null}'
