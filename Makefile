@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo up down status test test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \
+.PHONY: help setup demo demo-agent up down status test test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \
         schemas schema-release codegen clean bench bench-scale
 
 help: ## list the commands
@@ -25,6 +25,9 @@ setup: $(STAMP) ## install everything (idempotent): Python packages, Apache Kafk
 
 demo: setup ## start the local stack and run outbound_email with an accept-then-timeout on the send
 	@$(VENV)/bin/keel demo
+
+demo-agent: setup ## start the local stack and run the support_triage agent with a fault on the refund provider
+	@$(VENV)/bin/keel demo agent
 
 up: setup ## start the whole stack in the background (broker, database, registry, simulators, services, API)
 	@$(VENV)/bin/keel up

@@ -42,12 +42,21 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     # The provider of refund@1, the example tool defined only as data (docs/examples/tools).
     "KEEL_PAYMENTS_URL": "http://127.0.0.1:18704",
+    # The helpdesk: the support_triage agent's customers and refunds (no Idempotency-Key support).
+    "KEEL_HELPDESK_URL": "http://127.0.0.1:18705",
     "KEEL_TOOL_DIRS": ":".join(
         str(d)
         for d in (Path(__file__).parents[1] / "docs" / "examples" / "tools", Path(__file__).parent / "tools")
     ),
     "KEEL_TOOL_CREDENTIALS": json.dumps(
-        {"*": {"email": "sim-email-token", "crm": "sim-crm-token", "payments": "sim-payments-token"}}
+        {
+            "*": {
+                "email": "sim-email-token",
+                "crm": "sim-crm-token",
+                "payments": "sim-payments-token",
+                "helpdesk": "sim-helpdesk-token",
+            }
+        }
     ),
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
@@ -117,6 +126,7 @@ class Simulators:
             "crm": E2E_ENV["KEEL_CRM_URL"],
             "model": E2E_ENV["KEEL_MODEL_URL"].removesuffix("/v1"),
             "payments": E2E_ENV["KEEL_PAYMENTS_URL"],
+            "helpdesk": E2E_ENV["KEEL_HELPDESK_URL"],
         }
 
     def stats(self, name: str) -> dict:

@@ -197,9 +197,10 @@ def cmd_projections(settings: Settings, args: Args) -> int:
 
 def cmd_demo(settings: Settings, args: Args) -> int:
     from keel_ops.demo import run_demo
+    from keel_ops.demo_agent import run_agent_demo
 
     cmd_up(settings, args)
-    return run_demo(settings)
+    return run_agent_demo(settings) if args.which == "agent" else run_demo(settings)
 
 
 COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
@@ -210,7 +211,11 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     ),
     "down": (cmd_down, "stop everything `keel up` started"),
     "status": (cmd_status, "show what runs (exit 0 when the whole stack is up, 3 otherwise)"),
-    "demo": (cmd_demo, "start the stack and run outbound_email with an accept-then-timeout on the send"),
+    "demo": (
+        cmd_demo,
+        "start the stack and run outbound_email with an accept-then-timeout on the send "
+        "(`keel demo agent`: the support_triage agent with a fault on the refund provider)",
+    ),
     "submit": (cmd_submit, "submit a run through the API and print its run id"),
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
@@ -239,6 +244,15 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     elif name == "timeline":
         p.add_argument("run_id", help="the run")
+    elif name == "demo":
+        p.add_argument(
+            "which",
+            nargs="?",
+            choices=["email", "agent"],
+            default="email",
+            help="email (default): outbound_email, one email however the network fails; agent: "
+            "support_triage, an agent whose refund provider fails after refunding",
+        )
     elif name == "projections":
         p.add_argument("action", choices=["rebuild"])
     elif name == "dlq":

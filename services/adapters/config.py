@@ -26,7 +26,13 @@ def _configured_store() -> CredentialSource:
 
 
 def _simulator_credentials() -> dict[str, dict[str, SecretStr]]:
-    return {ANY_TENANT: {"email": SecretStr("sim-email-token"), "crm": SecretStr("sim-crm-token")}}
+    return {
+        ANY_TENANT: {
+            "email": SecretStr("sim-email-token"),
+            "crm": SecretStr("sim-crm-token"),
+            "helpdesk": SecretStr("sim-helpdesk-token"),
+        }
+    }
 
 
 class AdapterSettings(Settings):
