@@ -95,12 +95,14 @@ class ExecutorProcessor(BackgroundProcessor):
             except (KeyError, ValueError) as exc:
                 raise Reject(f"malformed tool step command: {exc}", "invalid") from None
         if cmd.kind == "llm":
-            return [started, *self._stage_llm(record, cmd)]
-        if cmd.kind == "agent":
-            return [started, *self._stage_turn(record, cmd)]
-        raise Reject(f"unknown step kind {cmd.kind!r}", "invalid")
+            self._stage_llm(record, cmd)
+        elif cmd.kind == "agent":
+            self._stage_turn(record, cmd)
+        else:
+            raise Reject(f"unknown step kind {cmd.kind!r}", "invalid")
+        return [started]
 
-    def _stage_llm(self, record: Record, cmd: StepCommand) -> list[Output]:
+    def _stage_llm(self, record: Record, cmd: StepCommand) -> None:
         try:
             spec = specs.llm_spec(cmd)
             request = ModelRequest(
@@ -118,9 +120,10 @@ class ExecutorProcessor(BackgroundProcessor):
             (record.topic, record.partition),
             lambda: self._outputs(cmd, llm_call(self.router, cmd, spec, request)),
         )
-        return []
 
-    def _stage_turn(self, record: Record, cmd: StepCommand) -> list[Output]:
+    def _stage_turn(self, record: Record, cmd: StepCommand) -> None:
+        """An agent's model turn: as an llm step, but its answer is the assistant's message (text or tool
+        calls), committed as model_called alone; the scheduler runs the calls and the next turn."""
         try:
             spec = specs.turn_spec(cmd)
             request = ModelRequest(
@@ -138,7 +141,6 @@ class ExecutorProcessor(BackgroundProcessor):
             (record.topic, record.partition),
             lambda: self._outputs(cmd, turn_call(self.router, cmd, spec, request)),
         )
-        return []
 
     @staticmethod
     def _outputs(cmd: StepCommand, events: list[RunEvent]) -> list[Output]:

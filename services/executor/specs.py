@@ -36,6 +36,8 @@ def llm_spec(cmd: StepCommand) -> LlmSpec:
             raise ValueError("model and prompt must be strings")
         schema = _schema(spec.get("output_schema"))
         response_format = "json" if schema is not None else spec.get("response_format") or "text"
+        if response_format not in ("json", "text"):
+            raise ValueError(f"response_format must be json or text, not {response_format!r}")
         max_tokens = _max_tokens(spec.get("max_tokens"))
         return LlmSpec(spec.get("agent"), model, prompt, response_format, schema, max_tokens)
     except (ValueError, KeyError, TypeError) as exc:

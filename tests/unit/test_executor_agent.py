@@ -266,3 +266,23 @@ def test_an_agents_tool_call_reaches_its_tool_tagged_with_its_sub_step() -> None
         "keel_step": "triage",
         "keel_call": "turn-2.call-0",
     }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**LLM, "output_schema": {"type": "no-such-type"}},  # a schema nothing could be checked against
+        {**LLM, "output_schema": None, "response_format": ANSWER_SCHEMA},  # llm steps ask json or text
+        {**LLM, "max_tokens": -1},
+    ],
+)
+def test_a_malformed_llm_command_is_rejected(body: dict[str, Any]) -> None:
+    with pytest.raises(Reject):
+        ExecutorProcessor(ScriptedRouter([]), BackgroundCalls(1)).handle(
+            Record("keel.step-commands", 0, 3, "r", command("llm", body), 0)
+        )
+
+
+def test_an_llm_steps_max_tokens_is_sent() -> None:
+    _, _, router = run([{"content": '{"reply": "ok"}'}], command("llm", {**LLM, "max_tokens": 64}))
+    assert router.calls[0].max_tokens == 64
