@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import keel.events as ev
 from keel.breaker import Transition
@@ -47,33 +46,31 @@ def tool_command(cmd: StepCommand) -> ToolCommand:
         trace_id=cmd.trace_id,
         # The adapters never start a call the scheduler already counts as lost.
         deadline=cmd.deadline,
+        # An agent's tool call: its sub-step (turn-N.call-I) and agent go on every fact the call makes.
+        call=cmd.call,
+        agent_id=cmd.agent_id,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class LlmSpec:
-    """What an llm step command asks the model router for."""
-
-    agent: str | None
-    model: str
-    prompt: str
-    response_format: str
-
-
-def llm_spec(cmd: StepCommand) -> LlmSpec:
-    """The llm step's request; raises ValueError when the command is malformed."""
-    try:
-        spec = json.loads(cmd.input_json)
-        model, prompt = spec["model"], spec["prompt"]
-        if not isinstance(model, str) or not isinstance(prompt, str):
-            raise ValueError("model and prompt must be strings")
-        return LlmSpec(spec.get("agent"), model, prompt, spec.get("response_format") or "text")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"malformed llm step command: {type(exc).__name__}: {exc}") from None
 
 
 def deadline_ms(cmd: StepCommand) -> int | None:
     return None if cmd.deadline is None else int(cmd.deadline.timestamp() * 1000)
+
+
+class Answered(Protocol):
+    """One model call's answer, as the router gives it (services/executor/router.ModelResponse)."""
+
+    @property
+    def model(self) -> str: ...  # the model that answered: a fallback, if the requested one failed
+    @property
+    def provider(self) -> str: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cost_usd(self) -> float: ...
+    @property
+    def latency_ms(self) -> int: ...
 
 
 def too_late(cmd: StepCommand, agent: str | None, model: str, now_ms: int) -> list[RunEvent]:
@@ -83,47 +80,75 @@ def too_late(cmd: StepCommand, agent: str | None, model: str, now_ms: int) -> li
     return llm_failed(cmd, agent, model, TRANSIENT, error, None, now_ms)
 
 
-def llm_succeeded(
+def model_called(
     cmd: StepCommand,
     agent: str | None,
-    model: str,
-    provider: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost_usd: float,
-    latency_ms: int,
+    answer: Answered,
     output: Any,
     now_ms: int,
-) -> list[RunEvent]:
-    """model_called, then step_committed: an llm step has no side effect, so its output is its commit."""
+    extra: str = "",
+    request: Any = None,
+) -> RunEvent:
+    """One model call: who answered, its tokens, cost and latency, and what it said. What it was asked is
+    `input_ref`: the command's input (in full on the attempt's step_started), or `request` when the call
+    asked something else (a re-ask), then carried here in full."""
     out_json, out_ref = ev.inline(output)
-    return [
-        _event(
-            cmd,
-            ev.MODEL_CALLED,
-            now_ms,
-            agent_id=agent,
-            model=model,
-            cost_usd_est=cost_usd,
-            output_json=out_json,
-            output_ref=out_ref,
-            model_call=ModelDetail(
-                provider=provider,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                latency_ms=latency_ms,
-            ),
+    in_json, in_ref = ev.inline(request) if request is not None else (None, _ref_of(cmd.input_json))
+    return _event(
+        cmd,
+        ev.MODEL_CALLED,
+        now_ms,
+        extra,
+        agent_id=agent,
+        model=answer.model,
+        cost_usd_est=answer.cost_usd,
+        input_json=in_json,
+        input_ref=in_ref,
+        output_json=out_json,
+        output_ref=out_ref,
+        model_call=ModelDetail(
+            provider=answer.provider,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            latency_ms=answer.latency_ms,
         ),
-        _event(
-            cmd,
-            ev.STEP_COMMITTED,
-            now_ms,
-            agent_id=agent,
-            output_json=out_json,
-            output_ref=out_ref,
-            commit=CommitDetail(committed_at=ev.at_ms(now_ms)),
-        ),
-    ]
+    )
+
+
+def _ref_of(input_json: str) -> str | None:
+    try:
+        return ev.content_ref_of_json(input_json)
+    except ValueError:
+        return None
+
+
+def llm_committed(cmd: StepCommand, agent: str | None, output: Any, now_ms: int) -> RunEvent:
+    """An llm step has no side effect, so its (valid) output is its commit."""
+    out_json, out_ref = ev.inline(output)
+    return _event(
+        cmd,
+        ev.STEP_COMMITTED,
+        now_ms,
+        agent_id=agent,
+        output_json=out_json,
+        output_ref=out_ref,
+        commit=CommitDetail(committed_at=ev.at_ms(now_ms)),
+    )
+
+
+def llm_succeeded(
+    cmd: StepCommand, agent: str | None, answer: Answered, output: Any, now_ms: int
+) -> list[RunEvent]:
+    """model_called, then step_committed."""
+    return [model_called(cmd, agent, answer, output, now_ms), llm_committed(cmd, agent, output, now_ms)]
+
+
+def turn_answered(
+    cmd: StepCommand, agent: str | None, answer: Answered, message: Any, now_ms: int
+) -> list[RunEvent]:
+    """An agent's model turn: model_called alone, with the assistant's message (text and tool calls) as
+    its output. It is the turn's commit point; the step commits later, with the agent's final answer."""
+    return [model_called(cmd, agent, answer, message, now_ms)]
 
 
 def llm_failed(
@@ -134,7 +159,11 @@ def llm_failed(
     error: str,
     cost_usd: float | None,
     now_ms: int,
+    output: Any = None,
 ) -> list[RunEvent]:
+    """The attempt failed (an agent turn's too: its call names the turn). `cost_usd` is spend no
+    model_called carries; `output` the answer that failed, kept as evidence."""
+    out_json, out_ref = ev.inline(output) if output is not None else (None, None)
     return [
         _event(
             cmd,
@@ -144,14 +173,32 @@ def llm_failed(
             model=model,
             cost_usd_est=cost_usd,
             error=error,
-            step_detail=StepDetail(kind="llm", failure_class=failure_class),
+            output_json=out_json,
+            output_ref=out_ref,
+            step_detail=StepDetail(kind=cmd.kind, failure_class=failure_class),
         )
     ]
 
 
-def circuit_events(cmd: StepCommand, transitions: list[Transition], now_ms: int) -> list[RunEvent]:
-    """Model-route circuit breaker state changes seen during this step's call."""
-    return [_event(cmd, t.event_type, now_ms, extra=t.name, error=t.reason) for t in transitions]
+def schema_refused(
+    cmd: StepCommand, agent: str | None, model: str, violations: list[str], answer: Any, now_ms: int
+) -> list[RunEvent]:
+    """The answer broke the step's output schema even when asked again: a `validation` failure naming
+    each break by JSON path, with the answer as evidence (the step is held, never run on). Its calls'
+    costs are on their model_called facts already."""
+    error = "the answer does not match the step's output schema: " + "; ".join(violations)
+    return llm_failed(cmd, agent, model, VALIDATION, error, None, now_ms, answer)
+
+
+def circuit_events(
+    cmd: StepCommand, transitions: list[Transition], now_ms: int, extra: str = ""
+) -> list[RunEvent]:
+    """Model-route circuit breaker state changes seen during this step's call (`extra` tells the facts
+    of a second call of one attempt from the first's)."""
+    return [
+        _event(cmd, t.event_type, now_ms, extra=f"{extra}:{t.name}" if extra else t.name, error=t.reason)
+        for t in transitions
+    ]
 
 
 def payload_missing(cmd: StepCommand, error: str, now_ms: int) -> list[RunEvent]:

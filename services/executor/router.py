@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from email.utils import parsedate_to_datetime
@@ -10,18 +9,20 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.events import now_ms
 from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, VALIDATION
+from services.executor.completion import Drift, message_of, parse_json_object, usage_of
 from services.executor.pricing import cost_usd, price_of
 
 # The classes of keel.vocab.FailureClass a model call can have: it has no side effect, so it never has an
 # unknown outcome; budget trips happen elsewhere.
 ModelFailureClass = Literal["transient", "rate_limited", "validation", "auth"]
 _FALL_BACK_ON = (TRANSIENT, RATE_LIMITED)
+DEFAULT_MAX_TOKENS = 1024  # per call, when the step names none
 
 
 class Route(BaseModel):
@@ -43,6 +44,10 @@ class RouterSettings(BaseSettings):
     model_api_key: SecretStr = SecretStr("sim-model-token")
     model_routes: dict[str, Route] = Field(default_factory=dict)  # KEEL_MODEL_ROUTES, JSON
     model_timeout_s: float = Field(default=30.0, gt=0)
+    # KEEL_MODEL_METADATA: send the effect's tags (keel_tenant, keel_run, keel_step, keel_call) as the
+    # request's `metadata`, so the provider's own logs say which step asked. Off for providers that
+    # refuse the field (some accept it only with stored completions).
+    model_metadata: bool = True
 
     def route(self, model: str) -> Route:
         return self.model_routes.get(model) or Route()
@@ -53,8 +58,12 @@ class ModelRequest(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
-    response_format: Literal["json", "text"] = "text"
-    max_tokens: int = Field(default=1024, gt=0)
+    # "json": a JSON object, parsed here (llm steps); a dict: a JSON Schema sent as `json_schema`, the
+    # answer handed back unparsed (an agent's final answer is checked, and may be refused, by its step).
+    response_format: Literal["json", "text"] | dict[str, Any] = "text"
+    tools: list[dict[str, Any]] | None = None  # OpenAI `tools` entries: the model may answer with calls
+    metadata: dict[str, str] | None = None  # the effect's tags, sent unless KEEL_MODEL_METADATA is off
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
     temperature: float = Field(default=0.0, ge=0)
     # Epoch ms after which an answer is of no use (the step's attempt counts as lost): no call starts
     # after it and none waits past it, so a lost attempt is never paid for beside its retry.
@@ -64,8 +73,11 @@ class ModelRequest(BaseModel):
 class ModelResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    content: str
+    content: str | None  # the message's text; None when it holds tool calls only
     parsed: dict[str, Any] | None  # the JSON object, for response_format "json"
+    # The assistant message, normalised (services/executor/completion.py): role, content, tool_calls.
+    # Left out, it is the text answer `content` (how a fake router in a test answers).
+    message: dict[str, Any] = Field(default_factory=dict)
     model: str  # the model that answered (a fallback, if the requested one failed)
     provider: str
     prompt_tokens: int
@@ -74,6 +86,12 @@ class ModelResponse(BaseModel):
     latency_ms: int  # the whole call, fallbacks included
     attempts: list[tuple[str, ModelFailureClass]] = Field(default_factory=list)  # failures before this answer
     transitions: list[Transition] = Field(default_factory=list)  # circuit breaker state changes on the way
+
+    @model_validator(mode="after")
+    def _message_of_text(self) -> ModelResponse:
+        if not self.message:
+            object.__setattr__(self, "message", {"role": "assistant", "content": self.content})
+        return self
 
 
 class ModelError(Exception):
@@ -186,6 +204,13 @@ class ModelRouter:
         }
         if req.response_format == "json":
             body["response_format"] = {"type": "json_object"}
+        elif isinstance(req.response_format, dict):
+            schema = {"name": "final_answer", "schema": req.response_format}
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        if req.tools:
+            body["tools"] = req.tools
+        if req.metadata and self.settings.model_metadata:
+            body["metadata"] = req.metadata
         try:
             response = self.http.post(
                 url,
@@ -202,16 +227,23 @@ class ModelRouter:
                 f"{model}: HTTP {response.status_code}: {response.text[:200]}",
                 _retry_after_ms(response.headers.get("retry-after")),
             )
-        content, prompt_tokens, completion_tokens = _read_completion(model, response)
-        cost = cost_usd(model, prompt_tokens, completion_tokens)
         try:
-            parsed = _parse_json(model, content) if req.response_format == "json" else None
-        except ModelError as exc:
-            exc.cost_usd = cost
-            raise
+            doc = response.json()
+            prompt_tokens, completion_tokens = usage_of(doc)
+        except (ValueError, Drift) as exc:
+            raise ModelError(VALIDATION, f"{model}: {_drift(exc)}") from exc
+        cost = cost_usd(model, prompt_tokens, completion_tokens)
+        try:  # an answer that drifted was still paid for: budgets count it
+            message = message_of(doc, bool(req.tools))
+            parsed = parse_json_object(message["content"]) if req.response_format == "json" else None
+        except Drift as exc:
+            error = ModelError(VALIDATION, f"{model}: {exc}")
+            error.cost_usd = cost
+            raise error from exc
         return ModelResponse(
-            content=content,
+            content=message["content"],
             parsed=parsed,
+            message=message,
             model=model,
             provider=route.provider or urlsplit(url).netloc,
             prompt_tokens=prompt_tokens,
@@ -221,25 +253,5 @@ class ModelRouter:
         )
 
 
-def _read_completion(model: str, response: httpx.Response) -> tuple[str, int, int]:
-    """Content and token usage of a chat completion; anything missing is drift (validation)."""
-    try:
-        doc = response.json()
-        content = doc["choices"][0]["message"]["content"]
-        usage = doc["usage"]
-        prompt_tokens, completion_tokens = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ModelError(VALIDATION, f"{model}: malformed completion ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(content, str):
-        raise ModelError(VALIDATION, f"{model}: completion has no text content")
-    return content, prompt_tokens, completion_tokens
-
-
-def _parse_json(model: str, content: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(content)
-    except ValueError as exc:
-        raise ModelError(VALIDATION, f"{model}: response is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise ModelError(VALIDATION, f"{model}: expected a JSON object, got {type(parsed).__name__}")
-    return parsed
+def _drift(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, Drift) else f"malformed completion ({type(exc).__name__}: {exc})"

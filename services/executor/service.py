@@ -20,7 +20,7 @@ import keel.events as ev
 from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
-from keel.contracts import StepCommand
+from keel.contracts import RunEvent, StepCommand
 from keel.serde import Serde, register_worker_topics
 from keel.settings import Settings, get_settings
 from keel.tooldefs import ToolRegistry
@@ -33,10 +33,9 @@ from keel.topics import (
     worker_topics,
 )
 from keel.txloop import Output, Record, Reject
-from keel.vocab import VALIDATION
-from services.executor import core
-from services.executor.pricing import UnknownModelPrice
-from services.executor.router import ModelError, ModelRequest, ModelRouter, RouterSettings
+from services.executor import core, specs
+from services.executor.calls import llm_call, turn_call
+from services.executor.router import DEFAULT_MAX_TOKENS, ModelRequest, ModelRouter, RouterSettings
 
 TOPICS = [STEP_COMMANDS]
 
@@ -95,51 +94,56 @@ class ExecutorProcessor(BackgroundProcessor):
                 return [started, Output(self.routes(tool_cmd.tool), cmd.run_id, tool_cmd)]
             except (KeyError, ValueError) as exc:
                 raise Reject(f"malformed tool step command: {exc}", "invalid") from None
-        if cmd.kind != "llm":
+        if cmd.kind == "llm":
+            self._stage_llm(record, cmd)
+        elif cmd.kind == "agent":
+            self._stage_turn(record, cmd)
+        else:
             raise Reject(f"unknown step kind {cmd.kind!r}", "invalid")
+        return [started]
+
+    def _stage_llm(self, record: Record, cmd: StepCommand) -> None:
         try:
-            spec = core.llm_spec(cmd)
+            spec = specs.llm_spec(cmd)
             request = ModelRequest(
                 model=spec.model,
                 messages=[{"role": "user", "content": spec.prompt}],
                 response_format=spec.response_format,  # type: ignore[arg-type]  # validated here
+                max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
+                metadata=specs.effect_tags(cmd),
                 deadline_ms=core.deadline_ms(cmd),
             )
         except (ValueError, ValidationError) as exc:
             raise Reject(str(exc), "invalid") from None
         # Starts once this batch (step_started and the command's offset) has committed.
-        self.calls.stage((record.topic, record.partition), lambda: self._call(cmd, spec, request))
-        return [started]
+        self.calls.stage(
+            (record.topic, record.partition),
+            lambda: self._outputs(cmd, llm_call(self.router, cmd, spec, request)),
+        )
 
-    def _call(self, cmd: StepCommand, spec: core.LlmSpec, request: ModelRequest) -> list[Output]:
-        """One model call on a background worker; returns the facts to commit."""
-        if request.deadline_ms is not None and ev.now_ms() >= request.deadline_ms:
-            events = core.too_late(cmd, spec.agent, spec.model, ev.now_ms())
-            return [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
+    def _stage_turn(self, record: Record, cmd: StepCommand) -> None:
+        """An agent's model turn: as an llm step, but its answer is the assistant's message (text or tool
+        calls), committed as model_called alone; the scheduler runs the calls and the next turn."""
         try:
-            answer = self.router.complete(request)
-        except UnknownModelPrice as exc:  # its spend could not be counted: never called, never retried
-            events = core.llm_failed(cmd, spec.agent, spec.model, VALIDATION, str(exc), None, ev.now_ms())
-        except ModelError as exc:
-            events = core.llm_failed(
-                cmd, spec.agent, spec.model, exc.failure_class, exc.message, exc.cost_usd, ev.now_ms()
+            spec = specs.turn_spec(cmd)
+            request = ModelRequest(
+                model=spec.model,
+                messages=spec.messages,
+                tools=spec.tools or None,
+                response_format=spec.response_format or "text",
+                max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
+                metadata=specs.effect_tags(cmd),
+                deadline_ms=core.deadline_ms(cmd),
             )
-            events += core.circuit_events(cmd, exc.transitions, ev.now_ms())
-        else:
-            output = answer.parsed if request.response_format == "json" else {"text": answer.content}
-            events = core.llm_succeeded(
-                cmd,
-                spec.agent,
-                answer.model,
-                answer.provider,
-                answer.prompt_tokens,
-                answer.completion_tokens,
-                answer.cost_usd,
-                answer.latency_ms,
-                output,
-                ev.now_ms(),
-            )
-            events += core.circuit_events(cmd, answer.transitions, ev.now_ms())
+        except (ValueError, ValidationError) as exc:
+            raise Reject(str(exc), "invalid") from None
+        self.calls.stage(
+            (record.topic, record.partition),
+            lambda: self._outputs(cmd, turn_call(self.router, cmd, spec, request)),
+        )
+
+    @staticmethod
+    def _outputs(cmd: StepCommand, events: list[RunEvent]) -> list[Output]:
         return [Output(RUN_EVENTS, cmd.run_id, e) for e in events]
 
 

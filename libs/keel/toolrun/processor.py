@@ -124,7 +124,7 @@ class ToolProcessor(BackgroundProcessor):
         request = ToolRequest(
             json.loads(cmd.payload_json),
             cmd.idempotency_key,
-            Effect(cmd.tenant_id, cmd.run_id, cmd.step),
+            Effect(cmd.tenant_id, cmd.run_id, cmd.step, cmd.call),
             deadline_ms(cmd),
         )
 

@@ -20,7 +20,7 @@ class Effect:
     tenant_id: str
     run_id: str
     step: str
-    call: str | None = None  # e.g. "<turn>/<call index>" for an agent step's tool call
+    call: str | None = None  # an agent step's sub-step: "turn-N.call-I" for a tool call, "turn-N" for a turn
 
     def metadata(self) -> dict[str, str]:
         tags = {"keel_tenant": self.tenant_id, "keel_run": self.run_id, "keel_step": self.step}
