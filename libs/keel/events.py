@@ -19,7 +19,7 @@ STEP_STARTED = "step_started"  # executor took an attempt
 MODEL_CALLED = "model_called"  # executor: one model call, with tokens and cost
 STEP_FAILED = "step_failed"  # executor: an llm attempt failed (failure class in step_detail)
 TOOL_CALLED, TOOL_SUCCEEDED, TOOL_FAILED = "tool_called", "tool_succeeded", "tool_failed"  # adapters
-STEP_COMMITTED = "step_committed"  # ledger (tool steps) or executor (llm steps): the step is done
+STEP_COMMITTED = "step_committed"  # ledger (tools), executor (llm steps), scheduler (agent answers): done
 # Agent steps (scheduler): a call the model asked for and that was not made, an answer refused (why: error)
 TOOL_CALL_REFUSED, ANSWER_REFUSED = "tool_call_refused", "answer_refused"
 # Later families
