@@ -42,6 +42,6 @@ def parse_mode(value: object) -> DedupMode:
     return value  # type: ignore[return-value]
 
 
-def mode_from_env(name: str) -> DedupMode:
-    """The start-up mode: KEEL_SIM_<NAME>_DEDUP, default `key`."""
-    return parse_mode(os.environ.get(f"KEEL_SIM_{name.upper()}_DEDUP", "key").strip() or "key")
+def mode_from_env(name: str, default: DedupMode = "key") -> DedupMode:
+    """The start-up mode: KEEL_SIM_<NAME>_DEDUP, else `default`."""
+    return parse_mode(os.environ.get(f"KEEL_SIM_{name.upper()}_DEDUP", default).strip() or default)
