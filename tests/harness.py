@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -25,7 +24,6 @@ from keel.topics import RUN_EVENTS
 from keel_ops.stack import (
     Background,
     api_process,
-    http_ok,
     running_pid,
     service_process,
     simulator_processes,
@@ -42,12 +40,21 @@ E2E_ENV = {
     "KEEL_MODEL_URL": "http://127.0.0.1:18703/v1",
     # The provider of refund@1, the example tool defined only as data (docs/examples/tools).
     "KEEL_PAYMENTS_URL": "http://127.0.0.1:18704",
+    # The refund provider without Idempotency-Key support (tools/issue_refund.v2.yaml).
+    "KEEL_HELPDESK_URL": "http://127.0.0.1:18705",
     "KEEL_TOOL_DIRS": ":".join(
         str(d)
         for d in (Path(__file__).parents[1] / "docs" / "examples" / "tools", Path(__file__).parent / "tools")
     ),
     "KEEL_TOOL_CREDENTIALS": json.dumps(
-        {"*": {"email": "sim-email-token", "crm": "sim-crm-token", "payments": "sim-payments-token"}}
+        {
+            "*": {
+                "email": "sim-email-token",
+                "crm": "sim-crm-token",
+                "payments": "sim-payments-token",
+                "helpdesk": "sim-helpdesk-token",
+            }
+        }
     ),
     "KEEL_TOOL_TIMEOUT_S": "1.0",
     "KEEL_POLL_TIMEOUT_S": "0.05",
@@ -117,6 +124,7 @@ class Simulators:
             "crm": E2E_ENV["KEEL_CRM_URL"],
             "model": E2E_ENV["KEEL_MODEL_URL"].removesuffix("/v1"),
             "payments": E2E_ENV["KEEL_PAYMENTS_URL"],
+            "helpdesk": E2E_ENV["KEEL_HELPDESK_URL"],
         }
 
     def stats(self, name: str) -> dict:
@@ -148,20 +156,9 @@ def kill_and_restart(settings: Settings, service: str, instance: str = "0") -> N
     start_background(settings, service_process(service, instance))
 
 
-def _payments_simulator() -> Background:
-    """The provider of the example YAML-only tool; not part of `keel up`'s built-in world."""
-    port = E2E_ENV["KEEL_PAYMENTS_URL"].rsplit(":", 1)[1]
-    return Background(
-        "sim-payments",
-        [sys.executable, "-m", "infra.simulators", "payments", "--port", port],
-        ready=http_ok(f"http://127.0.0.1:{port}/_stats"),
-    )
-
-
 def _processes() -> list[Background]:
     return (
-        simulator_processes()
-        + [_payments_simulator()]
+        simulator_processes()  # payments and helpdesk included, on the ports E2E_ENV names
         + [service_process(name) for name in CORE_SERVICES]
         + [api_process(E2E_ENV["KEEL_API_URL"])]
     )

@@ -33,7 +33,8 @@ def effect_of(metadata: dict[str, Any] | None) -> str | None:
     if not metadata or not all(isinstance(metadata.get(f), str) for f in EFFECT_FIELDS):
         return None
     call = metadata.get(CALL_FIELD)
-    return effect_id(*(metadata[f] for f in EFFECT_FIELDS), call=call if isinstance(call, str) else None)
+    tenant, run, step = (metadata[f] for f in EFFECT_FIELDS)
+    return effect_id(tenant, run, step, call=call if isinstance(call, str) else None)
 
 
 def parse_mode(value: object) -> DedupMode:
