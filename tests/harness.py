@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -25,7 +24,6 @@ from keel.topics import RUN_EVENTS
 from keel_ops.stack import (
     Background,
     api_process,
-    http_ok,
     running_pid,
     service_process,
     simulator_processes,
@@ -158,20 +156,9 @@ def kill_and_restart(settings: Settings, service: str, instance: str = "0") -> N
     start_background(settings, service_process(service, instance))
 
 
-def _payments_simulator() -> Background:
-    """The provider of the example YAML-only tool; not part of `keel up`'s built-in world."""
-    port = E2E_ENV["KEEL_PAYMENTS_URL"].rsplit(":", 1)[1]
-    return Background(
-        "sim-payments",
-        [sys.executable, "-m", "infra.simulators", "payments", "--port", port],
-        ready=http_ok(f"http://127.0.0.1:{port}/_stats"),
-    )
-
-
 def _processes() -> list[Background]:
     return (
-        simulator_processes()
-        + [_payments_simulator()]
+        simulator_processes()  # payments and helpdesk included, on the ports E2E_ENV names
         + [service_process(name) for name in CORE_SERVICES]
         + [api_process(E2E_ENV["KEEL_API_URL"])]
     )

@@ -8,11 +8,13 @@ import sys
 from infra.simulators.runner import SIMULATORS, bind, make_server
 
 _EPILOG = """\
-Tokens: KEEL_SIM_EMAIL_TOKENS, KEEL_SIM_CRM_TOKENS, KEEL_SIM_MODEL_TOKENS, KEEL_SIM_PAYMENTS_TOKENS
-(comma separated; defaults sim-email-token, sim-crm-token, sim-model-token, sim-payments-token). Dedup
-mode at start: KEEL_SIM_EMAIL_DEDUP, KEEL_SIM_CRM_DEDUP, KEEL_SIM_PAYMENTS_DEDUP (key, stripe or none;
-default key). Control API (no auth): GET /_stats (deliveries in
-total, by_key and by_effect), POST /_reset, GET|POST /_mode {"dedup": ...}, GET|POST|DELETE /_faults.
+Tokens: KEEL_SIM_EMAIL_TOKENS, KEEL_SIM_CRM_TOKENS, KEEL_SIM_MODEL_TOKENS, KEEL_SIM_PAYMENTS_TOKENS,
+KEEL_SIM_HELPDESK_TOKENS (comma separated; defaults sim-email-token, sim-crm-token, sim-model-token,
+sim-payments-token, sim-helpdesk-token). Dedup mode at start: KEEL_SIM_EMAIL_DEDUP, KEEL_SIM_CRM_DEDUP,
+KEEL_SIM_PAYMENTS_DEDUP (key, stripe or none; default key); the helpdesk has no key support: its only
+mode is none. Control API (no auth): GET /_stats (deliveries in total, by_key and by_effect), POST
+/_reset, GET|POST /_mode {"dedup": ...}, GET|POST|DELETE /_faults. The model also takes the faults loop,
+unknown_tool, bad_args, malformed_args and bad_answer.
 """
 
 

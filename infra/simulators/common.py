@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from infra.simulators.dedup import DedupMode, mode_from_env, parse_mode
+from infra.simulators.dedup import DEDUP_MODES, DedupMode, mode_from_env, parse_mode
 from infra.simulators.faults import (
     BASE_KINDS,
     FaultRule,
@@ -71,13 +71,20 @@ class Simulator:
         token_env: str,
         default_token: str,
         kinds: frozenset[str] = BASE_KINDS,
+        modes: tuple[DedupMode, ...] = DEDUP_MODES,  # type: ignore[assignment]
+        echo_key: bool = True,
     ) -> None:
         self.name = name
         self.write_path = write_path
         self.kinds = kinds
         raw = os.environ.get(token_env, default_token)
         self.tokens = frozenset(t.strip() for t in raw.split(",") if t.strip())
-        self.start_mode = mode_from_env(name)
+        # A provider without key support knows only `none`: no mode can make it dedup or answer 409.
+        self.modes = modes
+        self.start_mode = self._allowed(mode_from_env(name, "key" if "key" in modes else modes[0]))
+        # Whether answers echo the key in an Idempotency-Key header (a provider that has no such header
+        # never says it).
+        self.echo_key = echo_key
         self._lock = threading.Lock()
         self.reset()
 
@@ -110,9 +117,14 @@ class Simulator:
                 "dedup": self.mode,
             }
 
+    def _allowed(self, mode: DedupMode) -> DedupMode:
+        if mode not in self.modes:
+            raise ValueError(f"{self.name} supports dedup modes {list(self.modes)} only, not {mode!r}")
+        return mode
+
     def set_mode(self, mode: object) -> DedupMode:
         with self._lock:
-            self.mode = parse_mode(mode)
+            self.mode = self._allowed(parse_mode(mode))
             return self.mode
 
     def authorised(self, header: str | None) -> bool:
@@ -197,7 +209,7 @@ class Simulator:
                 self._by_key[key] = self._by_key.get(key, 0) + 1
             if dedup and key:
                 self._by_idem[key] = _Stored(fingerprint, resource_id, response)
-        return JSONResponse(response, headers={"Idempotency-Key": key} if key else None)
+        return JSONResponse(response, headers={"Idempotency-Key": key} if key and self.echo_key else None)
 
     def find(self, resource_id: str) -> Json | None:
         with self._lock:

@@ -33,7 +33,8 @@ def effect_of(metadata: dict[str, Any] | None) -> str | None:
     if not metadata or not all(isinstance(metadata.get(f), str) for f in EFFECT_FIELDS):
         return None
     call = metadata.get(CALL_FIELD)
-    return effect_id(*(metadata[f] for f in EFFECT_FIELDS), call=call if isinstance(call, str) else None)
+    tenant, run, step = (metadata[f] for f in EFFECT_FIELDS)
+    return effect_id(tenant, run, step, call=call if isinstance(call, str) else None)
 
 
 def parse_mode(value: object) -> DedupMode:
@@ -42,6 +43,6 @@ def parse_mode(value: object) -> DedupMode:
     return value  # type: ignore[return-value]
 
 
-def mode_from_env(name: str) -> DedupMode:
-    """The start-up mode: KEEL_SIM_<NAME>_DEDUP, default `key`."""
-    return parse_mode(os.environ.get(f"KEEL_SIM_{name.upper()}_DEDUP", "key").strip() or "key")
+def mode_from_env(name: str, default: DedupMode = "key") -> DedupMode:
+    """The start-up mode: KEEL_SIM_<NAME>_DEDUP, else `default`."""
+    return parse_mode(os.environ.get(f"KEEL_SIM_{name.upper()}_DEDUP", default).strip() or default)

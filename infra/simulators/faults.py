@@ -17,6 +17,8 @@ Json = dict[str, Any]
 BASE_KINDS = frozenset(
     {"latency", "rate_limit", "error", "accept_then_timeout", "accept_then_error", "null_field", "auth"}
 )
+# A model's misbehaviour (infra/simulators/planner.py): each fault shapes the one reply it is consumed by.
+MODEL_KINDS = frozenset({"loop", "unknown_tool", "bad_args", "malformed_args", "bad_answer"})
 # Defaults per fault kind; a rule's params are merged over these.
 _DEFAULT_PARAMS: dict[str, Json] = {
     "latency": {"ms": 100},
@@ -27,6 +29,10 @@ _DEFAULT_PARAMS: dict[str, Json] = {
     "null_field": {},
     "auth": {},
     "loop": {},
+    "unknown_tool": {"name": "delete_all_customers"},  # the tool the model calls, never one it was offered
+    "bad_args": {},
+    "malformed_args": {},
+    "bad_answer": {},
 }
 
 
@@ -64,6 +70,8 @@ def _normalise(rule: FaultRule, kinds: frozenset[str]) -> FaultRule:
             raise ValueError(f"{rule.kind}: {name} must be a non-negative number")
     if rule.kind in ("error", "accept_then_error") and params["status"] not in (500, 502, 503):
         raise ValueError(f"{rule.kind}: status must be 500, 502 or 503")
+    if rule.kind == "unknown_tool" and not (isinstance(params["name"], str) and params["name"]):
+        raise ValueError("unknown_tool: params.name must be a non-empty tool name")
     if rule.kind == "null_field" and not isinstance(params.get("field"), str):
         raise ValueError("null_field: params.field (a dotted path such as 'message_id') is required")
     method = rule.method.upper() if rule.method else None
@@ -126,7 +134,7 @@ class FaultSchedule:
 
 
 def fault_of(request: Request) -> FaultRule | None:
-    """The fault chosen for this request, for kinds the app itself acts on (the model's loop)."""
+    """The fault chosen for this request, for kinds the app itself acts on (the model's MODEL_KINDS)."""
     return getattr(request.state, "fault", None)
 
 

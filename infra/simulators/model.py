@@ -1,10 +1,12 @@
-"""Simulated OpenAI-compatible model server: deterministic chat completions with tool calls and usage."""
+"""Simulated OpenAI-compatible model server: deterministic chat completions with tool calls and usage.
+
+With `tools` it plays an agent (infra/simulators/planner.py): each offered tool called once, arguments
+from the conversation, then the final answer. Model faults (POST /_faults, one request each): `loop`,
+`unknown_tool`, `bad_args`, `malformed_args`, `bad_answer`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from typing import Any
 
@@ -13,44 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.simulators.common import Created, Json, Simulator, make_app, new_id
-from infra.simulators.faults import BASE_KINDS, error_body, fault_of
+from infra.simulators.dedup import effect_of
+from infra.simulators.facts import text_of
+from infra.simulators.faults import BASE_KINDS, MODEL_KINDS, FaultRule, error_body, fault_of
+from infra.simulators.planner import Planner, Reply
 
 MODELS = ("sim-small", "sim-medium", "sim-large")
-_WORDS = (
-    "thanks",
-    "for",
-    "your",
-    "note",
-    "we",
-    "can",
-    "help",
-    "the",
-    "team",
-    "with",
-    "a",
-    "quick",
-    "plan",
-    "next",
-    "week",
-    "to",
-    "review",
-    "pricing",
-    "and",
-    "share",
-    "results",
-    "from",
-    "our",
-    "pilot",
-    "happy",
-    "call",
-    "on",
-    "tuesday",
-    "about",
-    "goals",
-    "budget",
-    "timeline",
-)
-_CALL_TOOL = re.compile(r"call tool ([A-Za-z0-9_.\-]+)")
 
 
 class ChatRequest(BaseModel):
@@ -61,13 +31,10 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+    # OpenAI's request metadata; Keel names the logical effect in it (keel_tenant, keel_run, keel_step,
+    # keel_call), as it does for tool providers.
+    metadata: dict[str, Any] | None = None
     stream: bool = False
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
 
 
 def _words(text: str) -> int:
@@ -75,50 +42,23 @@ def _words(text: str) -> int:
 
 
 def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    parts = [_text(m.get("content")) for m in messages]
+    parts = [text_of(m.get("content")) for m in messages]
     parts += [json.dumps(c.get("function", {})) for m in messages for c in m.get("tool_calls") or []]
     return _words(" ".join(parts))
 
 
-def _draft(model: str, prompt: str) -> tuple[str, str]:
-    """A subject and body that depend only on the model and the prompt, so replays compare equal."""
-    digest = hashlib.sha256(f"{model}\n{prompt}".encode()).digest()
-    words = [_WORDS[b % len(_WORDS)] for b in digest[1 : 13 + digest[0] % 12]]
-    subject = " ".join(words[:4]).capitalize()
-    return subject, " ".join(words).capitalize() + "."
-
-
-def _tool_call(name: str, messages: list[dict[str, Any]]) -> Json:
-    # The id is derived from the conversation so it is stable across replays yet differs per turn.
-    call_id = "call_" + hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:24]
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
-
-
-def answer(req: ChatRequest, looping: bool) -> tuple[Json, str, str]:
+def answer(req: ChatRequest, fault: FaultRule | None = None) -> Reply:
     """The reply message, its finish_reason and the text its completion tokens are counted from."""
-    last = req.messages[-1]
-    prompt = next((_text(m.get("content")) for m in reversed(req.messages) if m.get("role") == "user"), "")
-    tool_names = [t.get("function", {}).get("name") for t in req.tools or []]
-    wanted = _CALL_TOOL.search(prompt) if last.get("role") == "user" else None
-    name: str | None = None
-    if looping:  # a looping model keeps calling the same tool whatever the conversation says
-        name = tool_names[0] if tool_names and tool_names[0] else "search"
-    elif wanted and wanted.group(1) in tool_names:  # a real model only calls tools it was offered
-        name = wanted.group(1)
-    if name is not None:
-        call = _tool_call(name, req.messages)
-        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", f"{name} {{}}"
-    subject, body = _draft(req.model, prompt)
-    if (req.response_format or {}).get("type") == "json_object":
-        content = json.dumps({"subject": subject, "body": body})
-    else:
-        content = f"Subject: {subject}\n\n{body}"
-    return {"role": "assistant", "content": content}, "stop", content
+    planner = Planner(req.model, req.messages, req.tools, req.response_format)
+    if fault is None or fault.kind not in MODEL_KINDS:
+        return planner.reply()
+    return planner.reply(fault.kind, fault.params)
 
 
-def completion(req: ChatRequest, looping: bool) -> Json:
-    message, finish_reason, produced = answer(req, looping)
-    prompt_tokens, completion_tokens = _prompt_tokens(req.messages), _words(produced)
+def completion(req: ChatRequest, fault: FaultRule | None = None) -> Json:
+    reply = answer(req, fault)
+    message, finish_reason = reply.message, reply.finish_reason
+    prompt_tokens, completion_tokens = _prompt_tokens(req.messages), _words(reply.produced)
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -140,7 +80,7 @@ def create_app() -> FastAPI:
         write_path="/v1/chat/completions",
         token_env="KEEL_SIM_MODEL_TOKENS",
         default_token="sim-model-token",
-        kinds=BASE_KINDS | {"loop"},
+        kinds=BASE_KINDS | MODEL_KINDS,
     )
     app = make_app(sim)
 
@@ -150,14 +90,14 @@ def create_app() -> FastAPI:
             refusal = error_body("invalid_request_error", "stream is not supported")
             return JSONResponse(refusal, status_code=400)
         rule = fault_of(request)
-        looping = rule is not None and rule.kind == "loop"
 
         def create() -> Created:
-            # A served completion counts as a delivery: the stats then show how many model calls were made.
-            body = completion(req, looping)
+            # A served completion counts as a delivery, and per logical effect (the agent turn named in
+            # `metadata`): the stats then show how many times each turn was asked.
+            body = completion(req, rule)
             return body["id"], body, body
 
-        return sim.write(idempotency_key, req, create)
+        return sim.write(idempotency_key, req, create, effect_of(req.metadata))
 
     @app.get("/v1/models")
     def list_models() -> Json:

@@ -166,7 +166,9 @@ SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
 
 
 def simulator_processes() -> list[Background]:
-    """The email provider, CRM and model server, on the ports the adapters and router are configured with."""
+    """The simulated outside world on the ports the adapters and router are configured with: the email
+    provider, CRM and model server, the payments provider (docs/examples) and the helpdesk (the refund
+    provider without key support)."""
     from services.adapters.config import AdapterSettings
     from services.executor.router import RouterSettings
 
@@ -175,6 +177,9 @@ def simulator_processes() -> list[Background]:
         "email": tools.base_url("email"),
         "crm": tools.base_url("crm"),
         "model": RouterSettings().model_url,
+        # Defaults: the base_url of the providers' tool definitions (docs/examples/tools, tools/).
+        "payments": tools.base_url("payments", "http://127.0.0.1:8704"),
+        "helpdesk": tools.base_url("helpdesk", "http://127.0.0.1:8705"),
     }
     return [
         Background(

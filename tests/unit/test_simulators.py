@@ -417,6 +417,10 @@ def test_model_loop_fault_keeps_calling_the_same_tool(model: httpx.Client) -> No
         names.append(choice["message"]["tool_calls"][0]["function"]["name"])
         messages += [choice["message"], {"role": "tool", "tool_call_id": "x", "content": "ok"}]
     assert names == ["send_email"] * 3
+    # The fault spent, the model goes back to its plan: the tool it has not called yet, then its answer.
+    resumed = chat(model, messages=messages, tools=TOOLS)["choices"][0]
+    assert [c["function"]["name"] for c in resumed["message"]["tool_calls"]] == ["lookup_contact"]
+    messages += [resumed["message"], {"role": "tool", "tool_call_id": "x", "content": "ok"}]
     assert chat(model, messages=messages, tools=TOOLS)["choices"][0]["finish_reason"] == "stop"
 
 

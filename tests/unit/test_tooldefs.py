@@ -62,8 +62,10 @@ def refused(tmp_path: Path, text: str) -> str:
 
 def test_the_built_in_tools_load_with_their_modes() -> None:
     registry = ToolRegistry.from_dirs([TOOL_DIR])
-    assert registry.names() == ["crm@1", "email@1"]
+    assert registry.names() == ["crm@1", "email@1", "issue_refund@2", "lookup_customer@1"]
     assert registry.mode("email@1") == "provider_key" and registry.mode("crm@1") == "lookup"
+    assert registry.mode("issue_refund@2") == "lookup" and registry.mode("lookup_customer@1") == "none"
+    assert not registry.get("lookup_customer@1").side_effects
     assert registry.get("email@1").idempotency.header == "Idempotency-Key"
     assert registry.mode("sms@1") is None
 
@@ -151,7 +153,8 @@ def test_a_bad_file_among_good_ones_fails_the_whole_load(tmp_path: Path) -> None
 def test_tool_dirs_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, GOOD)
     monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:")
-    assert ToolRegistry.configured().names() == ["crm@1", "email@1", "refund@1"]
+    built_in = ToolRegistry.from_dirs([TOOL_DIR]).names()
+    assert ToolRegistry.configured().names() == sorted([*built_in, "refund@1"])
     # A misspelt directory would silently drop its tools: refused instead.
     monkeypatch.setenv("KEEL_TOOL_DIRS", f"{tmp_path}:/nonexistent/tools")
     with pytest.raises(ToolDefinitionError, match="/nonexistent/tools: not a directory"):
