@@ -6,7 +6,7 @@ as a plain client reference, and GET /v1/refunds?client_reference=K finds the fi
 it, so Keel's `lookup` mode, alone, is what keeps a retried refund from being made twice. Deliveries are
 counted per logical effect from the body's `metadata`, like the other providers.
 
-Serves tools/lookup_customer.v1.yaml and tools/issue_refund.v2.yaml.
+Serves tools/lookup_customer.v1.yaml and tools/refund_charge.v1.yaml.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ def _simulator_credentials() -> dict[str, dict[str, SecretStr]]:
             "email": SecretStr("sim-email-token"),
             "crm": SecretStr("sim-crm-token"),
             "helpdesk": SecretStr("sim-helpdesk-token"),
+            "payments": SecretStr("sim-payments-token"),
         }
     }
 

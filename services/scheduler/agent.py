@@ -187,7 +187,7 @@ def _check(call: Any, spec: StepSpec, tools: ToolLookup) -> tuple[str, dict[str,
 def _calls(state: RunState, spec: StepSpec, calls: list[Any], tools: ToolLookup, now_ms: int) -> Decision:
     agent = agent_of(state, spec.name)
     outputs: list[Emitted] = []
-    accepted: list[tuple[str, str]] = []  # (sub-step, tool) to issue
+    accepted: list[tuple[str, str, bool]] = []  # (sub-step, tool, writes) to issue
     by_key: dict[str, str] = {}
     for index, call in enumerate(calls):
         name = call_name(agent.turn, index)
@@ -210,7 +210,13 @@ def _calls(state: RunState, spec: StepSpec, calls: list[Any], tools: ToolLookup,
             turn=agent.turn,
             index=index,
         )
-        meta: dict[str, Any] = {"id": call_id, "tool": tool, "key": key, "arguments": args}
+        meta: dict[str, Any] = {
+            "id": call_id,
+            "tool": tool,
+            "key": key,
+            "arguments": args,
+            "writes": definition.side_effects,
+        }
         agent.meta[name] = meta
         if key in by_key:  # the same write twice in one turn: one effect, one call; both get its result
             meta["same_as"] = by_key[key]
@@ -221,10 +227,12 @@ def _calls(state: RunState, spec: StepSpec, calls: list[Any], tools: ToolLookup,
             idempotency_key=key,
             first_issued_at=now_ms,
         )
-        accepted.append((name, tool))
+        accepted.append((name, tool, definition.side_effects))
     if len(agent.violations) > spec.max_violations:
         return Decision(state, outputs + _too_many_violations(state, spec, now_ms))
-    outputs += [command(state, call_unit(spec, name, tool), 1, now_ms) for name, tool in accepted]
+    outputs += [
+        command(state, call_unit(spec, name, tool, writes), 1, now_ms) for name, tool, writes in accepted
+    ]
     if not accepted:  # every call refused: the model hears why at once
         outputs += _close_turn(state, spec, tools, now_ms)
     return Decision(state, outputs)

@@ -75,6 +75,8 @@ def on_failure(
         or (fact.step_detail.failure_class if fact.step_detail else None)
         or TRANSIENT
     )
+    if failure_class == UNKNOWN_OUTCOME and unit.kind == "tool" and not unit.effects:
+        failure_class = TRANSIENT  # a read whose answer was lost is read again: there is nothing to duplicate
     mode, note = _within_retention(
         state, unit, tool.idempotency_mode if tool else None, now_ms, key_retention
     )

@@ -25,6 +25,9 @@ class Unit:
     # An answer that breaks the step's declared output schema (after the executor asked the model once
     # more) is held for a human rather than failing the run: llm steps with an output_schema.
     hold_invalid: bool = False
+    # A tool call of an agent to a read-only tool (its definition's side_effects: false) has no effect to
+    # duplicate: a lost or unknown outcome is simply read again.
+    writes: bool = True
 
     @classmethod
     def of(cls, spec: StepSpec) -> Unit:
@@ -33,8 +36,9 @@ class Unit:
 
     @property
     def effects(self) -> bool:
-        """Whether an attempt of this unit may have had an effect in the world (a tool call)."""
-        return self.kind == "tool"
+        """Whether an attempt of this unit may have had an effect in the world (a call to a tool that
+        writes; a plain tool step always counts as one)."""
+        return self.kind == "tool" and self.writes
 
     @property
     def label(self) -> str:
@@ -45,8 +49,8 @@ def turn_unit(spec: StepSpec, turn: int) -> Unit:
     return Unit(spec.name, "agent", spec.retry, spec.timeout_ms, None, f"turn-{turn}", spec.agent)
 
 
-def call_unit(spec: StepSpec, call: str, tool: str) -> Unit:
-    return Unit(spec.name, "tool", spec.retry, spec.timeout_ms, tool, call, spec.agent)
+def call_unit(spec: StepSpec, call: str, tool: str, writes: bool = True) -> Unit:
+    return Unit(spec.name, "tool", spec.retry, spec.timeout_ms, tool, call, spec.agent, writes=writes)
 
 
 def agent_of(state: RunState, step: str) -> AgentState:
@@ -74,7 +78,10 @@ def units_of(state: RunState, spec: StepSpec) -> Iterator[tuple[Unit, StepState]
         return
     for call, sub in step.agent.units().items():
         meta = step.agent.meta.get(call, {})
-        unit = call_unit(spec, call, meta["tool"]) if "tool" in meta else turn_unit(spec, step.agent.turn)
+        if "tool" in meta:
+            unit = call_unit(spec, call, meta["tool"], meta.get("writes", True))
+        else:
+            unit = turn_unit(spec, step.agent.turn)
         yield unit, sub
 
 

@@ -480,3 +480,17 @@ def test_an_llm_answer_breaking_its_output_schema_after_the_reask_is_quarantined
     if held:
         assert "$.refund_id" in (events(out)[0].quarantine.reason if events(out)[0].quarantine else "")
         assert events(out)[0].output_json == '{"refund_id": null}'
+
+
+def test_a_read_call_whose_outcome_is_unknown_is_read_again_never_quarantined():
+    run = Run(workflow())  # lookup_customer@1: side_effects false, mode none
+    (t1,) = commands(run.out)
+    (lookup,) = commands(run.send(turn(t1, call("lookup_customer", {"customer_email": "a@b.co"}))))
+    (retry,) = events(run.send(tool_failed(lookup, "unknown_outcome", mode="none")), ev.RETRY_SCHEDULED)
+    assert retry.call == "turn-1.call-0" and retry.retry is not None
+    assert retry.retry.failure_class == "transient"
+    (again,) = commands(run.tick(60_000))
+    assert (again.call, again.attempt) == ("turn-1.call-0", 2)
+    # and a read lost with its adapter (no answer at all) is retried too
+    (lost,) = events(run.tick(1_001), ev.RETRY_SCHEDULED)
+    assert lost.retry is not None and lost.retry.failure_class == "transient"

@@ -20,7 +20,7 @@ DEFS = {
     d.name: d
     for d in (
         load_definition(REPO_ROOT / "tools" / f)
-        for f in ("lookup_customer.v1.yaml", "issue_refund.v2.yaml", "email.v1.yaml")
+        for f in ("lookup_customer.v1.yaml", "refund_charge.v1.yaml", "email.v1.yaml")
     )
 }
 # What an agent step sends: each tool as an OpenAI function, its input schema as the parameters.
@@ -95,7 +95,7 @@ def perform(urls: dict[str, str], name: str, args: dict[str, Any]) -> dict[str, 
             params={"email": args["customer_email"]},
             headers={"Authorization": "Bearer sim-helpdesk-token"},
         )
-    elif name == "issue_refund":
+    elif name == "refund_charge":
         answer = httpx.post(
             f"{urls['helpdesk']}/v1/refunds",
             json=args,
@@ -146,7 +146,7 @@ def test_the_planner_looks_up_then_refunds_then_emails_then_answers(
     customer = json.loads(messages[-1]["content"])
 
     second = turn(model, messages)
-    assert calls(second) == [("issue_refund", {"charge_id": customer["charge_id"], "amount_cents": 1999})]
+    assert calls(second) == [("refund_charge", {"charge_id": customer["charge_id"], "amount_cents": 1999})]
     messages = answer_calls(urls, messages, second)
     refund = json.loads(messages[-1]["content"])
 
@@ -177,7 +177,7 @@ def test_in_parallel_the_model_asks_for_every_call_it_can_fill_at_once(
     ids = [c["id"] for c in first["message"]["tool_calls"]]
     assert len(set(ids)) == 2
     messages = answer_calls(urls, messages, first)
-    assert [name for name, _ in calls(turn(model, messages))] == ["issue_refund"]
+    assert [name for name, _ in calls(turn(model, messages))] == ["refund_charge"]
 
 
 def test_a_looping_model_repeats_its_first_call_while_the_fault_lasts(
@@ -190,7 +190,7 @@ def test_a_looping_model_repeats_its_first_call_while_the_fault_lasts(
         seen += calls(choice)
         messages = answer_calls(urls, messages, choice)
     assert seen == [("lookup_customer", {"customer_email": TICKET["customer_email"]})] * 4
-    assert [name for name, _ in calls(turn(model, messages))] == ["issue_refund"]  # the fault spent
+    assert [name for name, _ in calls(turn(model, messages))] == ["refund_charge"]  # the fault spent
 
 
 def test_an_unknown_tool_once_then_the_model_corrects_itself(model: httpx.Client) -> None:
@@ -209,11 +209,11 @@ def test_bad_arguments_break_the_schema_once(model: httpx.Client, urls: dict[str
     model.post("/_faults", json={"kind": "bad_args"}).raise_for_status()
     bad = turn(model, messages)
     [(name, args)] = calls(bad)
-    assert name == "issue_refund" and not valid_call(name, args)
+    assert name == "refund_charge" and not valid_call(name, args)
     assert "charge_id" not in args and isinstance(args["amount_cents"], str)  # dropped, and a wrong type
     good = turn(model, refused(messages, bad, "invalid arguments"))
     [(name, args)] = calls(good)
-    assert name == "issue_refund" and valid_call(name, args)
+    assert name == "refund_charge" and valid_call(name, args)
 
 
 def test_malformed_arguments_are_not_json_once(model: httpx.Client) -> None:

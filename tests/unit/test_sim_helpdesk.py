@@ -56,7 +56,7 @@ def test_a_customer_is_derived_from_the_email_alone_and_reading_is_no_delivery(
 
 
 def test_it_never_deduplicates_and_the_lookup_finds_the_first_refund(helpdesk: httpx.Client) -> None:
-    headers = {"X-Client-Reference": "acme|wf|run-1|triage|issue_refund@2|sha256:1", "Idempotency-Key": "k"}
+    headers = {"X-Client-Reference": "acme|wf|run-1|triage|refund_charge@1|sha256:1", "Idempotency-Key": "k"}
     answers = [helpdesk.post("/v1/refunds", json=REFUND, headers=headers) for _ in range(2)]
     assert [a.status_code for a in answers] == [200, 200]
     first, second = (a.json() for a in answers)
@@ -117,15 +117,15 @@ def test_lookup_customer_reads_the_customer(helpdesk: httpx.Client, helpdesk_url
     assert stats(helpdesk)["deliveries"] == 0
 
 
-def test_issue_refund_in_lookup_mode_makes_one_refund_despite_a_lost_answer(
+def test_refund_charge_in_lookup_mode_makes_one_refund_despite_a_lost_answer(
     helpdesk: httpx.Client, helpdesk_url: str
 ) -> None:
-    key = "acme|wf|run-1|triage|issue_refund@2|sha256:abc"
+    key = "acme|wf|run-1|triage|refund_charge@1|sha256:abc"
     payload = {"charge_id": "ch_abc123", "amount_cents": 1999}
     helpdesk.post("/_faults", json={"kind": "accept_then_timeout", "ms": 1500})
-    lost = _call("issue_refund.v2.yaml", helpdesk_url, payload, key)
+    lost = _call("refund_charge.v1.yaml", helpdesk_url, payload, key)
     assert not lost.ok and lost.failure_class == "unknown_outcome"
-    again = _call("issue_refund.v2.yaml", helpdesk_url, payload, key)  # the retry, under the same key
+    again = _call("refund_charge.v1.yaml", helpdesk_url, payload, key)  # the retry, under the same key
     assert again.ok and again.output["amount_cents"] == 1999
     seen = stats(helpdesk)
     assert seen["deliveries"] == 1, seen  # the lookup found the first: no second refund

@@ -62,9 +62,9 @@ def refused(tmp_path: Path, text: str) -> str:
 
 def test_the_built_in_tools_load_with_their_modes() -> None:
     registry = ToolRegistry.from_dirs([TOOL_DIR])
-    assert registry.names() == ["crm@1", "email@1", "issue_refund@2", "lookup_customer@1"]
+    assert registry.names() == ["crm@1", "email@1", "lookup_customer@1", "refund_charge@1"]
     assert registry.mode("email@1") == "provider_key" and registry.mode("crm@1") == "lookup"
-    assert registry.mode("issue_refund@2") == "lookup" and registry.mode("lookup_customer@1") == "none"
+    assert registry.mode("refund_charge@1") == "lookup" and registry.mode("lookup_customer@1") == "none"
     assert not registry.get("lookup_customer@1").side_effects
     assert registry.get("email@1").idempotency.header == "Idempotency-Key"
     assert registry.mode("sms@1") is None

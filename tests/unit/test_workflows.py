@@ -82,7 +82,7 @@ def test_lead_enrichment_fans_out_and_joins():
 
 def test_catalog_loads_every_shipped_workflow_and_picks_the_newest(tmp_path: Path):
     catalog = Catalog.load()
-    assert catalog.names() == ["lead_enrichment", "outbound_email"]
+    assert catalog.names() == ["lead_enrichment", "outbound_email", "support_triage"]
     assert catalog.get("outbound_email", 1) == load_workflow(OUTBOUND)
 
     v2 = outbound() | {"version": 2, "description": "second"}
