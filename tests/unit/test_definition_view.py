@@ -67,7 +67,7 @@ def test_registered_versions_join_the_files_and_win_a_conflict():
 
 def test_without_a_reader_the_view_is_the_files():
     view = WorkflowView(Catalog.load())
-    assert view.names() == ["lead_enrichment", "outbound_email"]
+    assert view.names() == ["lead_enrichment", "outbound_email", "support_triage"]
     with pytest.raises(UnknownWorkflow):
         view.get("nope")
 
