@@ -72,9 +72,8 @@ def test_a_service_without_any_registered_definition_runs_from_files(stack):
     reader = DefinitionsReader(stack, topic)
     try:
         view = WorkflowView(Catalog.load(), reader, wait_s=1)
-        assert (
-            view.names() == ["lead_enrichment", "outbound_email"] and view.get("outbound_email").version == 1
-        )
+        shipped = ["lead_enrichment", "outbound_email", "support_triage"]
+        assert view.names() == shipped and view.get("outbound_email").version == 1
     finally:
         reader.close()
 
