@@ -10,6 +10,79 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetCommand:
+    """An instruction to the budget enforcer, the single owner of one tenant's budgets (run, step envelope, agent per day, workflow per day, tenant per day). Topic keel.budget-commands, keyed by tenant_id, so every budget of a tenant is decided in one place, in one order. The enforcer answers on keel.run-events (budget_reserved, budget_deferred, budget_exceeded, budget_warning, budget_released), keyed by run_id."""
+
+    AVRO_NAME: ClassVar[str] = 'keel.BudgetCommand'
+    command_id: str
+    action: str
+    tenant_id: str
+    run_id: str
+    workflow: str
+    workflow_version: int | None = None
+    task_id: str | None = None
+    step: str | None = None
+    call: str | None = None
+    attempt: int = 0
+    agent_id: str | None = None
+    model: str | None = None
+    reservation_id: str
+    amount_micros: int = 0
+    run_limit_micros: int | None = None
+    step_limit_micros: int | None = None
+    expires_at: datetime | None = None
+    issued_at: datetime
+    trace_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'command_id': self.command_id,
+            'action': self.action,
+            'tenant_id': self.tenant_id,
+            'run_id': self.run_id,
+            'workflow': self.workflow,
+            'workflow_version': self.workflow_version,
+            'task_id': self.task_id,
+            'step': self.step,
+            'call': self.call,
+            'attempt': self.attempt,
+            'agent_id': self.agent_id,
+            'model': self.model,
+            'reservation_id': self.reservation_id,
+            'amount_micros': self.amount_micros,
+            'run_limit_micros': self.run_limit_micros,
+            'step_limit_micros': self.step_limit_micros,
+            'expires_at': self.expires_at,
+            'issued_at': self.issued_at,
+            'trace_id': self.trace_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BudgetCommand:
+        return cls(
+            command_id=d['command_id'],
+            action=d['action'],
+            tenant_id=d['tenant_id'],
+            run_id=d['run_id'],
+            workflow=d['workflow'],
+            workflow_version=d.get('workflow_version', None),
+            task_id=d.get('task_id', None),
+            step=d.get('step', None),
+            call=d.get('call', None),
+            attempt=d.get('attempt', 0),
+            agent_id=d.get('agent_id', None),
+            model=d.get('model', None),
+            reservation_id=d['reservation_id'],
+            amount_micros=d.get('amount_micros', 0),
+            run_limit_micros=d.get('run_limit_micros', None),
+            step_limit_micros=d.get('step_limit_micros', None),
+            expires_at=d.get('expires_at', None),
+            issued_at=d['issued_at'],
+            trace_id=d.get('trace_id', None),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlCommand:
     """An operator's or a system's instruction about a run (cancel, resume, timer fired, ...). Topic keel.control, keyed by run_id."""
 
@@ -412,12 +485,28 @@ class BudgetDetail:
     scope: str
     limit_usd: float
     spent_usd: float
+    reserved_usd: float | None = None
+    requested_usd: float | None = None
+    limit_micros: int | None = None
+    spent_micros: int | None = None
+    reserved_micros: int | None = None
+    requested_micros: int | None = None
+    reservation_id: str | None = None
+    retry_after_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             'scope': self.scope,
             'limit_usd': self.limit_usd,
             'spent_usd': self.spent_usd,
+            'reserved_usd': self.reserved_usd,
+            'requested_usd': self.requested_usd,
+            'limit_micros': self.limit_micros,
+            'spent_micros': self.spent_micros,
+            'reserved_micros': self.reserved_micros,
+            'requested_micros': self.requested_micros,
+            'reservation_id': self.reservation_id,
+            'retry_after_ms': self.retry_after_ms,
         }
 
     @classmethod
@@ -426,6 +515,14 @@ class BudgetDetail:
             scope=d['scope'],
             limit_usd=d['limit_usd'],
             spent_usd=d['spent_usd'],
+            reserved_usd=d.get('reserved_usd', None),
+            requested_usd=d.get('requested_usd', None),
+            limit_micros=d.get('limit_micros', None),
+            spent_micros=d.get('spent_micros', None),
+            reserved_micros=d.get('reserved_micros', None),
+            requested_micros=d.get('requested_micros', None),
+            reservation_id=d.get('reservation_id', None),
+            retry_after_ms=d.get('retry_after_ms', None),
         )
 
 
@@ -496,6 +593,7 @@ class RunEvent:
     budget: BudgetDetail | None = None
     quarantine: QuarantineDetail | None = None
     call: str | None = None
+    cost_micros: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -530,6 +628,7 @@ class RunEvent:
             'budget': self.budget.to_dict() if self.budget is not None else None,
             'quarantine': self.quarantine.to_dict() if self.quarantine is not None else None,
             'call': self.call,
+            'cost_micros': self.cost_micros,
         }
 
     @classmethod
@@ -566,6 +665,7 @@ class RunEvent:
             budget=BudgetDetail.from_dict(d['budget']) if d.get('budget') is not None else None,
             quarantine=QuarantineDetail.from_dict(d['quarantine']) if d.get('quarantine') is not None else None,
             call=d.get('call', None),
+            cost_micros=d.get('cost_micros', None),
         )
 
 
@@ -585,6 +685,7 @@ class RunRequested:
     requested_at: datetime
     requested_by: str | None = None
     trace_id: str | None = None
+    budget_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -599,6 +700,7 @@ class RunRequested:
             'requested_at': self.requested_at,
             'requested_by': self.requested_by,
             'trace_id': self.trace_id,
+            'budget_usd': self.budget_usd,
         }
 
     @classmethod
@@ -615,6 +717,7 @@ class RunRequested:
             requested_at=d['requested_at'],
             requested_by=d.get('requested_by', None),
             trace_id=d.get('trace_id', None),
+            budget_usd=d.get('budget_usd', None),
         )
 
 
@@ -748,6 +851,7 @@ class ToolCommand:
 
 # Top-level record type of each contract file (by stem).
 RECORD_TYPES: dict[str, type] = {
+    'budget_command': BudgetCommand,
     'control_command': ControlCommand,
     'dead_letter': DeadLetter,
     'definition': DefinitionRecord,

@@ -20,6 +20,7 @@ TOPIC_ENVELOPES: dict[str, str] = {
     "keel.ledger": "ledger_record",
     "keel.dead-letters": "dead_letter",
     "keel.definitions": "definition",
+    "keel.budget-commands": "budget_command",
 }
 
 

@@ -31,6 +31,10 @@ DEAD_LETTER_STATUS = "keel.dead-letter-status"
 INSTANCE_LEASES = "keel.instance-leases"
 # Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
 SCHEDULER_STATE = "keel.scheduler-state"
+# Instructions to the budget enforcer, keyed by tenant_id (Avro; see schemas/budget_command.avsc), and its
+# changelog of tenants' budget states (JSON, compacted, keyed by tenant_id; not a public contract).
+BUDGET_COMMANDS = "keel.budget-commands"
+BUDGET_STATE = "keel.budget-state"
 
 # Topics keyed by run_id must share one partition count so one instance owns a whole run.
 RUN_KEYED = (RUN_REQUESTS, RUN_EVENTS, STEP_COMMANDS, TOOL_COMMANDS, CONTROL)
@@ -61,6 +65,9 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             SCHEDULER_STATE, p, {**compacted, "segment.ms": "3600000", "delete.retention.ms": "3600000"}
         ),
+        # Keyed by tenant: one enforcer instance owns all of a tenant's budgets at a time.
+        TopicSpec(BUDGET_COMMANDS, p, dict(limit)),
+        TopicSpec(BUDGET_STATE, p, {**compacted, "segment.ms": "3600000", "delete.retention.ms": "3600000"}),
         TopicSpec(DEAD_LETTERS, 1, dict(limit)),
         TopicSpec(DEAD_LETTER_STATUS, 1, compacted),
         # Schemas are few and must be read in registration order: one partition.
