@@ -7,9 +7,9 @@ from typing import Any
 
 import keel.events as ev
 from keel.contracts import RunEvent, StepCommand
+from keel.pricing import UnknownModelPrice
 from keel.vocab import VALIDATION
 from services.executor import core
-from services.executor.pricing import UnknownModelPrice
 from services.executor.router import ModelError, ModelRequest, ModelResponse, ModelRouter
 from services.executor.specs import LlmSpec, TurnSpec, reask_messages, schema_violations
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.executor.pricing import UnknownModelPrice, cost_usd, pricing_table
+from keel.pricing import UnknownModelPrice, cost_usd, pricing_table
 from services.executor.router import ModelError, ModelRequest, ModelRouter, Route, RouterSettings
 
 pytestmark = pytest.mark.timeout(30)

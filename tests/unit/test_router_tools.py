@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.executor.pricing import cost_usd
+from keel.pricing import cost_usd
 from services.executor.router import ModelError, ModelRequest, ModelRouter, RouterSettings
 
 MESSAGES = [{"role": "user", "content": "Refund order 42."}]

@@ -1,7 +1,8 @@
-"""Model prices (USD per million tokens) and the cost of a call; overridable from KEEL_PRICING_FILE."""
+"""Model prices (USD per million tokens), the cost of a call and its worst case; overridable from KEEL_PRICING_FILE."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -78,3 +79,23 @@ def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, path: str |
         raise ValueError("token counts must be non-negative")
     price = price_of(model, path)
     return (prompt_tokens * price.prompt_per_m + completion_tokens * price.completion_per_m) / 1_000_000
+
+
+MICROS_PER_USD = 1_000_000
+
+
+def usd_to_micros(usd: float) -> int:
+    """USD as integer micro-dollars, rounded up: a budget never under-counts a cost."""
+    return math.ceil(round(usd * MICROS_PER_USD, 6))
+
+
+def cost_micros(model: str, prompt_tokens: int, completion_tokens: int, path: str | None = None) -> int:
+    """The cost of a call in integer micro-dollars (what sums and budgets use; never binary floats)."""
+    return usd_to_micros(cost_usd(model, prompt_tokens, completion_tokens, path))
+
+
+def worst_case_micros(model: str, prompt_bytes: int, max_tokens: int, path: str | None = None) -> int:
+    """The most a call can cost, without a tokenizer: a token is at least one byte of the UTF-8 prompt in
+    every BPE vocabulary, so the prompt's size in bytes bounds its tokens; the answer is bounded by
+    max_tokens."""
+    return cost_micros(model, max(prompt_bytes, 0), max(max_tokens, 0), path)
