@@ -1,4 +1,6 @@
-"""Model prices (USD per million tokens), the cost of a call and its worst case; overridable from KEEL_PRICING_FILE."""
+"""Model prices (USD per million tokens), the cost of a call and its worst case.
+
+The table is overridable from KEEL_PRICING_FILE."""
 
 from __future__ import annotations
 
