@@ -47,8 +47,9 @@ ATTEMPT_STATUS_OF = {
     ev.TOOL_FAILED: vocab.FAILED,
     ev.STEP_COMMITTED: vocab.COMMITTED,
 }
-# A sub-step's commit does not commit its agent step: the step goes on to its next turn.
-SUB_STEP_STATUS_OF = {**STEP_STATUS_OF, ev.STEP_COMMITTED: vocab.RUNNING}
+# A sub-step's commit does not commit its agent step, nor change its status: the step goes on (running
+# since the sub-step started), and a late copy of the commit re-issued by the ledger reopens nothing.
+SUB_STEP_STATUS_OF = {k: v for k, v in STEP_STATUS_OF.items() if k != ev.STEP_COMMITTED}
 KNOWN = frozenset(RUN_STATUS_OF) | frozenset(STEP_STATUS_OF) | frozenset(ATTEMPT_STATUS_OF)
 ENDS_ATTEMPT = frozenset({ev.TOOL_SUCCEEDED, ev.STEP_FAILED, ev.TOOL_FAILED, ev.STEP_COMMITTED})
 AGENT_KIND = "agent"  # the workflow step kind (keel.workflows.model.StepKind)
@@ -186,7 +187,7 @@ def _attempt_row(e: RunEvent) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": e.run_id,
         "step": e.step,
-        "call": e.call or PLAIN,
+        "call": clean(e.call) or PLAIN,
         "attempt": e.attempt,
         "status": vocab.COMMITTED if turn_committed else ATTEMPT_STATUS_OF[e.event],
         "started_at": e.ts,
@@ -209,7 +210,7 @@ def _cost_row(e: RunEvent, cost: Decimal) -> dict[str, Any]:
         "model": e.model,
         "cost_usd": cost,
         "ts": e.ts,
-        "call": e.call,
+        "call": clean(e.call),
     }
 
 
@@ -232,7 +233,7 @@ def _event_row(e: RunEvent, at: Position, cost: Decimal | None) -> dict[str, Any
         "error": clean(e.error),
         "cost_usd": cost,
         "body": jsonable(e.to_dict()),
-        "call": e.call,
+        "call": clean(e.call),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 from unit.agent_stories import (
@@ -88,3 +89,11 @@ def test_a_run_stopped_at_max_turns_fails_its_agent_step():
     row = t["steps"][("run-f", STEP)]
     assert (row["status"], row["turns"]) == ("failed", 2)
     assert t["runs"][("run-f",)]["status"] == "failed"
+
+
+def test_a_late_copy_of_a_sub_step_commit_reopens_nothing():
+    events = looping("run-g").events
+    late = next(e for e in events if e.event == ev.STEP_COMMITTED and e.call == "turn-2.call-0")
+    copy = dataclasses.replace(late, event_id=f"{late.event_id}:dup", ts=events[-1].ts)
+    t = fold(positioned([*events, copy]))
+    assert t["steps"][("run-g", STEP)]["status"] == "failed"
