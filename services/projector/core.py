@@ -52,6 +52,7 @@ ATTEMPT_STATUS_OF = {
 SUB_STEP_STATUS_OF = {k: v for k, v in STEP_STATUS_OF.items() if k != ev.STEP_COMMITTED}
 KNOWN = frozenset(RUN_STATUS_OF) | frozenset(STEP_STATUS_OF) | frozenset(ATTEMPT_STATUS_OF)
 ENDS_ATTEMPT = frozenset({ev.TOOL_SUCCEEDED, ev.STEP_FAILED, ev.TOOL_FAILED, ev.STEP_COMMITTED})
+SCHEDULER = "scheduler"  # the source of an agent step's final commit
 AGENT_KIND = "agent"  # the workflow step kind (keel.workflows.model.StepKind)
 PLAIN = ""  # the attempts' `call` of a plain step: a key column cannot be null
 _SUB_STEP = re.compile(r"turn-([1-9][0-9]*)(\.call-(0|[1-9][0-9]*))?")
@@ -100,7 +101,7 @@ def project(event: RunEvent, at: Position) -> Projection:
         changes.append(RowChange("runs", _run_row(e, cost)))
         if e.step:
             changes.append(RowChange("steps", _step_row(e, cost)))
-            if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF:
+            if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF and not _agent_answer(e):
                 changes.append(RowChange("attempts", _attempt_row(e)))
         if cost is not None:
             changes.append(RowChange("costs", _cost_row(e, cost)))
@@ -167,6 +168,13 @@ def _step_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
         if e.commit is not None:
             row.update(external_id=e.commit.external_id, committed_at=e.commit.committed_at)
     return row
+
+
+def _agent_answer(e: RunEvent) -> bool:
+    """The scheduler's commit of an agent step's final answer: no attempt of its own (its turns and
+    calls have theirs), whatever attempt number it carries. Every other commit is an executor's or
+    the ledger's."""
+    return e.event == ev.STEP_COMMITTED and e.call is None and e.source == SCHEDULER
 
 
 def _agent_step_row(e: RunEvent, row: dict[str, Any]) -> dict[str, Any]:

@@ -97,3 +97,12 @@ def test_a_late_copy_of_a_sub_step_commit_reopens_nothing():
     copy = dataclasses.replace(late, event_id=f"{late.event_id}:dup", ts=events[-1].ts)
     t = fold(positioned([*events, copy]))
     assert t["steps"][("run-g", STEP)]["status"] == "failed"
+
+
+def test_the_final_answer_is_no_attempt_whatever_its_attempt_number():
+    events = support_triage("run-h").events
+    final = next(i for i, e in enumerate(events) if e.event == ev.STEP_COMMITTED and e.call is None)
+    events[final] = dataclasses.replace(events[final], attempt=1)
+    t = fold(positioned(events))
+    assert not [k for k in t["attempts"] if k[2] == ""]
+    assert t["steps"][("run-h", STEP)]["status"] == "committed"
