@@ -11,8 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-MODEL_CALLED, TOOL_SUCCEEDED, STEP_COMMITTED = "model_called", "tool_succeeded", "step_committed"
-TOOL_CALL_REFUSED = "tool_call_refused"  # scheduler: the model's tool call was refused, never called
+from keel.events import MODEL_CALLED, STEP_COMMITTED, TOOL_CALL_REFUSED, TOOL_SUCCEEDED
 _CALL = re.compile(r"turn-([0-9]+)(\.call-[0-9]+)?")
 WIDTH = 60  # of a value shown inline (arguments, answers, results)
 
