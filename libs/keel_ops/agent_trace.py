@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.events import MODEL_CALLED, STEP_COMMITTED, TOOL_CALL_REFUSED, TOOL_SUCCEEDED
+from keel.events import MODEL_CALLED, TOOL_CALL_REFUSED, TOOL_SUCCEEDED
+
 _CALL = re.compile(r"turn-([0-9]+)(\.call-[0-9]+)?")
 WIDTH = 60  # of a value shown inline (arguments, answers, results)
 
