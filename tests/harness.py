@@ -64,7 +64,7 @@ E2E_ENV = {
     "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),
 }
-CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
+CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector")
 
 
 class EventLog:
