@@ -24,11 +24,11 @@ from keel.contracts import BudgetCommand, RunEvent
 from keel.partitioner import partition_for
 from keel.serde import Serde
 from keel.settings import Settings
-from keel.statestore import ChangelogState
 from keel.txloop import Output, Processor, Record, Reject
 from services.budget.config import BudgetSettings, BudgetTopics
 from services.budget.core import Invalid, decide, expire, next_due
 from services.budget.state import TenantBudgets
+from services.budget.store import TenantStore
 
 TOPICS = [BudgetTopics().commands]
 GROUP = "keel-budget"  # the group run_service gives this service
@@ -44,13 +44,7 @@ class BudgetProcessor(Processor):
         self.config = config or BudgetSettings()
         self.limits = self.config.limits()
         self.partitions = settings.topic_partitions
-        self.tenants: ChangelogState[TenantBudgets] = ChangelogState(
-            settings,
-            self.topics.state,
-            TenantBudgets.to_json,
-            TenantBudgets.from_json,
-            group=f"{GROUP}-restore",
-        )
+        self.tenants = TenantStore(settings, self.topics.state, group=f"{GROUP}-restore")
         self.due: dict[str, int] = {}  # tenant -> when `expire` next has work (ms); rebuilt from the state
 
     # -- partitions ---------------------------------------------------------------------------------
@@ -70,7 +64,7 @@ class BudgetProcessor(Processor):
         self.tenants.commit()
 
     def _reindex(self) -> None:
-        self.due = {k: t for k, _, s in self.tenants.items() if (t := next_due(s)) is not None}
+        self.due = {k: t for k, s in self.tenants.items() if (t := next_due(s)) is not None}
 
     # -- commands ------------------------------------------------------------------------------------
     def handle(self, record: Record) -> Sequence[Output]:
@@ -120,7 +114,7 @@ class BudgetProcessor(Processor):
     ) -> list[Output]:
         outputs = [Output(self.topics.events, f.run_id, f) for f in facts]
         if before is None or after != before:
-            outputs.append(self.tenants.put(tenant, after, partition))
+            outputs += self.tenants.put(tenant, before, after, partition)
         when = next_due(after)
         if when is None:
             self.due.pop(tenant, None)

@@ -15,9 +15,9 @@ from keel import events as ev
 from keel.contracts import BudgetCommand, DeadLetter, RunEvent
 from keel.producer import producer_config
 from keel.settings import Settings
-from keel.statestore import ChangelogState
 from services.budget.config import BudgetSettings
 from services.budget.state import TenantBudgets
+from services.budget.store import TenantStore
 
 pytestmark = pytest.mark.integration
 USD = 1_000_000
@@ -73,10 +73,8 @@ def answers(settings: Settings, setup: Setup, expect: int) -> list[RunEvent]:
 
 
 def restored(settings: Settings, setup: Setup, tenant: str) -> TenantBudgets | None:
-    store = ChangelogState(
-        settings, setup.topics.state, TenantBudgets.to_json, TenantBudgets.from_json, unique("g")
-    )
-    store.load(set(range(settings.topic_partitions)))
+    store = TenantStore(settings, setup.topics.state, unique("restore"))
+    store.load(set(range(settings.topic_partitions)))  # exactly as the enforcer restores on assignment
     return store.get(tenant)
 
 

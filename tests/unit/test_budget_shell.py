@@ -15,6 +15,7 @@ from keel.settings import Settings
 from keel.txloop import Output, Record, Reject
 from services.budget.config import BudgetSettings, BudgetTopics
 from services.budget.service import BudgetProcessor
+from services.budget.state import TenantBudgets, merge, split
 
 TOPICS = BudgetTopics(commands="cmds", events="events", state="state")
 SETTINGS = Settings(topic_partitions=3)
@@ -46,10 +47,32 @@ def facts(outputs: list[Output]) -> list[RunEvent]:
 def test_an_answer_and_the_tenant_s_state_go_out_together_keyed_by_run_and_tenant():
     p = processor()
     out = list(p.handle(record(now_cmd("reserve", "r1/s/1", 3 * USD))))
-    assert [(o.topic, o.key) for o in out] == [("events", "r1"), ("state", "acme")]
-    assert out[1].partition == OWNER
+    assert [(o.topic, o.key) for o in out] == [
+        ("events", "r1"),
+        ("state", '["acme"]'),
+        ("state", '["acme","r1"]'),
+    ]
+    assert {o.partition for o in out[1:]} == {OWNER}
     p.on_commit()
     assert p.tenants.get("acme") is not None
+
+
+def test_a_command_rewrites_only_the_records_it_changed_and_a_forgotten_run_is_tombstoned():
+    p = processor()
+    for run in ("r1", "r2", "r3"):
+        p.handle(record(now_cmd("reserve", f"{run}/s/1", USD)))
+    p.on_commit()
+    out = list(p.handle(record(now_cmd("close", "r2/s/1"))))  # r2's hold leaves the day scopes too
+    assert [o.key for o in out] == ['["acme"]', '["acme","r2"]']
+    out = list(p.handle(record(now_cmd("forget", "r3/s/1", reservation_id=""))))
+    assert [(o.key, o.value is None) for o in out if o.topic == "state"] == [
+        ('["acme"]', False),
+        ('["acme","r3"]', True),
+    ]
+    p.on_commit()
+    state = p.tenants.get("acme")
+    assert state is not None
+    assert merge("acme", [TenantBudgets.from_json(v.to_json()) for v in split(state).values()]) == state
 
 
 def test_an_aborted_batch_leaves_no_hold_behind():
