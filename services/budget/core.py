@@ -106,10 +106,12 @@ def _spend(st: TenantBudgets, cmd: BudgetCommand, limits: Limits) -> list[str]:
         keys = r.scopes
         for key in keys:  # a scope aged out (or forgotten) meanwhile starts again from this spend
             st.scopes.setdefault(key, _fresh_scope(key, cmd))
-    else:  # no reservation (it lapsed and left, or never was): the cost is counted all the same
+    else:  # no reservation (it lapsed and left, or never was): the cost is counted all the same, in
+        # the day scopes, and in the run's scopes while they exist (a forgotten run's are not revived:
+        # nothing would ever remove them again)
         computed = _scopes_of(st, cmd, limits)
-        st.scopes.update(computed)
-        keys = list(computed)
+        keys = [k for k, s in computed.items() if s.run is None or k in st.scopes]
+        st.scopes.update({k: computed[k] for k in keys})
     for key in keys:
         st.scopes[key].spent += cmd.amount_micros
     if r is not None:

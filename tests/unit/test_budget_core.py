@@ -189,8 +189,14 @@ def test_a_spend_beyond_its_hold_is_counted_in_full_and_frees_no_more_than_the_h
 
 
 def test_a_spend_with_no_reservation_is_counted_all_the_same():
-    state, _ = run([cmd("spend", "r9/s/1", 2 * USD)])
-    assert tenant(state) == (2 * USD, 0) and state.scopes["run:r9"].spent == 2 * USD
+    state, _ = run([cmd("reserve", "r9/s/1", USD), cmd("spend", "r9/s/2", 2 * USD)])
+    assert tenant(state) == (2 * USD, USD) and state.scopes["run:r9"].spent == 2 * USD
+
+
+def test_a_spend_after_its_run_was_forgotten_counts_for_the_day_and_revives_no_run_scope():
+    state, _ = run([cmd("reserve", "r9/s/1", USD), cmd("forget", "r9", run_id="r9", reservation_id="")])
+    state, _ = run([cmd("spend", "r9/s/1", 2 * USD)], state=state)
+    assert tenant(state) == (2 * USD, 0) and not [k for k in state.scopes if "r9" in k]
 
 
 def test_a_repeated_spend_is_counted_once():
