@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,9 +130,19 @@ class Tenant:
         return self.started == UNITS and not self.pending and not self.retry_at
 
 
-@pytest.mark.parametrize("kill_after", [2, 12, 40])  # answers seen before the kill
+@pytest.mark.parametrize(
+    ("kill_after", "successor"),
+    [
+        (2, "same"),
+        (12, "same"),
+        (40, "same"),
+        # Another instance takes over: it waits for the group to drop the dead member and for the
+        # broker to abort the dead one's open transaction before it restores.
+        (12, "other"),
+    ],
+)  # kill_after: answers seen before the kill
 def test_kill_9_mid_load_loses_no_reservation_counts_none_twice_and_the_limit_holds(
-    stack: Settings, kill_after: int
+    stack: Settings, kill_after: int, successor: str
 ) -> None:
     setup = budget_setup(stack)
     tenant = unique("tenant")
@@ -152,7 +163,9 @@ def test_kill_9_mid_load_loses_no_reservation_counts_none_twice_and_the_limit_ho
         for _ in range(20):  # the tenant keeps sending while the enforcer is down
             client.read(0.01)
             client.feed()
-        restarted = start(stack, setup, tenant)
+        restarted = start(
+            stack, setup if successor == "same" else replace(setup, txid=unique("other")), tenant
+        )
         while not client.done():
             assert time.monotonic() < deadline, f"stuck: {len(client.pending)} waiting for an answer"
             client.feed()
