@@ -162,7 +162,7 @@ def registry_process(settings: Settings) -> Background:
 
 
 # -- the simulated outside world and the services --------------------------------------------------
-SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
+SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector")
 
 
 def simulator_processes() -> list[Background]:

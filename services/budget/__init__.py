@@ -1,0 +1,1 @@
+"""The budget enforcer: one owner per tenant decides every reservation against the tenant's budgets."""
