@@ -95,9 +95,26 @@ def create_app() -> FastAPI:
             # A served completion counts as a delivery, and per logical effect (the agent turn named in
             # `metadata`): the stats then show how many times each turn was asked.
             body = completion(req, rule)
-            return body["id"], body, body
+            return body["id"], {**body, "metadata": req.metadata or {}}, body
 
         return sim.write(idempotency_key, req, create, effect_of(req.metadata))
+
+    @app.get("/_usage")
+    def usage(tenant: str | None = None, run: str | None = None) -> Json:
+        """Tokens served, by model, for the completions whose metadata names the tenant and/or run: the
+        ground truth of what was spent (tokens x prices), whatever the caller's own records say."""
+        by_model: dict[str, dict[str, int]] = {}
+        for record in sim.all_records():
+            tags = record.get("metadata") or {}
+            if (tenant and tags.get("keel_tenant") != tenant) or (run and tags.get("keel_run") != run):
+                continue
+            row = by_model.setdefault(
+                record["model"], {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+            )
+            row["calls"] += 1
+            row["prompt_tokens"] += record["usage"]["prompt_tokens"]
+            row["completion_tokens"] += record["usage"]["completion_tokens"]
+        return {"by_model": by_model}
 
     @app.get("/v1/models")
     def list_models() -> Json:

@@ -48,6 +48,7 @@ SETTLED_RUN_STATUSES: Final = TERMINAL_RUN_STATUSES | {QUARANTINED}
 PENDING: Final = "pending"
 DISPATCHED: Final = "dispatched"
 WAITING_RETRY: Final = "waiting_retry"
+RESERVING: Final = "reserving"  # scheduler only: the attempt waits for its budget reservation
 RETRYING: Final = "retrying"
 COMMITTED: Final = "committed"  # the step's effect is recorded by the ledger (or its llm answer committed)
 

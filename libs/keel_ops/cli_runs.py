@@ -12,6 +12,7 @@ import httpx
 
 from keel.settings import Settings
 from keel.vocab import SETTLED_RUN_STATUSES
+from keel_ops import agent_trace
 
 TERMINAL = SETTLED_RUN_STATUSES  # where waiting for a run ends
 
@@ -71,7 +72,8 @@ def wait(settings: Settings, run_id: str, timeout_s: float = 120.0, quiet: bool 
         time.sleep(0.3)
 
 
-def _detail(e: dict[str, Any]) -> str:
+def _common(e: dict[str, Any], cost: bool = True) -> list[str]:
+    """What any fact may say: its failure, error, retry, the external id, an answer from the ledger."""
     body = e.get("body") or {}
     parts = []
     if e.get("failure_class"):
@@ -88,16 +90,31 @@ def _detail(e: dict[str, Any]) -> str:
     tool = body.get("tool") or {}
     if tool.get("already_committed"):
         parts.append("already committed: provider not called")
-    if e.get("cost_usd"):
+    if cost and e.get("cost_usd"):
         parts.append(f"${e['cost_usd']:.6f}")
-    return "  ".join(parts)
+    return parts
+
+
+def _agent_parts(e: dict[str, Any], asks: dict[str, str]) -> list[str]:
+    """An agent sub-step's line: its own parts (tokens, choice, tool, refusal), the common ones, then
+    what came back."""
+    if e["event"] == agent_trace.TOOL_CALL_REFUSED:
+        return agent_trace.detail(e, asks)  # its error is the reason, shown in full there
+    common = _common(e, cost=e["event"] != agent_trace.MODEL_CALLED)
+    return [p for p in (*agent_trace.detail(e, asks), *common, agent_trace.result(e)) if p]
 
 
 def format_timeline(events: list[dict[str, Any]]) -> str:
+    """One line per fact, in log order. An agent step's facts also name their sub-step (`turn-2`,
+    `turn-2.call-0`), each turn opens with a heading, and each agent step ends with its totals."""
     if not events:
         return "(no events)"
     t0 = datetime.fromisoformat(str(events[0]["ts"]))
+    width = max((len(e.get("call") or "") for e in events), default=0)
+    agents: dict[str, agent_trace.AgentStep] = {}
     keys: dict[str, str] = {}
+    asks: dict[str, str] = {}
+    headed: set[tuple[str, int]] = set()
     lines = []
     for e in events:
         dt = (datetime.fromisoformat(str(e["ts"])) - t0).total_seconds()
@@ -107,11 +124,27 @@ def format_timeline(events: list[dict[str, Any]]) -> str:
             tag = keys.setdefault(key, f"key#{len(keys) + 1}")
         step = e.get("step") or "(run)"
         attempt = f"#{e['attempt']}" if e.get("attempt") else ""
+        call, turn = e.get("call"), agent_trace.turn_of(e.get("call"))
+        if call:
+            agents.setdefault(step, agent_trace.AgentStep()).add(e)
+            parts = _agent_parts(e, asks)
+        elif step in agents and e["event"] == agent_trace.STEP_COMMITTED:
+            parts = [*_common(e), agent_trace.answer(e)]
+        else:
+            parts = _common(e)
+        if turn is not None and (step, turn) not in headed:
+            headed.add((step, turn))
+            lines.append(f"  -- {step}: turn {turn} --")
+        sub = f" {call or '':<{width}}" if width else ""
         lines.append(
-            f"  +{dt:7.3f}s  {step:<18} {attempt:<3} {e['event']:<17} {tag:<6} {_detail(e)}".rstrip()
+            f"  +{dt:7.3f}s  {step:<18}{sub} {attempt:<3} {e['event']:<17} {tag:<6} "
+            f"{'  '.join(p for p in parts if p)}".rstrip()
         )
+    lines.extend(agent.summary(step) for step, agent in agents.items())
     for key, tag in keys.items():
         lines.append(f"  {tag} = {key}")
+    for ref, tag in asks.items():
+        lines.append(f"  {tag} = {ref}")
     return "\n".join(lines)
 
 

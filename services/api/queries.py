@@ -42,11 +42,13 @@ _RUN = (
     "run_id, workflow, workflow_version, task_id, status, input_json AS input, output_json AS output, "
     "error, cost_usd, created_at, updated_at, ended_at"
 )
+# An agent step also has its agent and the turns it took (null for other steps); its attempts are its
+# sub-steps' (`call`: turn-N, turn-N.call-I; null for a plain step's), in the order they started.
 _STEP = (
     "step, kind, status, idempotency_key, external_id, output_json AS output, cost_usd, started_at, "
-    "committed_at, updated_at"
+    "committed_at, updated_at, agent_id, turns"
 )
-_ATTEMPT = "step, attempt, status, started_at, ended_at, failure_class, error"
+_ATTEMPT = "step, NULLIF(call, '') AS call, attempt, status, started_at, ended_at, failure_class, error"
 
 
 def run_detail(conn: Conn, schema: str, tenant: str, run_id: str) -> dict[str, Any] | None:
@@ -64,9 +66,10 @@ def run_detail(conn: Conn, schema: str, tenant: str, run_id: str) -> dict[str, A
         (run_id,),
     ).fetchall()
     attempts = conn.execute(
-        sql.SQL(f"SELECT {_ATTEMPT} FROM {{}} WHERE run_id = %s ORDER BY step, attempt").format(
-            t["attempts"]
-        ),
+        sql.SQL(
+            f"SELECT {_ATTEMPT} FROM {{}} WHERE run_id = %s "
+            "ORDER BY step, started_at NULLS LAST, call, attempt"
+        ).format(t["attempts"]),
         (run_id,),
     ).fetchall()
     by_step: dict[str, list[dict[str, Any]]] = {}
@@ -77,19 +80,28 @@ def run_detail(conn: Conn, schema: str, tenant: str, run_id: str) -> dict[str, A
     return out
 
 
-# `event` is the contract's name for the kind; `body` is the whole event (retry, tool, model details).
+# `event` is the contract's name for the kind; `body` is the whole event (retry, tool, model details);
+# `call` is an agent step's sub-step (turn-N, turn-N.call-I), null for other facts.
 _EVENT = (
-    "event_id, event AS kind, event, step, attempt, ts, source, idempotency_key, external_id, failure_class, "
-    'error, cost_usd, "partition", "offset", body'
+    "event_id, event AS kind, event, step, call, attempt, ts, source, idempotency_key, external_id, "
+    'failure_class, error, cost_usd, "partition", "offset", body'
 )
 
 
-def timeline(conn: Conn, schema: str, tenant: str, run_id: str) -> list[dict[str, Any]]:
+def timeline(
+    conn: Conn, schema: str, tenant: str, run_id: str, call: str | None = None
+) -> list[dict[str, Any]]:
+    """The run's facts in log order; with `call`, only that sub-step's (a turn's include its tool calls)."""
+    where, params = "run_id = %s AND tenant_id = %s", [run_id, tenant]
+    if call is not None:
+        # starts_with, not LIKE: a call name with % or _ in it must match only itself.
+        where += " AND (call = %s OR starts_with(call, %s))"
+        params += [call, f"{call}.call-"]
     order = 'ORDER BY topic, "partition", "offset"'
-    query = sql.SQL(f"SELECT {_EVENT} FROM {{}} WHERE run_id = %s AND tenant_id = %s {order}").format(
+    query = sql.SQL(f"SELECT {_EVENT} FROM {{}} WHERE {where} {order}").format(
         sql.Identifier(schema, "events")
     )
-    return [_json(r) for r in conn.execute(query, (run_id, tenant))]
+    return [_json(r) for r in conn.execute(query, params)]
 
 
 class BadCursor(ValueError):

@@ -41,6 +41,13 @@ _RUN_ID = re.compile(intake.RUN_ID_PATTERN)
 STATUS_PATTERN = r"^[a-z_]{1,32}$"
 # Printable ASCII: a key is stored and compared as given, so nothing in it may be altered on the way.
 KEY_PATTERN = r"^[ -~]+$"
+# An agent step's sub-step: a turn (its facts and its tool calls') or one tool call of it.
+CallFilter = Annotated[
+    str | None,
+    Query(
+        pattern=r"^turn-[1-9][0-9]{0,5}(\.call-(0|[1-9][0-9]{0,5}))?$", description="turn-N or turn-N.call-I"
+    ),
+]
 
 
 @router.post(
@@ -118,13 +125,13 @@ def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
 @router.get(
     "/v1/runs/{run_id}/events",
     response_model=None,
-    responses={**docs.ok(docs.Timeline), **docs.errors(401, 404, 503)},
+    responses={**docs.ok(docs.Timeline), **docs.errors(400, 401, 404, 503)},
 )
-def events(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
+def events(request: Request, run_id: str, tenant: Tenant, call: CallFilter = None) -> dict[str, Any]:
     deps = deps_of(request)
     with deps.pool.connection() as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
-        found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id)
+        found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id, call)
     if not found:
         raise not_found(run_id)
     return {"run_id": client_id or keel_id, "keel_run_id": keel_id, "events": found}

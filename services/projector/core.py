@@ -3,10 +3,14 @@
 Only values carried by the event are used (never the clock), and every column merges by a fixed rule
 (tables.py), so applying the same log in the same order always yields the same rows: a rebuild equals
 the live tables. Unknown event kinds are kept in `events` and otherwise ignored.
+
+An agent step's facts name their sub-step (`call`: `turn-N`, `turn-N.call-I`): each sub-step has its
+own attempts; the step's row is the agent step as a whole, committed only by its final answer.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -43,8 +47,27 @@ ATTEMPT_STATUS_OF = {
     ev.TOOL_FAILED: vocab.FAILED,
     ev.STEP_COMMITTED: vocab.COMMITTED,
 }
+# A sub-step's commit does not commit its agent step, nor change its status: the step goes on (running
+# since the sub-step started), and a late copy of the commit re-issued by the ledger reopens nothing.
+SUB_STEP_STATUS_OF = {k: v for k, v in STEP_STATUS_OF.items() if k != ev.STEP_COMMITTED}
 KNOWN = frozenset(RUN_STATUS_OF) | frozenset(STEP_STATUS_OF) | frozenset(ATTEMPT_STATUS_OF)
 ENDS_ATTEMPT = frozenset({ev.TOOL_SUCCEEDED, ev.STEP_FAILED, ev.TOOL_FAILED, ev.STEP_COMMITTED})
+SCHEDULER = "scheduler"  # the source of an agent step's final commit
+AGENT_KIND = "agent"  # the workflow step kind (keel.workflows.model.StepKind)
+PLAIN = ""  # the attempts' `call` of a plain step: a key column cannot be null
+_SUB_STEP = re.compile(r"turn-([1-9][0-9]*)(\.call-(0|[1-9][0-9]*))?")
+
+
+def turn_of(call: str | None) -> int | None:
+    """N of `turn-N` or `turn-N.call-I`; None for a plain step or a name this projector cannot read."""
+    m = _SUB_STEP.fullmatch(call or "")
+    return int(m.group(1)) if m else None
+
+
+def is_turn(call: str | None) -> bool:
+    """A model turn (`turn-N`), as opposed to one of its tool calls."""
+    m = _SUB_STEP.fullmatch(call or "")
+    return bool(m and m.group(2) is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +101,7 @@ def project(event: RunEvent, at: Position) -> Projection:
         changes.append(RowChange("runs", _run_row(e, cost)))
         if e.step:
             changes.append(RowChange("steps", _step_row(e, cost)))
-            if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF:
+            if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF and not _agent_answer(e):
                 changes.append(RowChange("attempts", _attempt_row(e)))
         if cost is not None:
             changes.append(RowChange("costs", _cost_row(e, cost)))
@@ -129,8 +152,11 @@ def _step_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
         "step": e.step,
         "updated_at": e.ts,
         "cost_usd": cost or Decimal(0),
-        "idempotency_key": e.idempotency_key,
+        "agent_id": e.agent_id,
     }
+    if e.call is not None:
+        return _agent_step_row(e, row)
+    row["idempotency_key"] = e.idempotency_key
     if e.event in STEP_STATUS_OF:
         row["status"] = STEP_STATUS_OF[e.event]
     if e.event == ev.STEP_STARTED:
@@ -144,15 +170,37 @@ def _step_row(e: RunEvent, cost: Decimal | None) -> dict[str, Any]:
     return row
 
 
+def _agent_answer(e: RunEvent) -> bool:
+    """The scheduler's commit of an agent step's final answer: no attempt of its own (its turns and
+    calls have theirs), whatever attempt number it carries. Every other commit is an executor's or
+    the ledger's."""
+    return e.event == ev.STEP_COMMITTED and e.call is None and e.source == SCHEDULER
+
+
+def _agent_step_row(e: RunEvent, row: dict[str, Any]) -> dict[str, Any]:
+    """A sub-step's fact about its agent step: its status while under way, the turns taken so far.
+    Keys, ids and outputs of the sub-steps stay on their attempts and events: the step's own output
+    is the final answer, set by the step_committed without a `call`."""
+    row.update(kind=AGENT_KIND if e.event == ev.STEP_STARTED else None, turns=turn_of(e.call))
+    if e.event in SUB_STEP_STATUS_OF:
+        row["status"] = SUB_STEP_STATUS_OF[e.event]
+    if e.event == ev.STEP_STARTED:
+        row["started_at"] = e.ts
+    return row
+
+
 def _attempt_row(e: RunEvent) -> dict[str, Any]:
+    # A turn's model_called is its commit point: nothing else commits a model turn.
+    turn_committed = e.event == ev.MODEL_CALLED and is_turn(e.call)
     row: dict[str, Any] = {
         "run_id": e.run_id,
         "step": e.step,
+        "call": clean(e.call) or PLAIN,
         "attempt": e.attempt,
-        "status": ATTEMPT_STATUS_OF[e.event],
+        "status": vocab.COMMITTED if turn_committed else ATTEMPT_STATUS_OF[e.event],
         "started_at": e.ts,
     }
-    if e.event in ENDS_ATTEMPT:
+    if e.event in ENDS_ATTEMPT or turn_committed:
         row["ended_at"] = e.ts
     if e.event in (ev.STEP_FAILED, ev.TOOL_FAILED):
         row.update(failure_class=failure_class(e), error=clean(e.error))
@@ -170,6 +218,7 @@ def _cost_row(e: RunEvent, cost: Decimal) -> dict[str, Any]:
         "model": e.model,
         "cost_usd": cost,
         "ts": e.ts,
+        "call": clean(e.call),
     }
 
 
@@ -192,6 +241,7 @@ def _event_row(e: RunEvent, at: Position, cost: Decimal | None) -> dict[str, Any
         "error": clean(e.error),
         "cost_usd": cost,
         "body": jsonable(e.to_dict()),
+        "call": clean(e.call),
     }
 
 

@@ -83,12 +83,14 @@ STEPS = Table(
         "started_at": Merge.MIN,
         "committed_at": Merge.FIRST,
         "updated_at": Merge.MAX,
+        "agent_id": Merge.FIRST,
+        "turns": Merge.MAX,  # an agent step's turns so far; null for other steps
     },
     frozenset({"output_json"}),
 )
 ATTEMPTS = Table(
     "attempts",
-    ("run_id", "step", "attempt"),
+    ("run_id", "step", "call", "attempt"),  # call: the agent step's sub-step, '' for a plain step
     {
         "status": ATTEMPT_STATUS,
         "started_at": Merge.MIN,

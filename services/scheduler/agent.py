@@ -12,7 +12,6 @@ turn is issued with the results; a message without tool calls is the final answe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +21,8 @@ from keel.idempotency import agent_call_key, call_name, canonical_json, turn_nam
 from keel.tooldefs import Contract, ToolDefinition
 from keel.vocab import BUDGET, VALIDATION
 from keel.workflows import StepSpec, TemplateError, build_context, render_text
+from services.scheduler import budgets
+from services.scheduler.env import Env, ToolLookup
 from services.scheduler.state import (
     COMMITTED,
     DISPATCHED,
@@ -30,11 +31,8 @@ from services.scheduler.state import (
     RunState,
     StepState,
 )
-from services.scheduler.units import agent_of, call_unit, command, turn_unit
+from services.scheduler.units import agent_of, call_unit, turn_unit
 from services.scheduler.verdicts import Decision, Emitted, end, event, fail, quarantine
-
-# name@version -> the tool's definition; raises LookupError for a tool nobody defined.
-ToolLookup = Callable[[str], ToolDefinition]
 
 TOOL_CALL_REFUSED, ANSWER_REFUSED = ev.TOOL_CALL_REFUSED, ev.ANSWER_REFUSED
 EVIDENCE_CALLS = 8  # the latest calls a hard stop's evidence lists
@@ -63,9 +61,10 @@ def _offered(spec: StepSpec, tools: ToolLookup) -> list[dict[str, Any]]:
     return offered
 
 
-def start(state: RunState, spec: StepSpec, tools: ToolLookup | None, now_ms: int) -> list[Emitted]:
+def start(state: RunState, spec: StepSpec, env: Env, now_ms: int) -> list[Emitted]:
     """The agent's first turn: the system and user messages rendered once, then kept in its state."""
     context = build_context(state.input, state.outputs())
+    tools = env.tools
     try:
         if tools is None:
             raise LookupError("no tool definitions are available to the scheduler")
@@ -80,11 +79,12 @@ def start(state: RunState, spec: StepSpec, tools: ToolLookup | None, now_ms: int
     step.status, step.attempt, step.first_issued_at = DISPATCHED, 1, now_ms
     step.fire_at = step.deadline = None  # the agent's sub-steps carry the timers
     step.agent = AgentState(messages=messages)
-    return _next_turn(state, spec, tools, now_ms)
+    return _next_turn(state, spec, env, now_ms)
 
 
-def _next_turn(state: RunState, spec: StepSpec, tools: ToolLookup, now_ms: int) -> list[Emitted]:
+def _next_turn(state: RunState, spec: StepSpec, env: Env, now_ms: int) -> list[Emitted]:
     agent = agent_of(state, spec.name)
+    tools = _tools(env)
     if agent.turn >= spec.max_turns:
         return _turns_exhausted(state, spec, now_ms)
     agent.turn += 1
@@ -99,8 +99,20 @@ def _next_turn(state: RunState, spec: StepSpec, tools: ToolLookup, now_ms: int) 
         request["response_format"] = spec.output_schema
     if spec.max_tokens is not None:
         request["max_tokens"] = spec.max_tokens
+    if spec.route_class is not None:
+        request["route_class"] = spec.route_class
     agent.model.input_json = canonical_json(request)
-    return [command(state, turn_unit(spec, agent.turn), 1, now_ms)]
+    try:
+        agent.model.worst_micros = budgets.turn_worst(spec, agent.model.input_json)
+    except LookupError as exc:  # an unpriced model: its spend could not be counted, so never called
+        return fail(state, now_ms, f"step {spec.name}: {exc}", spec.name).outputs
+    return budgets.begin(state, turn_unit(spec, agent.turn), 1, now_ms, env.budgets)
+
+
+def _tools(env: Env) -> ToolLookup:
+    if env.tools is None:
+        raise LookupError("no tool definitions are available to the scheduler")
+    return env.tools
 
 
 def _turns_exhausted(state: RunState, spec: StepSpec, now_ms: int) -> list[Emitted]:
@@ -129,22 +141,19 @@ def _turns_exhausted(state: RunState, spec: StepSpec, now_ms: int) -> list[Emitt
 # -- a turn committed --------------------------------------------------------------------------------
 
 
-def on_turn(
-    state: RunState, spec: StepSpec, fact: RunEvent, tools: ToolLookup | None, now_ms: int
-) -> Decision:
+def on_turn(state: RunState, spec: StepSpec, fact: RunEvent, env: Env, now_ms: int) -> Decision:
     """`model_called` of a turn: its commit point. A repeat, or one of an older turn, changes nothing."""
     agent = agent_of(state, spec.name)
     if fact.call != turn_name(agent.turn) or agent.model.status == COMMITTED:
         return Decision(state, [])
     agent.model.status, agent.model.deadline, agent.model.fire_at = COMMITTED, None, None
-    if tools is None:
-        raise LookupError("no tool definitions are available to the scheduler")
+    _tools(env)
     message = _message(fact)
     agent.messages.append(message)
     calls = message.get("tool_calls") or []
     if not calls:
-        return _answer(state, spec, message, tools, now_ms)
-    return _calls(state, spec, calls, tools, now_ms)
+        return _answer(state, spec, message, env, now_ms)
+    return _calls(state, spec, calls, env, now_ms)
 
 
 def _message(fact: RunEvent) -> dict[str, Any]:
@@ -184,8 +193,9 @@ def _check(call: Any, spec: StepSpec, tools: ToolLookup) -> tuple[str, dict[str,
     return tool, args, definition
 
 
-def _calls(state: RunState, spec: StepSpec, calls: list[Any], tools: ToolLookup, now_ms: int) -> Decision:
+def _calls(state: RunState, spec: StepSpec, calls: list[Any], env: Env, now_ms: int) -> Decision:
     agent = agent_of(state, spec.name)
+    tools = _tools(env)
     outputs: list[Emitted] = []
     accepted: list[tuple[str, str, bool]] = []  # (sub-step, tool, writes) to issue
     by_key: dict[str, str] = {}
@@ -226,16 +236,64 @@ def _calls(state: RunState, spec: StepSpec, calls: list[Any], tools: ToolLookup,
             input_json=canonical_json({"tool": tool, "payload": args}),
             idempotency_key=key,
             first_issued_at=now_ms,
+            worst_micros=budgets.fee_worst(definition.fee_usd),
         )
         accepted.append((name, tool, definition.side_effects))
+        looped = _repeated(state, spec, name, tool, args, key, now_ms)
+        if looped is not None:
+            return Decision(state, outputs + looped)
     if len(agent.violations) > spec.max_violations:
         return Decision(state, outputs + _too_many_violations(state, spec, now_ms))
-    outputs += [
-        command(state, call_unit(spec, name, tool, writes), 1, now_ms) for name, tool, writes in accepted
-    ]
+    for name, tool, writes in accepted:
+        outputs += budgets.begin(state, call_unit(spec, name, tool, writes), 1, now_ms, env.budgets)
     if not accepted:  # every call refused: the model hears why at once
-        outputs += _close_turn(state, spec, tools, now_ms)
+        outputs += _close_turn(state, spec, env, now_ms)
     return Decision(state, outputs)
+
+
+def _repeated(
+    state: RunState, spec: StepSpec, call: str, tool: str, args: dict[str, Any], key: str, now_ms: int
+) -> list[Emitted] | None:
+    """Loop detection: the same tool with the same canonical arguments `max_repeats` times in the run is a
+    hard stop (`loop_detected`, then the run fails with failure class budget), before the call is made."""
+    agent = agent_of(state, spec.name)
+    signature = f"{tool}|{canonical_json(args)}"
+    agent.repeats[signature] = agent.repeats.get(signature, 0) + 1
+    if not spec.max_repeats or agent.repeats[signature] < spec.max_repeats:
+        return None
+    evidence = {
+        "limit": "max_repeats",
+        "max_repeats": spec.max_repeats,
+        "tool": tool,
+        "arguments": args,
+        "calls": [c for c in agent.chosen if c["tool"] == tool and c["arguments"] == args]
+        + [{"call": call, "tool": tool, "arguments": args, "key": key}],
+    }
+    reason = (
+        f"step {spec.name}: loop detected: {tool} called {agent.repeats[signature]} times with the same "
+        f"arguments (max_repeats {spec.max_repeats}): hard stop"
+    )
+    out_json, out_ref = ev.inline(evidence)
+    detected = event(
+        state,
+        ev.LOOP_DETECTED,
+        now_ms,
+        spec.name,
+        1,
+        call=call,
+        agent_id=spec.agent,
+        idempotency_key=key,
+        error=reason,
+        output_json=out_json,
+        output_ref=out_ref,
+        step_detail=StepDetail(kind="agent", failure_class=BUDGET),
+    )
+    state.steps[spec.name].status = "failed"
+    detail = StepDetail(kind="agent", failure_class=BUDGET)
+    ended = end(
+        state, RUN_FAILED, now_ms, reason, step_detail=detail, output_json=out_json, output_ref=out_ref
+    )
+    return [detected, *ended.outputs]
 
 
 def _refused(
@@ -290,16 +348,14 @@ def turn_done(state: RunState, spec: StepSpec) -> bool:
     return agent.model.status == COMMITTED and all(c.status == COMMITTED for c in agent.calls.values())
 
 
-def after_call(state: RunState, spec: StepSpec, tools: ToolLookup | None, now_ms: int) -> list[Emitted]:
+def after_call(state: RunState, spec: StepSpec, env: Env, now_ms: int) -> list[Emitted]:
     """The next turn, once every call of this one is committed."""
     if not turn_done(state, spec):
         return []
-    if tools is None:
-        raise LookupError("no tool definitions are available to the scheduler")
-    return _close_turn(state, spec, tools, now_ms)
+    return _close_turn(state, spec, env, now_ms)
 
 
-def _close_turn(state: RunState, spec: StepSpec, tools: ToolLookup, now_ms: int) -> list[Emitted]:
+def _close_turn(state: RunState, spec: StepSpec, env: Env, now_ms: int) -> list[Emitted]:
     """Every call's result goes back to the model, in the order it asked, then the next turn."""
     agent = agent_of(state, spec.name)
     for name, meta in agent.meta.items():
@@ -313,15 +369,13 @@ def _close_turn(state: RunState, spec: StepSpec, tools: ToolLookup, now_ms: int)
             )
         agent.messages.append({"role": "tool", "tool_call_id": meta["id"], "content": content})
     agent.chosen = agent.chosen[-EVIDENCE_CALLS:]
-    return _next_turn(state, spec, tools, now_ms)
+    return _next_turn(state, spec, env, now_ms)
 
 
 # -- the final answer --------------------------------------------------------------------------------
 
 
-def _answer(
-    state: RunState, spec: StepSpec, message: dict[str, Any], tools: ToolLookup, now_ms: int
-) -> Decision:
+def _answer(state: RunState, spec: StepSpec, message: dict[str, Any], env: Env, now_ms: int) -> Decision:
     agent = agent_of(state, spec.name)
     content = message.get("content")
     output: Any = {"text": content if isinstance(content, str) else ""}
@@ -340,7 +394,7 @@ def _answer(
                 return Decision(state, [refused, *_too_many_violations(state, spec, now_ms)])
             retry = f"{reason}. Answer again with only a JSON object that meets the schema."
             agent.messages.append({"role": "user", "content": retry})
-            return Decision(state, [refused, *_next_turn(state, spec, tools, now_ms)])
+            return Decision(state, [refused, *_next_turn(state, spec, env, now_ms)])
     step = state.steps[spec.name]
     step.status, step.output = COMMITTED, output
     out_json, out_ref = ev.inline(output)

@@ -8,7 +8,16 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from keel.settings import Settings
-from keel.topics import CONTROL, DEFINITIONS, RUN_EVENTS, RUN_REQUESTS, SCHEDULER_STATE, STEP_COMMANDS
+from keel.topics import (
+    BUDGET_COMMANDS,
+    CONTROL,
+    DEFINITIONS,
+    RUN_EVENTS,
+    RUN_REQUESTS,
+    SCHEDULER_STATE,
+    STEP_COMMANDS,
+)
+from services.scheduler.budgets import BudgetPolicy
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,7 @@ class SchedulerTopics:
     commands: str = STEP_COMMANDS
     state: str = SCHEDULER_STATE
     definitions: str = DEFINITIONS  # read in the background, not consumed by the loop
+    budget: str = BUDGET_COMMANDS  # reservations, spends and closes for the budget enforcer
 
     def inputs(self) -> list[str]:
         return [self.requests, self.events, self.control]
@@ -37,6 +47,18 @@ class SchedulerSettings(Settings):
         """The longest a lost tool attempt may still be mid-call after its deadline (connect, write and
         read phases each get the shared tool timeout): its retry waits this long."""
         return int(3 * self.tool_timeout_s * 1000) + 1000
+
+    # Budgets (docs/budgets.md): paid attempts reserve their worst case with the budget enforcer first.
+    # Off only where no enforcer runs (it is the only way spend is stopped before it happens).
+    budgets: bool = True
+    # How long an attempt may wait, in all, for other runs' reservations to free room before its run is
+    # hard-stopped.
+    budget_max_wait_s: float = Field(default=120.0, gt=0)
+
+    def budget_policy(self) -> BudgetPolicy | None:
+        if not self.budgets:
+            return None
+        return BudgetPolicy(max_wait_ms=int(self.budget_max_wait_s * 1000))
 
     # Tombstones written per transaction at most, so expiring a backlog of markers never makes a huge one.
     retention_batch: int = Field(default=2000, ge=1)

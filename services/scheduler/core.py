@@ -21,10 +21,11 @@ from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent
+from services.scheduler import agent, budgets
 from services.scheduler.admission import Rejected, admit, check_fields
-from services.scheduler.agent import ToolLookup
+from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
+from services.scheduler.env import Env, ToolLookup
 from services.scheduler.outcomes import (
     DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
     KeyRetention,
@@ -38,6 +39,7 @@ from services.scheduler.state import (
     COMMITTED,
     DISPATCHED,
     QUARANTINED,
+    RESERVING,
     RUNNING,
     STEP_CANCELED,
     TERMINAL,
@@ -45,7 +47,7 @@ from services.scheduler.state import (
     RunState,
     StepState,
 )
-from services.scheduler.units import Unit, command, unit_state, units_of
+from services.scheduler.units import Unit, unit_state, units_of
 from services.scheduler.verdicts import Decision, Emitted, end, event, quarantine
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "Decision",
     "Emitted",
     "Rejected",
+    "BudgetPolicy",
+    "Env",
     "ToolLookup",
     "ToolModes",
     "Workflows",
@@ -75,7 +79,7 @@ _TimerFilter = Callable[[StepState], bool]
 
 
 def start_run(
-    req: RunRequested, partition: int, now_ms: int, workflows: Workflows, tools: ToolLookup | None = None
+    req: RunRequested, partition: int, now_ms: int, workflows: Workflows, env: Env | None = None
 ) -> Decision:
     """A new run, or Rejected (-> dead letter with the reason) before anything is issued or spent."""
     check_fields(req)
@@ -95,6 +99,7 @@ def start_run(
         trace_id=req.trace_id,
         requested_by=req.requested_by,
         steps={s.name: StepState() for s in spec.steps},
+        budget_micros=_run_limit(spec.budget_usd, req.budget_usd),
     )
     input_json, input_ref = ev.inline(run_input)
     outputs: list[Emitted] = [
@@ -109,8 +114,14 @@ def start_run(
         event(state, ev.SCHEDULED, now_ms, run=RunDetail(status=SCHEDULED)),
         event(state, ev.STARTED, now_ms, run=RunDetail(status=RUNNING)),
     ]
-    outputs += dispatch_ready(state, spec, now_ms, tools)
+    outputs += dispatch_ready(state, spec, now_ms, env or Env())
     return Decision(state, outputs)
+
+
+def _run_limit(workflow_usd: float | None, requested_usd: float | None) -> int | None:
+    """The run's hard limit: the workflow's, lowered (never raised) by the request's."""
+    limits = [u for u in (workflow_usd, requested_usd) if u is not None]
+    return budgets.limit_micros(min(limits)) if limits else None
 
 
 def decide(
@@ -122,12 +133,46 @@ def decide(
     *,
     key_retention: KeyRetention = no_retention,
     tools: ToolLookup | None = None,
+    budget_policy: BudgetPolicy | None = None,
 ) -> Decision:
-    """`tools` gives agent steps their tools' definitions (name@version -> ToolDefinition)."""
+    """`tools` gives agent steps their tools' definitions (name@version -> ToolDefinition); with a
+    `budget_policy`, paid attempts reserve their worst case first (docs/budgets.md)."""
+    env = Env(tools, budget_policy)
+    # Every cost on the log is spent, and every ended attempt closed, whatever the run is doing.
+    spent: list[Emitted] = []
+    if budget_policy is not None and isinstance(message, RunEvent):
+        spent += budgets.followups(message, now_ms)
+    before = state.status if state is not None else None
+    decision = _decide(state, message, partition, now_ms, workflows, key_retention, env)
+    return _with_budgets(decision, before, spent, env, now_ms)
+
+
+def _with_budgets(
+    decision: Decision, before: str | None, spent: list[Emitted], env: Env, now_ms: int
+) -> Decision:
+    """A run that has just ended gives its run and step scopes back to the enforcer."""
+    after = decision.state
+    tail: list[Emitted] = []
+    if env.budgets is not None and after is not None and after.status in TERMINAL and before not in TERMINAL:
+        tail.append(budgets.forget(after, now_ms))
+    if not spent and not tail:
+        return decision
+    return Decision(decision.state, spent + decision.outputs + tail)
+
+
+def _decide(
+    state: RunState | None,
+    message: Any,
+    partition: int,
+    now_ms: int,
+    workflows: Workflows,
+    key_retention: KeyRetention,
+    env: Env,
+) -> Decision:
     if isinstance(message, RunRequested):
         if state is not None:  # a repeated run_id is a no-op, never a second run
             return Decision(state, [])
-        return start_run(message, partition, now_ms, workflows, tools)
+        return start_run(message, partition, now_ms, workflows, env)
     if state is None:
         return Decision(state, [])
     if state.status in TERMINAL:
@@ -146,10 +191,25 @@ def decide(
         return _on_cancel(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
     if isinstance(message, RunEvent):
         spec = workflows.get(state.workflow, state.workflow_version)
+        if message.source == "budget":
+            return _on_budget(state, message, spec, now_ms, env)
         if message.call is not None:
-            return _on_agent_fact(state, message, spec, now_ms, key_retention, tools)
-        return _on_fact(state, message, spec, now_ms, key_retention, tools)
+            return _on_agent_fact(state, message, spec, now_ms, key_retention, env)
+        return _on_fact(state, message, spec, now_ms, key_retention, env)
     return Decision(state, [])
+
+
+def _on_budget(state: RunState, fact: RunEvent, spec: WorkflowSpec, now_ms: int, env: Env) -> Decision:
+    """The enforcer's answer to a reservation (a warning or a lapse changes nothing here)."""
+    if fact.event not in budgets.BUDGET_REPLIES or fact.step not in state.steps or state.status != RUNNING:
+        if fact.event == budgets.RESERVED:  # nothing waits for it any more: give it back
+            return Decision(state, [budgets.close(fact, now_ms)])
+        return Decision(state, [])
+    found = [(u, s) for u, s in units_of(state, spec.step(fact.step or "")) if u.call == fact.call]
+    if not found:
+        return Decision(state, [budgets.close(fact, now_ms)] if fact.event == budgets.RESERVED else [])
+    unit, _ = found[0]
+    return budgets.on_reply(state, unit, fact, now_ms, env.budgets)
 
 
 def due(
@@ -161,26 +221,47 @@ def due(
     tool_timeout_ms: int = DEFAULT_TOOL_CLIENT_TIMEOUT_MS,
     key_retention: KeyRetention = no_retention,
     tools: ToolLookup | None = None,
+    budget_policy: BudgetPolicy | None = None,
 ) -> Decision:
-    """Fire the run's timers that are due: retry backoffs, and deadlines of attempts that never reported
-    (of steps, and of agent steps' model turns and tool calls).
+    """Fire the run's timers that are due: retry backoffs, deferred reservations, and deadlines of
+    attempts that never reported (of steps, and of agent steps' model turns and tool calls).
 
     `tool_timeout_ms` is the adapters' HTTP client timeout: a tool attempt that timed out here may still
     be mid-call there, so its retry waits until that call must have ended."""
     if state.status not in (RUNNING, CANCELING):
         return Decision(state, [])
+    env = Env(tools, budget_policy)
+    before = state.status
+    decision = _due(state, now_ms, workflows, tool_mode, tool_timeout_ms, key_retention, env)
+    return _with_budgets(decision, before, [], env, now_ms)
+
+
+def _due(
+    state: RunState,
+    now_ms: int,
+    workflows: Workflows,
+    tool_mode: ToolModes,
+    tool_timeout_ms: int,
+    key_retention: KeyRetention,
+    env: Env,
+) -> Decision:
     spec = workflows.get(state.workflow, state.workflow_version)
     outputs: list[Emitted] = []
     for name in list(state.steps):
         for unit, sub in list(units_of(state, spec.step(name))):
             if state.status not in (RUNNING, CANCELING):
                 return Decision(state, outputs)
-            if sub.status == WAITING_RETRY and sub.fire_at is not None and sub.fire_at <= now_ms:
+            fires = sub.fire_at is not None and sub.fire_at <= now_ms
+            if sub.status == WAITING_RETRY and fires:
                 if state.status == RUNNING and unit.call is not None:
-                    outputs.append(command(state, unit, sub.attempt + 1, now_ms))
+                    outputs += budgets.begin(state, unit, sub.attempt + 1, now_ms, env.budgets)
                 elif state.status == RUNNING:
-                    outputs += issue(state, spec.step(name), sub.attempt + 1, now_ms, tools)
+                    outputs += issue(state, spec.step(name), sub.attempt + 1, now_ms, env)
+            elif sub.status == RESERVING and fires and state.status == RUNNING and env.budgets is not None:
+                outputs += budgets.ask_again(state, unit, now_ms, env.budgets)
             elif sub.status == DISPATCHED and sub.deadline is not None and sub.deadline <= now_ms:
+                if env.budgets is not None:
+                    outputs += budgets.timed_out(state, unit, sub, now_ms)
                 if state.status == CANCELING:
                     outputs += _timed_out_while_canceling(state, unit, now_ms).outputs
                 else:
@@ -201,7 +282,7 @@ def next_timer(state: RunState) -> int | None:
     if state.status not in (RUNNING, CANCELING):
         return None
     subs = _subs(state)
-    times = [s.fire_at for s in subs if s.status == WAITING_RETRY and s.fire_at is not None]
+    times = [s.fire_at for s in subs if s.status in (WAITING_RETRY, RESERVING) and s.fire_at is not None]
     times += [s.deadline for s in subs if s.status == DISPATCHED and s.deadline is not None]
     return min(times) if times else None
 
@@ -224,7 +305,7 @@ def _on_fact(
     spec: WorkflowSpec,
     now_ms: int,
     key_retention: KeyRetention,
-    tools: ToolLookup | None,
+    env: Env,
 ) -> Decision:
     step = state.steps.get(fact.step or "")
     if step is None or fact.source == "scheduler" or step.agent is not None:
@@ -236,7 +317,7 @@ def _on_fact(
             return _settle_cancel(state, now_ms)
         if state.status != RUNNING:  # quarantined: recorded for whoever resolves the case
             return Decision(state, [])
-        return Decision(state, _after_commit(state, spec, now_ms, tools))
+        return Decision(state, _after_commit(state, spec, now_ms, env))
     if (
         fact.event in (ev.TOOL_FAILED, ev.STEP_FAILED)
         and step.status == DISPATCHED
@@ -250,14 +331,12 @@ def _on_fact(
     return Decision(state, [])
 
 
-def _after_commit(
-    state: RunState, spec: WorkflowSpec, now_ms: int, tools: ToolLookup | None
-) -> list[Emitted]:
+def _after_commit(state: RunState, spec: WorkflowSpec, now_ms: int, env: Env) -> list[Emitted]:
     """A step committed: the run completes, or the steps it unblocked start."""
     if len(state.committed()) == len(state.steps):
         out_json, out_ref = ev.inline(state.outputs())
         return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref).outputs
-    return dispatch_ready(state, spec, now_ms, tools)
+    return dispatch_ready(state, spec, now_ms, env)
 
 
 def _on_agent_fact(
@@ -266,7 +345,7 @@ def _on_agent_fact(
     spec: WorkflowSpec,
     now_ms: int,
     key_retention: KeyRetention,
-    tools: ToolLookup | None,
+    env: Env,
 ) -> Decision:
     """A fact about a sub-step of an agent step: a turn's model call, or one of its tool calls."""
     step = state.steps.get(fact.step or "")
@@ -275,8 +354,8 @@ def _on_agent_fact(
     step_spec = spec.step(fact.step or "")
     if fact.event == ev.MODEL_CALLED:
         if state.status == RUNNING:
-            decision = agent.on_turn(state, step_spec, fact, tools, now_ms)
-            return _agent_progress(decision, step_spec, spec, now_ms, tools)
+            decision = agent.on_turn(state, step_spec, fact, env, now_ms)
+            return _agent_progress(decision, step_spec, spec, now_ms, env)
         if fact.call == f"turn-{step.agent.turn}":  # recorded: no call it asks for is made now
             step.agent.model.status, step.agent.model.deadline = COMMITTED, None
         return _settle_cancel(state, now_ms) if state.status == CANCELING else Decision(state, [])
@@ -287,7 +366,7 @@ def _on_agent_fact(
             return _settle_cancel(state, now_ms)
         if state.status != RUNNING:
             return Decision(state, [])
-        return Decision(state, agent.after_call(state, step_spec, tools, now_ms))
+        return Decision(state, agent.after_call(state, step_spec, env, now_ms))
     sub = step.agent.units().get(fact.call or "")
     if (
         fact.event in (ev.TOOL_FAILED, ev.STEP_FAILED)
@@ -304,13 +383,13 @@ def _on_agent_fact(
 
 
 def _agent_progress(
-    decision: Decision, step: StepSpec, spec: WorkflowSpec, now_ms: int, tools: ToolLookup | None
+    decision: Decision, step: StepSpec, spec: WorkflowSpec, now_ms: int, env: Env
 ) -> Decision:
     """After a turn: when its answer committed the agent step, the run goes on as after any commit."""
     state = decision.state
     if state is None or state.status != RUNNING or state.steps[step.name].status != COMMITTED:
         return decision
-    return Decision(state, decision.outputs + _after_commit(state, spec, now_ms, tools))
+    return Decision(state, decision.outputs + _after_commit(state, spec, now_ms, env))
 
 
 def _on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
@@ -324,13 +403,11 @@ def _on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms:
     unknown: tuple[Unit, StepState] | None = None
     for name in state.steps:
         for unit, sub in units_of(state, spec.step(name)):
-            if sub.status == WAITING_RETRY:
+            if sub.status in (WAITING_RETRY, RESERVING):
                 sub.fire_at = None
                 if sub.last_failure == UNKNOWN_OUTCOME:
-                    unknown = unknown or (
-                        unit,
-                        sub,
-                    )  # its last attempt may have had its effect: never retried now
+                    # its last attempt may have had its effect: never retried now
+                    unknown = unknown or (unit, sub)
                 else:
                     sub.status = STEP_CANCELED
     state.status = CANCELING
@@ -384,7 +461,9 @@ def _settle_cancel(state: RunState, now_ms: int) -> Decision:
 
 def _end_canceled(state: RunState, now_ms: int) -> Decision:
     for step in state.steps.values():
-        if step.status == WAITING_RETRY or (step.agent is not None and step.status == DISPATCHED):
+        if step.status in (WAITING_RETRY, RESERVING) or (
+            step.agent is not None and step.status == DISPATCHED
+        ):
             step.status, step.fire_at = STEP_CANCELED, None
     reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
     return end(state, ev.CANCELED, now_ms, reason)

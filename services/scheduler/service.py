@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 import keel.events as ev
 from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
-from keel.contracts import RunEvent, RunRequested, StepCommand
+from keel.contracts import BudgetCommand, RunEvent, RunRequested, StepCommand
 from keel.definitions.tools import ToolView
 from keel.definitions.view import live_workflows
 from keel.serde import Serde
@@ -64,6 +64,7 @@ class SchedulerProcessor(Processor):
         self.key_retention = tools.key_retention
         self.tools = tools.get  # agent steps: their tools' schemas and whether each writes
         self.config = config or SchedulerSettings()
+        self.budget_policy = self.config.budget_policy()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
         self.states = RunStore(settings, self.topics.state, self.partitions)
         self.timers: dict[str, int] = {}  # run_id -> next due timer (ms); an index, rebuilt from states
@@ -177,6 +178,7 @@ class SchedulerProcessor(Processor):
                 self.workflows,
                 key_retention=self.key_retention,
                 tools=self.tools,
+                budget_policy=self.budget_policy,
             )
             if renders and decision.state is not None:
                 payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
@@ -226,6 +228,7 @@ class SchedulerProcessor(Processor):
                     tool_timeout_ms=self.config.tool_call_bound_ms(),
                     key_retention=self.key_retention,
                     tools=self.tools,
+                    budget_policy=self.budget_policy,
                 )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)
@@ -268,6 +271,12 @@ class SchedulerProcessor(Processor):
             Output(self.topics.events if isinstance(o, RunEvent) else self.topics.commands, run_id, o)
             for o in decision.outputs
             if isinstance(o, RunEvent | StepCommand)
+        ]
+        # Budget commands are keyed by tenant: one enforcer instance decides all of a tenant's budgets.
+        outputs += [
+            Output(self.topics.budget, o.tenant_id, o)
+            for o in decision.outputs
+            if isinstance(o, BudgetCommand)
         ]
         after = decision.state
         if after is not None and after.status in TERMINAL:

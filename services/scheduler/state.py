@@ -11,6 +11,7 @@ from keel import vocab
 
 # Step statuses (the words are keel.vocab's; these names are the scheduler's own).
 PENDING, DISPATCHED, WAITING_RETRY = vocab.PENDING, vocab.DISPATCHED, vocab.WAITING_RETRY
+RESERVING = vocab.RESERVING  # the attempt waits for the budget enforcer's answer to its reservation
 COMMITTED, FAILED = vocab.COMMITTED, vocab.FAILED
 STEP_CANCELED = vocab.CANCELED  # the run was canceled before this step's next attempt; no effect is pending
 # Run statuses. CANCELING: a cancel arrived while attempts were in flight; no step starts, and the run
@@ -42,6 +43,12 @@ class StepState:
     first_issued_at: int | None = None
     last_failure: str | None = None  # failure class of the latest failed or timed-out attempt
     agent: AgentState | None = None  # an agent step's loop (docs/agents.md); None for other kinds
+    # Budgets (docs/budgets.md): the attempt's worst-case cost in micro-dollars, computed when its input is
+    # rendered (None: the unit costs nothing, no reservation); while RESERVING, when the current attempt's
+    # first reserve went out and how many reserves it has sent.
+    worst_micros: int | None = None
+    reserve_since: int | None = None
+    reserve_tries: int = 0
 
 
 @dataclass
@@ -59,6 +66,7 @@ class AgentState:
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)  # every refusal so far, the evidence of a case
     chosen: list[dict[str, Any]] = field(default_factory=list)  # the latest calls, for a hard stop's evidence
+    repeats: dict[str, int] = field(default_factory=dict)  # tool|canonical arguments -> calls in the run
 
     def units(self) -> dict[str, StepState]:
         """The sub-steps of the current turn by name: its model call and its tool calls."""
@@ -69,7 +77,7 @@ class AgentState:
         new.model = _clone(self.model)
         new.calls = {name: _clone(call) for name, call in self.calls.items()}
         new.meta = dict(self.meta)
-        new.violations, new.chosen = list(self.violations), list(self.chosen)
+        new.violations, new.chosen, new.repeats = list(self.violations), list(self.chosen), dict(self.repeats)
         new.messages = list(self.messages) if isinstance(self.messages, list) else self.messages
         return new
 
@@ -97,6 +105,7 @@ class RunState:
     ended_at: int | None = None  # ms since epoch: when the run became terminal (retention counts from it)
     canceled_by: str | None = None  # who asked for the cancel, and why (kept while in-flight calls settle)
     cancel_reason: str | None = None
+    budget_micros: int | None = None  # the run's hard limit (docs/budgets.md), None: no run limit
     version: int = STATE_VERSION
 
     def committed(self) -> set[str]:

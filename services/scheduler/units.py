@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from keel import events as ev
 from keel.contracts import StepCommand
+from keel.pricing import usd_to_micros
 from keel.workflows import RetryPolicy, StepSpec
 from services.scheduler.state import DISPATCHED, AgentState, RunState, StepState
 
@@ -28,11 +29,24 @@ class Unit:
     # A tool call of an agent to a read-only tool (its definition's side_effects: false) has no effect to
     # duplicate: a lost or unknown outcome is simply read again.
     writes: bool = True
+    model: str | None = None  # the model a model call asks (for its reservation)
+    budget_micros: int | None = None  # the step's budget envelope (docs/budgets.md)
 
     @classmethod
     def of(cls, spec: StepSpec) -> Unit:
         hold = spec.kind == "llm" and spec.output_schema is not None
-        return cls(spec.name, spec.kind, spec.retry, spec.timeout_ms, spec.tool, None, spec.agent, hold)
+        return cls(
+            spec.name,
+            spec.kind,
+            spec.retry,
+            spec.timeout_ms,
+            spec.tool,
+            None,
+            spec.agent,
+            hold,
+            model=spec.model,
+            budget_micros=_micros(spec.budget_usd),
+        )
 
     @property
     def effects(self) -> bool:
@@ -45,12 +59,36 @@ class Unit:
         return self.step if self.call is None else f"{self.step} {self.call}"
 
 
+def _micros(usd: float | None) -> int | None:
+    return None if usd is None else usd_to_micros(usd)
+
+
 def turn_unit(spec: StepSpec, turn: int) -> Unit:
-    return Unit(spec.name, "agent", spec.retry, spec.timeout_ms, None, f"turn-{turn}", spec.agent)
+    return Unit(
+        spec.name,
+        "agent",
+        spec.retry,
+        spec.timeout_ms,
+        None,
+        f"turn-{turn}",
+        spec.agent,
+        model=spec.model,
+        budget_micros=_micros(spec.budget_usd),
+    )
 
 
 def call_unit(spec: StepSpec, call: str, tool: str, writes: bool = True) -> Unit:
-    return Unit(spec.name, "tool", spec.retry, spec.timeout_ms, tool, call, spec.agent, writes=writes)
+    return Unit(
+        spec.name,
+        "tool",
+        spec.retry,
+        spec.timeout_ms,
+        tool,
+        call,
+        spec.agent,
+        writes=writes,
+        budget_micros=_micros(spec.budget_usd),
+    )
 
 
 def agent_of(state: RunState, step: str) -> AgentState:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel import events as ev
-from keel.contracts import QuarantineDetail, RunDetail, RunEvent, StepCommand
+from keel.contracts import BudgetCommand, QuarantineDetail, RunDetail, RunEvent, StepCommand
 from services.scheduler.state import FAILED, QUARANTINED, RUN_FAILED, RunState
 
-Emitted = RunEvent | StepCommand
+Emitted = RunEvent | StepCommand | BudgetCommand
 
 
 @dataclass

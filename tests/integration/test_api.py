@@ -8,6 +8,7 @@ import apistack
 import pytest
 from apistack import ACME, GLOBEX, INPUT
 from helpers import read_topic, unique
+from unit.agent_stories import AGENT, ANSWER, STEP, support_triage
 
 pytestmark = pytest.mark.integration
 api = apistack.api  # the fixture
@@ -122,6 +123,43 @@ def test_a_run_reads_with_steps_attempts_commit_ids_and_its_timeline_in_log_orde
     commits = [e["external_id"] for e in timeline["events"] if e["kind"] == "step_committed"]
     assert commits == [None, "crm-1", "msg-1"]
     assert [e["offset"] for e in timeline["events"]] == sorted(e["offset"] for e in timeline["events"])
+
+
+def test_an_agent_run_reads_with_its_turns_cost_and_sub_step_attempts_and_events(api):
+    story = support_triage(unique("run"))
+    api.project(story.events)
+    run = api.client.get(f"/v1/runs/{story.run_id}", headers=ACME).json()
+    [triage] = run["steps"]
+    assert (triage["step"], triage["kind"], triage["status"], triage["output"]) == (
+        STEP,
+        "agent",
+        "committed",
+        ANSWER,
+    )
+    assert (triage["agent_id"], triage["turns"]) == (AGENT, 4)
+    assert triage["cost_usd"] == pytest.approx(run["cost_usd"]) and run["cost_usd"] > 0
+    assert [(a["call"], a["attempt"], a["status"]) for a in triage["attempts"]] == [
+        ("turn-1", 1, "committed"),
+        ("turn-1.call-0", 1, "committed"),
+        ("turn-2", 1, "failed"),
+        ("turn-2", 2, "committed"),
+        ("turn-2.call-0", 1, "failed"),
+        ("turn-2.call-0", 2, "committed"),
+        ("turn-3", 1, "committed"),
+        ("turn-3.call-0", 1, "committed"),
+        ("turn-3.call-1", 1, "committed"),
+        ("turn-4", 1, "committed"),
+    ]
+    events = api.client.get(f"/v1/runs/{story.run_id}/events", headers=ACME).json()["events"]
+    assert [(e["event_id"], e["call"]) for e in events] == [(e.event_id, e.call) for e in story.events]
+    turn_2 = api.client.get(f"/v1/runs/{story.run_id}/events?call=turn-2", headers=ACME).json()["events"]
+    assert {e["call"] for e in turn_2} == {"turn-2", "turn-2.call-0", "turn-2.call-1"}
+    assert len(turn_2) == sum(1 for e in story.events if (e.call or "").startswith("turn-2"))
+    bad = api.client.get(f"/v1/runs/{story.run_id}/events?call=turn-%25", headers=ACME)
+    assert bad.status_code in (400, 422)
+    plain = api.client.get(f"/v1/runs/{api.acme_runs[0]}", headers=ACME).json()
+    assert {a["call"] for s in plain["steps"] for a in s["attempts"]} == {None}
+    assert {s["turns"] for s in plain["steps"]} == {None}
 
 
 def test_runs_list_newest_first_with_filters_and_pages(api):

@@ -60,10 +60,11 @@ def test_keel_up_registers_the_files_once_and_refuses_a_file_that_differs(
     assert registered == {
         ("outbound_email", 1, "keel up"),
         ("lead_enrichment", 1, "keel up"),
+        ("support_triage", 1, "keel up"),
         (name, 1, "keel up"),
     }
     assert (
-        apply_local_files(stack, topic) == 0 and len(read_all(stack, topic)) == 3
+        apply_local_files(stack, topic) == 0 and len(read_all(stack, topic)) == 4
     )  # unchanged: nothing written
     edited = OUTBOUND.replace("name: outbound_email", f"name: {name}", 1).replace(
         "subject: ", "subject: X ", 1
@@ -71,4 +72,4 @@ def test_keel_up_registers_the_files_once_and_refuses_a_file_that_differs(
     (local / f"{name}.v1.yaml").write_text(edited)
     capsys.readouterr()
     assert apply_local_files(stack, topic) == 1
-    assert "REFUSED" in capsys.readouterr().out and len(read_all(stack, topic)) == 3
+    assert "REFUSED" in capsys.readouterr().out and len(read_all(stack, topic)) == 4

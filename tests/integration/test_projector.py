@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 from helpers import make_topics, unique, wait_for
+from unit.agent_stories import AGENT, ANSWER, FAILED_TURN_COST, STEP, TURN_COST, looping, support_triage
 from unit.test_projection_core import completed_after_retry, failed, fan_out
 
 from keel import db
@@ -246,4 +247,51 @@ def test_a_projector_killed_mid_stream_and_restarted_ends_with_exactly_the_same_
     expected_cost = sum(Decimal(repr(e.cost_usd_est)) for e in events if e.cost_usd_est is not None)
     assert setup.rows("SELECT sum(cost_usd) FROM S.costs") == [(expected_cost,)]
     assert setup.rows("SELECT sum(cost_usd) FROM S.runs") == [(expected_cost,)]
+    assert setup.shadow_differences() == {}
+
+
+def test_an_agent_run_keeps_its_sub_steps_apart_and_a_shadow_build_equals_it(setup):
+    agent, loop = support_triage(unique("run")), looping(unique("run"))
+    plain = completed_after_retry(unique("run"))
+    setup.produce(agent.events + loop.events + plain.events)
+    with Running(setup):
+        wait_for(setup.caught_up, timeout=60, what="the projector to reach the end of the topic")
+
+    run = agent.run_id
+    attempts = setup.rows(
+        f"SELECT call, attempt, status, failure_class FROM S.attempts WHERE run_id = '{run}' "
+        "ORDER BY call, attempt"
+    )
+    assert attempts == [
+        ("turn-1", 1, "committed", None),
+        ("turn-1.call-0", 1, "committed", None),
+        ("turn-2", 1, "failed", "transient"),
+        ("turn-2", 2, "committed", None),
+        ("turn-2.call-0", 1, "failed", "unknown_outcome"),
+        ("turn-2.call-0", 2, "committed", None),
+        ("turn-3", 1, "committed", None),
+        ("turn-3.call-0", 1, "committed", None),
+        ("turn-3.call-1", 1, "committed", None),
+        ("turn-4", 1, "committed", None),
+    ]
+    [step] = setup.rows(
+        "SELECT step, kind, status, agent_id, turns, idempotency_key, output_json, cost_usd "
+        f"FROM S.steps WHERE run_id = '{run}'"
+    )
+    spent = sum(Decimal(repr(c)) for c in TURN_COST.values()) + Decimal(repr(FAILED_TURN_COST))
+    assert step == (STEP, "agent", "committed", AGENT, 4, None, ANSWER, spent)
+    assert setup.rows(f"SELECT status, turns FROM S.steps WHERE run_id = '{loop.run_id}'") == [("failed", 2)]
+    costs = setup.rows(f"SELECT call, agent_id, cost_usd FROM S.costs WHERE run_id = '{run}' ORDER BY ts")
+    assert costs == [
+        ("turn-1", AGENT, Decimal(repr(TURN_COST[1]))),
+        ("turn-2", AGENT, Decimal(repr(FAILED_TURN_COST))),
+        ("turn-2", AGENT, Decimal(repr(TURN_COST[2]))),
+        ("turn-3", AGENT, Decimal(repr(TURN_COST[3]))),
+        ("turn-4", AGENT, Decimal(repr(TURN_COST[4]))),
+    ]
+    events = setup.rows(f"SELECT event_id, call FROM S.events WHERE run_id = '{run}' ORDER BY \"offset\"")
+    assert events == [(e.event_id, e.call) for e in agent.events]
+    plain_attempts = setup.rows(f"SELECT DISTINCT call FROM S.attempts WHERE run_id = '{plain.run_id}'")
+    assert plain_attempts == [("",)]
+
     assert setup.shadow_differences() == {}

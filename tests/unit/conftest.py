@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from infra.simulators.runner import running
+
+# Unit tests drive services' shells without a budget enforcer: the scheduler issues paid attempts at once.
+# Tests of the budget protocol turn budgets on explicitly (a BudgetPolicy, or SchedulerSettings).
+os.environ.setdefault("KEEL_BUDGETS", "false")
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,16 @@ class Story:
         self.events: list[RunEvent] = []
 
     def add(
-        self, kind: str, step: str | None = None, attempt: int = 0, extra: str = "", **f: Any
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        extra: str = "",
+        call: str | None = None,
+        **f: Any,
     ) -> RunEvent:
         e = RunEvent(
-            event_id=ev.event_id(self.run_id, kind, step, attempt, extra),
+            event_id=ev.event_id(self.run_id, kind, step, attempt, extra, call),
             run_id=self.run_id,
             task_id=f.pop("task_id", f"task-{self.run_id}"),
             tenant_id=self.tenant,
@@ -49,6 +55,7 @@ class Story:
             ts=T0 + timedelta(seconds=len(self.events)),
             attempt=attempt,
             source=f.pop("source", SOURCES.get(kind, "ledger" if kind == ev.STEP_COMMITTED else "scheduler")),
+            call=call,
             **f,
         )
         self.events.append(e)
@@ -200,7 +207,9 @@ def _merge(policy: Merge | Status, old: Any, new: Any) -> Any:
         return old + new
     if old is None or new is None:
         return old if new is None else new
-    return {Merge.NEW: new, Merge.FIRST: old, Merge.MAX: max(old, new), Merge.MIN: min(old, new)}[policy]
+    if policy is Merge.NEW or policy is Merge.FIRST:  # JSON values have no order: never compare them
+        return new if policy is Merge.NEW else old
+    return max(old, new) if policy is Merge.MAX else min(old, new)
 
 
 def test_a_completed_run_with_a_retry_projects_statuses_attempts_and_commit_ids():
@@ -220,7 +229,7 @@ def test_a_completed_run_with_a_retry_projects_statuses_attempts_and_commit_ids(
         "tool",
     )
     assert send["idempotency_key"].startswith("acme|outbound_email|run-a|send_email|sha256:")
-    first, second = t["attempts"][("run-a", "send_email", 1)], t["attempts"][("run-a", "send_email", 2)]
+    first, second = (t["attempts"][("run-a", "send_email", "", n)] for n in (1, 2))
     assert (first["status"], first["failure_class"], first["error"]) == (
         "failed",
         "transient",
@@ -236,7 +245,7 @@ def test_a_failed_run_keeps_its_error_and_the_attempt_its_failure_class():
     run = t["runs"][("run-b",)]
     assert (run["status"], run["tenant_id"]) == ("failed", "globex")
     assert run["error"] == "step draft_email attempt 1: validation: bad JSON"
-    assert t["attempts"][("run-b", "draft_email", 1)]["failure_class"] == "validation"
+    assert t["attempts"][("run-b", "draft_email", "", 1)]["failure_class"] == "validation"
     assert t["steps"][("run-b", "draft_email")]["status"] == "failed"
     assert [c["cost_usd"] for c in t["costs"].values()] == [Decimal("0.001")]
 
@@ -253,7 +262,7 @@ def test_a_fan_out_sums_costs_per_step_and_run_and_ignores_unknown_kinds():
         "log_summary",
     }
     budget = next(r for r in t["events"].values() if r["event"] == ev.BUDGET_WARNING)
-    assert budget["step"] == "summarize" and ("run-c", "summarize", 0) not in t["attempts"]
+    assert budget["step"] == "summarize" and ("run-c", "summarize", "", 0) not in t["attempts"]
     assert sum(1 for c in t["costs"].values() if c["run_id"] == "run-c") == 3
 
 

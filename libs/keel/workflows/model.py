@@ -20,10 +20,21 @@ StepKind = Literal["llm", "tool", "agent"]
 STEP_KINDS: tuple[str, ...] = get_args(StepKind)
 # The fields only some kinds take; a kind given another's field is refused (a likely mix-up).
 _KIND_FIELDS: dict[str, frozenset[str]] = {
-    "llm": frozenset({"model", "prompt", "response_format", "output_schema", "max_tokens"}),
+    "llm": frozenset({"model", "prompt", "response_format", "output_schema", "max_tokens", "route_class"}),
     "tool": frozenset({"tool", "input"}),
     "agent": frozenset(
-        {"model", "prompt", "system", "tools", "max_turns", "max_violations", "output_schema", "max_tokens"}
+        {
+            "model",
+            "prompt",
+            "system",
+            "tools",
+            "max_turns",
+            "max_violations",
+            "max_repeats",
+            "output_schema",
+            "max_tokens",
+            "route_class",
+        }
     ),
 }
 
@@ -77,6 +88,9 @@ class StepSpec(_Frozen):
     # call's arguments).
     output_schema: dict[str, Any] | None = None
     max_tokens: int | None = Field(default=None, gt=0)  # llm, agent: per model call
+    # llm, agent: the class of work (extraction, planning, code, write, ...) the model router picks the
+    # route for (KEEL_MODEL_ROUTE_CLASSES); `model` stays the default when no class route is configured.
+    route_class: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     tool: str | None = None  # tool: name@version
     input: dict[str, Any] = Field(default_factory=dict)  # tool: a template rendered into the tool's input
     system: str | None = None  # agent: the system message's template
@@ -85,6 +99,10 @@ class StepSpec(_Frozen):
     # agent: refused calls (unknown tool, bad arguments, malformed JSON, an answer breaking the schema) the
     # model is told about and may correct; one more and the step is quarantined with the evidence.
     max_violations: int = Field(default=3, ge=0)
+    # agent: the same tool with the same canonical arguments this many times in a run is a loop: the run
+    # is hard-stopped with the repeated calls as evidence (0: no loop detection; max_turns and the
+    # budgets still stop it).
+    max_repeats: int = Field(default=3, ge=0)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -160,6 +178,8 @@ class WorkflowSpec(_Frozen):
     version: int = Field(ge=1)
     description: str = ""
     input: dict[str, FieldType] = Field(default_factory=dict)  # required run-input fields and their types
+    # The run's hard spend limit (docs/budgets.md); a run request may lower it, never raise it.
+    budget_usd: float | None = Field(default=None, ge=0)
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
     @field_validator("name", mode="before")
