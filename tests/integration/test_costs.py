@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import threading
 import uuid
 from collections import defaultdict
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from confluent_kafka import Producer
 from definitions_topic import definitions_topic
 from fastapi.testclient import TestClient
@@ -25,6 +27,7 @@ from keel import events as ev
 from keel.contracts import ModelDetail, RunEvent, ToolDetail
 from keel.serde import Serde, register_contracts, registry_client
 from keel.settings import Settings
+from keel_ops.cli import main
 from services.api.app import create_app
 from services.api.config import ApiSettings
 from services.api.cost_query import GROUP_COLUMNS
@@ -231,3 +234,38 @@ def test_every_grouping_column_is_accepted(projected) -> None:
     for group_by in itertools.combinations(GROUP_COLUMNS, 2):
         body = http.get("/v1/costs", params={"group_by": ",".join(group_by)}, headers=OPERATOR).json()
         assert answered(body, group_by) == expected(logged, group_by, None)
+
+
+@pytest.fixture
+def served(projected, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RunEvent]]:
+    """The same app on a real port, for `keel costs`, as an operator."""
+    http, logged = projected
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(http.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=20, what="the API to listen")
+        monkeypatch.setenv("KEEL_API_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("KEEL_API_KEY", "ops-dev-key")
+        yield logged
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def test_keel_costs_prints_the_grouped_table(served, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["costs", "--group-by", "tenant,model", "--tenant", "acme"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["tenant", "model", "cost_usd", "cost_micros", "facts"]
+    printed = {}
+    for line in lines[1:-1]:
+        tenant, model, usd, micros, _ = line.split()
+        assert usd == f"{int(micros) // 10**6}.{int(micros) % 10**6:06d}"
+        printed[(tenant, None if model == "-" else model)] = int(micros)
+    assert printed == expected(served, ("tenant", "model"), "acme")
+    assert lines[-1].split()[0] == "TOTAL" and int(lines[-1].split()[2]) == sum(printed.values())
+    assert main(["costs", "--group-by", "colour"]) == 1
+    assert "unknown group_by column(s) ['colour']" in capsys.readouterr().err
