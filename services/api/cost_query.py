@@ -3,12 +3,14 @@ micro-dollars, with the total in the same statement (GROUPING SETS), scoped to a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
+from pydantic import TypeAdapter, ValidationError
 
 # The API's names for the costs projection's columns (services/projector, migration 0006).
 GROUP_COLUMNS: dict[str, str] = {
@@ -21,6 +23,9 @@ GROUP_COLUMNS: dict[str, str] = {
     "model": "model",
     "day": "day",
 }
+_NAME = "(" + "|".join(GROUP_COLUMNS) + ")"
+# What the API document promises group_by accepts (checked here, so an unknown name is told by name).
+GROUP_PATTERN = f"^({_NAME}(,{_NAME})*)?$"
 
 
 # A row written by a projector older than cost_micros (during an upgrade): its USD rounded up, as
@@ -51,15 +56,19 @@ def group_by_of(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+_INSTANT = TypeAdapter(datetime)
+_DATED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def instant_of(name: str, text: str | None) -> datetime | None:
-    """An ISO date (its midnight, UTC) or date-time (UTC when it names no zone)."""
+    """An RFC 3339 date-time (UTC when it names no zone) or an ISO date (its midnight, UTC)."""
     if text is None or text == "":
         return None
     try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), UTC)
-        at = datetime.fromisoformat(text)
-    except ValueError:
+        if not _DATED.match(text):  # pydantic would read "350" as seconds since the epoch
+            raise ValueError(text)
+        at = _INSTANT.validate_python(text)
+    except (ValidationError, ValueError):
         raise BadCostQuery(f"{name} must be an ISO date or date-time, not {text!r}") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
