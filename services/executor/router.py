@@ -16,9 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.events import now_ms
 from keel.pricing import cost_decimal, decimal_to_micros, price_of
+from keel.routing import NoAllowedModel, RoutePlan, plan
 from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, VALIDATION
 from services.executor.completion import Drift, message_of, parse_json_object, usage_of
-from services.executor.routes import NoAllowedModel, RoutePlan, plan
 
 # The classes of keel.vocab.FailureClass a model call can have: it has no side effect, so it never has an
 # unknown outcome; budget trips happen elsewhere.

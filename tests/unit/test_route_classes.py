@@ -15,6 +15,8 @@ from pydantic import SecretStr
 
 from keel.background import BackgroundCalls
 from keel.contracts import StepCommand
+from keel.pricing import worst_case_micros
+from keel.routing import RouteConfig, route_worst_case_micros
 from keel.txloop import Output, Record, Reject
 from services.executor.router import ModelError, ModelRequest, ModelRouter, Route, RouterSettings
 from services.executor.service import ExecutorProcessor
@@ -147,3 +149,31 @@ def test_the_executor_reads_the_route_class_and_the_tenant_from_the_command(
     assert failed.step_detail.failure_class == "auth"  # type: ignore[attr-defined]
     with pytest.raises(Reject, match="route_class"):
         executor.handle(Record("keel.step-commands", 0, 2, "r", step({**body, "route_class": 7}), 0))
+
+
+def test_the_scheduler_reads_the_same_routes_and_reserves_for_the_dearest_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "KEEL_MODEL_ROUTES": json.dumps({"sim-small": {"fallbacks": ["sim-large"]}}),
+        "KEEL_MODEL_ROUTE_CLASSES": json.dumps(CLASSES),
+        "KEEL_TENANT_MODELS": json.dumps({"acme": ["sim-small", "sim-medium"]}),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    shared, executor = RouteConfig.from_env(), RouterSettings()
+    for model, route_class, tenant in [
+        ("sim-small", None, None),
+        ("sim-small", None, "acme"),
+        ("sim-large", "extraction", None),
+        ("sim-large", "write", "globex"),
+        ("sim-medium", "planning", "acme"),
+    ]:
+        assert shared.plan(model, route_class, tenant) == executor.plan(model, route_class, tenant)
+    # The step names sim-small, whose fallback is sim-large: the reservation covers sim-large.
+    route = shared.plan("sim-small", None, None)
+    assert route_worst_case_micros(route, 1000, 100) == worst_case_micros("sim-large", 1000, 100)
+    assert route_worst_case_micros(route, 1000, 100) > worst_case_micros("sim-small", 1000, 100)
+    # For acme, sim-large is not allowed: its reservation is sim-small's.
+    acme = shared.plan("sim-small", None, "acme")
+    assert route_worst_case_micros(acme, 1000, 100) == worst_case_micros("sim-small", 1000, 100)

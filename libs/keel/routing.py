@@ -1,10 +1,16 @@
 """Which models a call may go to, in order, and why: by the step's route class, the model's fallbacks
-and the tenant's allow-list. Pure: the router walks the plan, falling back by failure class."""
+and the tenant's allow-list. The executor's router walks the plan, falling back by failure class; the
+scheduler reserves the worst case of the plan's dearest model (a fallback may answer), from the same
+configuration (KEEL_MODEL_ROUTES, KEEL_MODEL_ROUTE_CLASSES, KEEL_TENANT_MODELS)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from keel.pricing import worst_case_micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +65,33 @@ def plan(
             reason += f"; tenant {tenant!r} allows only {kept}"
         chain = kept
     return RoutePlan(chain, reason)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """The deployment's routes, as plain data: model -> its fallbacks, route class -> its models,
+    tenant -> the models it may use."""
+
+    fallbacks: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    classes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    tenant_models: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RouteConfig:
+        """KEEL_MODEL_ROUTES (only each route's `fallbacks`), KEEL_MODEL_ROUTE_CLASSES, KEEL_TENANT_MODELS:
+        the JSON the executor's router reads."""
+        env = os.environ if env is None else env
+        routes = json.loads(env.get("KEEL_MODEL_ROUTES") or "{}")
+        return cls(
+            {m: list(r.get("fallbacks") or []) for m, r in routes.items()},
+            json.loads(env.get("KEEL_MODEL_ROUTE_CLASSES") or "{}"),
+            json.loads(env.get("KEEL_TENANT_MODELS") or "{}"),
+        )
+
+    def plan(self, model: str, route_class: str | None, tenant: str | None) -> RoutePlan:
+        return plan(model, route_class, self.fallbacks, self.classes, tenant, self.tenant_models)
+
+
+def route_worst_case_micros(route: RoutePlan, prompt_bytes: int, max_tokens: int) -> int:
+    """The most one call on this route can cost: any of its models may be the one that answers."""
+    return max(worst_case_micros(m, prompt_bytes, max_tokens) for m in route.models)
