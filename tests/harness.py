@@ -64,6 +64,10 @@ E2E_ENV = {
     "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),
 }
+# Tenants with a small day budget each (docs/budgets.md), unique per test session: the enforcer's day
+# scopes outlive a session on a shared broker.
+BUDGET_TENANTS = [(unique("budget-t"), 0.0001) for _ in range(3)]
+E2E_ENV["KEEL_BUDGET_LIMITS"] = json.dumps({"tenant_day_usd": dict(BUDGET_TENANTS)})
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "projector")
 
 

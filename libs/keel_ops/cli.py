@@ -129,6 +129,7 @@ def cmd_submit(settings: Settings, args: Args) -> int:
         cli_runs.load_input(args.input, args.input_file),
         args.run_id,
         args.idempotency_key,
+        args.budget_usd,
     )
     print(run_id)
     if args.wait:
@@ -238,6 +239,11 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--input-file", help="read the run input from this JSON file (- for stdin)")
         p.add_argument("--run-id", help="choose the run id (a repeated run id is never a second run)")
         p.add_argument("--idempotency-key", help="sent as Idempotency-Key: repeating it returns the same run")
+        p.add_argument(
+            "--budget-usd",
+            type=float,
+            help="the run's hard spend limit in USD (lowers the workflow's budget_usd, never raises it)",
+        )
         p.add_argument("--wait", action="store_true", help="wait for the run to end and print its timeline")
     elif name == "runs":
         p.add_argument("--status", help="only runs in this status")

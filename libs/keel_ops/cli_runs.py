@@ -44,10 +44,13 @@ def submit(
     run_input: dict[str, Any],
     run_id: str | None = None,
     idempotency_key: str | None = None,
+    budget_usd: float | None = None,
 ) -> str:
     body: dict[str, Any] = {"workflow": workflow, "input": run_input}
     if run_id:
         body["run_id"] = run_id
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     return str(api(settings, "POST", "/v1/runs", json=body, headers=headers)["run_id"])
 

@@ -29,6 +29,11 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _as_float(value: Any) -> Any:
+    # JSON has one number type: a budget of 1 is 1.0 (booleans are not numbers here).
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RunSubmission(BaseModel):
     """The body of POST /v1/runs. The field rules are the intake's (keel.intake), shared with the
     scheduler, so the API refuses exactly what the scheduler would dead-letter."""
@@ -48,6 +53,13 @@ class RunSubmission(BaseModel):
     workflow_version: Annotated[int | None, BeforeValidator(_integral)] = Field(
         default=None, ge=1, le=2**31 - 1
     )
+    budget_usd: Annotated[float | None, BeforeValidator(_as_float)] = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="The run's hard spend limit in USD (docs/budgets.md): it may lower the workflow's "
+        "budget_usd, never raise it.",
+    )
 
     @field_validator("run_id")
     @classmethod
@@ -66,7 +78,10 @@ class RunSubmission(BaseModel):
     def fingerprint(self) -> str:
         """What makes two requests the same request: the body as the client sent it (the requested
         version, not the resolved one, so a retry after a new version is published is still the same)."""
-        return content_ref(self.model_dump(mode="json"))
+        body = self.model_dump(mode="json")
+        if body.get("budget_usd") is None:  # absent as before the field existed: old retries still match
+            body.pop("budget_usd", None)
+        return content_ref(body)
 
 
 def run_id_for(tenant: str, idempotency_key: str) -> str:
@@ -103,6 +118,7 @@ def run_request(
         input_ref=content_ref(body.input),
         requested_at=datetime.now(UTC),
         requested_by=f"api:{tenant}",
+        budget_usd=body.budget_usd,
     )
 
 

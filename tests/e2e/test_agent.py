@@ -107,8 +107,9 @@ def test_adapters_killed_during_the_refund_call_refund_exactly_once(stack, sims,
 
 
 def test_a_looping_model_is_hard_stopped_at_max_turns(stack, sims, events):
+    # Loop detection off (tests/workflows/support_triage_unguarded): max_turns is the last stop.
     sims.fault("model", kind="loop", times=100)
-    run_id = submit(stack, WORKFLOW, {"ticket": TICKET})
+    run_id = submit(stack, "support_triage_unguarded", {"ticket": TICKET})
     assert events.wait_terminal(run_id, 90) == "failed"
     log = events.of(run_id)
     failed = next(e for e in log if e.event == "failed")

@@ -211,3 +211,26 @@ def test_a_503_after_a_failed_publish_without_a_key_tells_the_client_to_retry_wi
     assert (reply.status_code, reply.json()["error"]["code"]) == (503, "broker_unavailable")
     message = reply.json()["error"]["message"]
     assert "Idempotency-Key" in message and "second run" in message
+
+
+def test_a_submission_carries_its_budget_and_an_absent_one_keeps_old_fingerprints():
+    from services.api.submit import RunSubmission, run_request
+
+    with_budget = RunSubmission.model_validate({"workflow": "outbound_email", "budget_usd": 1})
+    assert run_request("acme", "run-x", with_budget, 1, True).budget_usd == 1.0
+    plain = RunSubmission.model_validate({"workflow": "outbound_email"})
+    assert run_request("acme", "run-x", plain, 1, True).budget_usd is None
+    # The fingerprint of a body without a budget is what it was before the field existed.
+    from keel.idempotency import content_ref
+
+    old_body = {
+        "workflow": "outbound_email",
+        "input": {},
+        "run_id": None,
+        "task_id": None,
+        "workflow_version": None,
+    }
+    assert plain.fingerprint() == content_ref(old_body) != with_budget.fingerprint()
+    for bad in (-1, "1", True, float("inf")):
+        with pytest.raises(ValueError):
+            RunSubmission.model_validate({"workflow": "outbound_email", "budget_usd": bad})
