@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from keel import intake
@@ -53,7 +54,30 @@ def _scope(request: Request, tenant: str | None) -> str | None:
     raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
 
 
-@router.get("/v1/costs", response_model=None, responses=docs.errors(400, 401, 403, 422))
+class CostAmount(BaseModel):
+    cost_micros: int  # the exact sum, in integer micro-dollars
+    cost_usd: str  # the same in USD, as exact decimal text with six places
+    facts: int  # how many cost facts it sums
+
+
+class CostGroup(CostAmount):
+    """One group: its group_by columns (by their API names, null where the facts had none), then its sums."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Costs(BaseModel):
+    group_by: list[str]
+    tenant: str | None  # null: every tenant (an operator who named none)
+    from_: str | None = Field(alias="from")
+    to: str | None
+    rows: list[CostGroup]
+    total: CostAmount
+
+
+@router.get(
+    "/v1/costs", response_model=None, responses={**docs.ok(Costs), **docs.errors(400, 401, 403, 422, 503)}
+)
 async def costs(
     request: Request,
     group_by: GroupBy = "tenant",
