@@ -14,7 +14,7 @@ from keel.serde import register_contracts, register_worker_topics, registry_clie
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
-from keel_ops import cli_credentials, cli_runs, cli_tools, cli_workflows, workers
+from keel_ops import cli_costs, cli_credentials, cli_runs, cli_tools, cli_workflows, workers
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -220,6 +220,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "submit": (cmd_submit, "submit a run through the API and print its run id"),
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
+    "costs": (cli_costs.run, cli_costs.HELP),
     "workflows": (cmd_workflows, cli_workflows.HELP),
     "tools": (cli_tools.cmd_tools, cli_tools.HELP),
     "projections": (cmd_projections, "projections rebuild: rebuild the Postgres tables from the topics"),
@@ -271,6 +272,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         cli_tools.arguments(p)
     elif name == "credentials":
         cli_credentials.arguments(p)
+    elif name == "costs":
+        cli_costs.arguments(p)
     elif name == "workflows":
         p.add_argument("action", nargs="?", choices=["list", "versions", "graph", "apply"], default="list")
         p.add_argument(

@@ -45,6 +45,7 @@ class Adapter(ABC):
     key_header: str | None = "Idempotency-Key"  # the header carrying the key on the write, if any
     default_base_url: str | None = None  # used when the deployment configures no URL for the provider
     requires_approval: bool = False  # an irreversible action a human must approve before it is called
+    fee_usd: float | None = None  # what the provider charges per call made (the definition's fee_usd)
 
     @property
     def tool(self) -> str:

@@ -37,6 +37,7 @@ class HttpToolAdapter(Adapter):
         self.provider = definition.provider_name
         self.default_base_url = definition.base_url
         self.requires_approval = definition.requires_approval
+        self.fee_usd = definition.fee_usd
         spec = definition.idempotency
         self.idempotency_mode = spec.mode
         self.key_header = spec.header

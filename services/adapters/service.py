@@ -33,6 +33,7 @@ class HttpInvoker:
     def __init__(self, adapter: Adapter, settings: AdapterSettings, http: httpx.Client) -> None:
         self.adapter, self.settings, self.http = adapter, settings, http
         self.name, self.idempotency_mode = adapter.name, adapter.idempotency_mode
+        self.fee_usd = adapter.fee_usd  # on the tool_called of each call: the provider charges per call
 
     def invoke(self, request: ToolRequest) -> ToolResult:
         return call_tool(self.adapter, request, self.settings, self.http)

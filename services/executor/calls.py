@@ -28,7 +28,14 @@ def _ask(
         return core.llm_failed(cmd, agent, request.model, VALIDATION, str(exc), None, ev.now_ms())
     except ModelError as exc:
         failed = core.llm_failed(
-            cmd, agent, request.model, exc.failure_class, exc.message, exc.cost_usd, ev.now_ms()
+            cmd,
+            agent,
+            request.model,
+            exc.failure_class,
+            exc.message,
+            exc.cost_usd,
+            ev.now_ms(),
+            cost_micros=exc.cost_micros,
         )
         return failed + core.circuit_events(cmd, exc.transitions, ev.now_ms(), extra)
 

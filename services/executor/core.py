@@ -70,6 +70,8 @@ class Answered(Protocol):
     @property
     def cost_usd(self) -> float: ...
     @property
+    def cost_micros(self) -> int: ...  # exact, from the tokens (keel.pricing.cost_micros)
+    @property
     def latency_ms(self) -> int: ...
 
 
@@ -102,6 +104,7 @@ def model_called(
         agent_id=agent,
         model=answer.model,
         cost_usd_est=answer.cost_usd,
+        cost_micros=answer.cost_micros,
         input_json=in_json,
         input_ref=in_ref,
         output_json=out_json,
@@ -160,9 +163,11 @@ def llm_failed(
     cost_usd: float | None,
     now_ms: int,
     output: Any = None,
+    cost_micros: int | None = None,
 ) -> list[RunEvent]:
-    """The attempt failed (an agent turn's too: its call names the turn). `cost_usd` is spend no
-    model_called carries; `output` the answer that failed, kept as evidence."""
+    """The attempt failed (an agent turn's too: its call names the turn). `cost_usd` and `cost_micros`
+    are spend no model_called carries (an answer paid for but unusable); `output` the answer that failed,
+    kept as evidence."""
     out_json, out_ref = ev.inline(output) if output is not None else (None, None)
     return [
         _event(
@@ -172,6 +177,7 @@ def llm_failed(
             agent_id=agent,
             model=model,
             cost_usd_est=cost_usd,
+            cost_micros=cost_micros,
             error=error,
             output_json=out_json,
             output_ref=out_ref,

@@ -1,4 +1,5 @@
-"""The model router: OpenAI-compatible chat completions with per-model routes, fallbacks and pricing."""
+"""The model router: OpenAI-compatible chat completions with per-model routes, route classes, tenant
+allow-lists, fallbacks by failure class, and pricing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
 from keel.events import now_ms
-from keel.pricing import cost_usd, price_of
+from keel.pricing import cost_decimal, decimal_to_micros, price_of
+from keel.routing import NoAllowedModel, RoutePlan, plan
 from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, VALIDATION
 from services.executor.completion import Drift, message_of, parse_json_object, usage_of
 
@@ -43,6 +45,12 @@ class RouterSettings(BaseSettings):
     model_url: str = "http://127.0.0.1:8703/v1"
     model_api_key: SecretStr = SecretStr("sim-model-token")
     model_routes: dict[str, Route] = Field(default_factory=dict)  # KEEL_MODEL_ROUTES, JSON
+    # KEEL_MODEL_ROUTE_CLASSES, JSON: route class (extraction, planning, code, write, ...) -> the models
+    # that serve it, in order; a step naming a configured class goes there, whatever model it names.
+    model_route_classes: dict[str, list[str]] = Field(default_factory=dict)
+    # KEEL_TENANT_MODELS, JSON: tenant -> the models it may use; a model outside it is never called for
+    # that tenant. A tenant not listed may use any model.
+    tenant_models: dict[str, list[str]] = Field(default_factory=dict)
     model_timeout_s: float = Field(default=30.0, gt=0)
     # KEEL_MODEL_METADATA: send the effect's tags (keel_tenant, keel_run, keel_step, keel_call) as the
     # request's `metadata`, so the provider's own logs say which step asked. Off for providers that
@@ -51,6 +59,10 @@ class RouterSettings(BaseSettings):
 
     def route(self, model: str) -> Route:
         return self.model_routes.get(model) or Route()
+
+    def plan(self, model: str, route_class: str | None, tenant: str | None) -> RoutePlan:
+        fallbacks = {name: route.fallbacks for name, route in self.model_routes.items()}
+        return plan(model, route_class, fallbacks, self.model_route_classes, tenant, self.tenant_models)
 
 
 class ModelRequest(BaseModel):
@@ -68,6 +80,8 @@ class ModelRequest(BaseModel):
     # Epoch ms after which an answer is of no use (the step's attempt counts as lost): no call starts
     # after it and none waits past it, so a lost attempt is never paid for beside its retry.
     deadline_ms: int | None = None
+    route_class: str | None = None  # the step's kind of work: picks the models (KEEL_MODEL_ROUTE_CLASSES)
+    tenant: str | None = None  # whose call: its allow-list (KEEL_TENANT_MODELS) bounds the models
 
 
 class ModelResponse(BaseModel):
@@ -82,10 +96,13 @@ class ModelResponse(BaseModel):
     provider: str
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    cost_usd: float  # display only
+    cost_micros: int  # the exact cost in integer micro-dollars, from the tokens: what sums and budgets use
     latency_ms: int  # the whole call, fallbacks included
     attempts: list[tuple[str, ModelFailureClass]] = Field(default_factory=list)  # failures before this answer
     transitions: list[Transition] = Field(default_factory=list)  # circuit breaker state changes on the way
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's cache (priced lower where it is)
+    route_reason: str = ""  # why this model answered: its route class or the step's model, fallbacks
 
     @model_validator(mode="after")
     def _message_of_text(self) -> ModelResponse:
@@ -111,6 +128,7 @@ class ModelError(Exception):
         self.attempts = attempts or []
         self.transitions: list[Transition] = []
         self.cost_usd = 0.0  # spend of an answer that came back unusable: budgets still count it
+        self.cost_micros: int | None = None  # the same, exact
 
 
 def _classify(status: int) -> ModelFailureClass:
@@ -135,10 +153,6 @@ def _retry_after_ms(value: str | None) -> int | None:
     return max(0, math.ceil(seconds * 1000)) if math.isfinite(seconds) else None
 
 
-def _chain(settings: RouterSettings, model: str) -> list[str]:
-    return list(dict.fromkeys([model, *settings.route(model).fallbacks]))  # ordered, without repeats
-
-
 class ModelRouter:
     def __init__(
         self, settings: RouterSettings, http: httpx.Client, breakers: BreakerRegistry | None = None
@@ -150,7 +164,11 @@ class ModelRouter:
     def complete(self, req: ModelRequest) -> ModelResponse:
         """The first usable answer from the requested model or its fallbacks; raises ModelError."""
         started = time.monotonic()
-        chain = _chain(self.settings, req.model)
+        try:
+            route = self.settings.plan(req.model, req.route_class, req.tenant)
+        except NoAllowedModel as exc:  # a model the tenant may not use is never called
+            raise ModelError(AUTH, str(exc), attempts=[(req.model, AUTH)]) from None
+        chain = route.models
         for model in chain:
             price_of(model)  # an unpriced model is never called: its spend could not be counted
         attempts: list[tuple[str, ModelFailureClass]] = []
@@ -167,9 +185,13 @@ class ModelRouter:
                     raise
                 continue
             latency = round((time.monotonic() - started) * 1000)
-            return reply.model_copy(
-                update={"latency_ms": latency, "attempts": attempts, "transitions": transitions}
-            )
+            update = {
+                "latency_ms": latency,
+                "attempts": attempts,
+                "transitions": transitions,
+                "route_reason": route.why(model),
+            }
+            return reply.model_copy(update=update)
         raise AssertionError("unreachable: the chain is never empty")
 
     def _guarded_call(self, model: str, req: ModelRequest, transitions: list[Transition]) -> ModelResponse:
@@ -232,13 +254,15 @@ class ModelRouter:
             prompt_tokens, completion_tokens = usage_of(doc)
         except (ValueError, Drift) as exc:
             raise ModelError(VALIDATION, f"{model}: {_drift(exc)}") from exc
-        cost = cost_usd(model, prompt_tokens, completion_tokens)
+        cached = _cached_tokens(doc)
+        exact = cost_decimal(model, prompt_tokens, completion_tokens, cached_tokens=cached)
+        cost, micros = float(exact), decimal_to_micros(exact)
         try:  # an answer that drifted was still paid for: budgets count it
             message = message_of(doc, bool(req.tools))
             parsed = parse_json_object(message["content"]) if req.response_format == "json" else None
         except Drift as exc:
             error = ModelError(VALIDATION, f"{model}: {exc}")
-            error.cost_usd = cost
+            error.cost_usd, error.cost_micros = cost, micros
             raise error from exc
         return ModelResponse(
             content=message["content"],
@@ -249,8 +273,20 @@ class ModelRouter:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=cost,
+            cost_micros=micros,
+            cached_tokens=cached,
             latency_ms=0,
         )
+
+
+def _cached_tokens(doc: Any) -> int:
+    """OpenAI's usage.prompt_tokens_details.cached_tokens (part of prompt_tokens); 0 when absent or odd:
+    pricing them as uncached only over-counts."""
+    try:
+        cached = int(doc["usage"]["prompt_tokens_details"]["cached_tokens"] or 0)
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return cached if cached >= 0 else 0
 
 
 def _drift(exc: Exception) -> str:

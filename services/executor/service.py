@@ -112,6 +112,8 @@ class ExecutorProcessor(BackgroundProcessor):
                 max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
                 metadata=specs.effect_tags(cmd),
                 deadline_ms=core.deadline_ms(cmd),
+                route_class=spec.route_class,
+                tenant=cmd.tenant_id,
             )
         except (ValueError, ValidationError) as exc:
             raise Reject(str(exc), "invalid") from None
@@ -134,6 +136,8 @@ class ExecutorProcessor(BackgroundProcessor):
                 max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
                 metadata=specs.effect_tags(cmd),
                 deadline_ms=core.deadline_ms(cmd),
+                route_class=spec.route_class,
+                tenant=cmd.tenant_id,
             )
         except (ValueError, ValidationError) as exc:
             raise Reject(str(exc), "invalid") from None

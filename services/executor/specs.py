@@ -25,6 +25,7 @@ class LlmSpec:
     # again once with the violations (see reask_messages).
     output_schema: dict[str, Any] | None = None
     max_tokens: int | None = None
+    route_class: str | None = None  # the step's kind of work; the deployment maps it to models
 
 
 def llm_spec(cmd: StepCommand) -> LlmSpec:
@@ -39,7 +40,8 @@ def llm_spec(cmd: StepCommand) -> LlmSpec:
         if response_format not in ("json", "text"):
             raise ValueError(f"response_format must be json or text, not {response_format!r}")
         max_tokens = _max_tokens(spec.get("max_tokens"))
-        return LlmSpec(spec.get("agent"), model, prompt, response_format, schema, max_tokens)
+        route_class = _route_class(spec.get("route_class"))
+        return LlmSpec(spec.get("agent"), model, prompt, response_format, schema, max_tokens, route_class)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed llm step command: {type(exc).__name__}: {exc}") from None
 
@@ -51,6 +53,12 @@ def _schema(value: Any) -> dict[str, Any] | None:
     if problems:
         raise ValueError(f"output_schema is not a JSON Schema: {problems[0][1]}")
     return dict(value)
+
+
+def _route_class(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"route_class must be a non-empty string, not {value!r}")
+    return value
 
 
 def _max_tokens(value: Any) -> int | None:
@@ -95,6 +103,7 @@ class TurnSpec:
     tools: list[dict[str, Any]]
     response_format: dict[str, Any] | None
     max_tokens: int | None
+    route_class: str | None = None
 
 
 def turn_spec(cmd: StepCommand) -> TurnSpec:
@@ -112,6 +121,7 @@ def turn_spec(cmd: StepCommand) -> TurnSpec:
             raise ValueError("tools must be a list of objects")
         agent = cmd.agent_id or spec.get("agent")
         schema = _schema(spec.get("response_format"))
-        return TurnSpec(agent, model, messages, tools, schema, _max_tokens(spec.get("max_tokens")))
+        max_tokens, route_class = _max_tokens(spec.get("max_tokens")), _route_class(spec.get("route_class"))
+        return TurnSpec(agent, model, messages, tools, schema, max_tokens, route_class)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed agent turn command: {type(exc).__name__}: {exc}") from None

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
 import keel.events as ev
 from keel import vocab
 from keel.contracts import RunEvent
-from services.projector.values import clean, cost_of, json_value, jsonable
+from services.projector.values import MICROS_PER_USD, clean, cost_of, json_value, jsonable, micros_of
 
 RUN_STATUS_OF = {
     ev.CREATED: vocab.CREATED,
@@ -103,8 +104,9 @@ def project(event: RunEvent, at: Position) -> Projection:
             changes.append(RowChange("steps", _step_row(e, cost)))
             if e.attempt >= 1 and e.event in ATTEMPT_STATUS_OF and not _agent_answer(e):
                 changes.append(RowChange("attempts", _attempt_row(e)))
-        if cost is not None:
-            changes.append(RowChange("costs", _cost_row(e, cost)))
+        micros = micros_of(e.cost_micros, cost)
+        if micros is not None:
+            changes.append(RowChange("costs", _cost_row(e, cost, micros)))
     return Projection(at, e.event_id, tuple(changes))
 
 
@@ -207,7 +209,9 @@ def _attempt_row(e: RunEvent) -> dict[str, Any]:
     return row
 
 
-def _cost_row(e: RunEvent, cost: Decimal) -> dict[str, Any]:
+def _cost_row(e: RunEvent, cost: Decimal | None, micros: int) -> dict[str, Any]:
+    """One fact's cost: its own integer micro-dollars (what sums use), its USD figure as it said it (or
+    the micros in USD when it said none), and every column a cost is grouped by."""
     return {
         "event_id": e.event_id,
         "tenant_id": e.tenant_id,
@@ -216,9 +220,12 @@ def _cost_row(e: RunEvent, cost: Decimal) -> dict[str, Any]:
         "step": e.step,
         "agent_id": e.agent_id,
         "model": e.model,
-        "cost_usd": cost,
+        "cost_usd": cost if cost is not None else Decimal(micros) / MICROS_PER_USD,
         "ts": e.ts,
         "call": clean(e.call),
+        "task_id": e.task_id,
+        "cost_micros": micros,
+        "day": e.ts.astimezone(UTC).date(),
     }
 
 

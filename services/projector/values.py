@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 
@@ -14,6 +14,19 @@ def cost_of(value: float | None) -> Decimal | None:
     if value is None or not math.isfinite(value):
         return None
     return Decimal(repr(value))
+
+
+MICROS_PER_USD = 1_000_000
+
+
+def micros_of(cost_micros: int | None, cost_usd: Decimal | None) -> int | None:
+    """A fact's cost in integer micro-dollars: its own `cost_micros`; for a fact written before that field
+    existed, its exact USD figure rounded up (as keel.pricing rounds); None when it has no cost."""
+    if cost_micros is not None:
+        return cost_micros
+    if cost_usd is None:
+        return None
+    return int((cost_usd * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
 
 
 def json_value(text: str | None) -> Any:

@@ -33,6 +33,7 @@ class CountingRouter(ModelRouter):
             prompt_tokens=3,
             completion_tokens=1,
             cost_usd=0.0001,
+            cost_micros=100,
             latency_ms=1,
         )
 

@@ -50,6 +50,7 @@ class ScriptedRouter(ModelRouter):
             prompt_tokens=30,
             completion_tokens=10,
             cost_usd=0.002,
+            cost_micros=2000,
             latency_ms=12,
         )
 

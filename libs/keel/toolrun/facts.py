@@ -8,6 +8,7 @@ from typing import Any
 import keel.events as ev
 from keel.breaker import Transition
 from keel.contracts import RunEvent, ToolCommand, ToolDetail
+from keel.pricing import usd_to_micros
 from keel.toolrun.result import ToolResult
 from keel.vocab import VALIDATION
 
@@ -18,12 +19,20 @@ def _event(cmd: ToolCommand, kind: str, now_ms: int, source: str, **fields: Any)
     return ev.step_fact(cmd, kind, now_ms, source, **fields)
 
 
-def tool_called(cmd: ToolCommand, mode: str, now_ms: int, source: str = ADAPTERS) -> RunEvent:
+def tool_called(
+    cmd: ToolCommand, mode: str, now_ms: int, source: str = ADAPTERS, fee_usd: float | None = None
+) -> RunEvent:
+    """The call is about to be made. A paid tool's fee is on this fact (cost_usd_est, and exactly in
+    cost_micros): its provider charges per call made, whatever the call's outcome. A call blocked after
+    this fact (its deadline passed, its circuit open) is counted all the same: budgets over-count, never
+    under-count."""
     return _event(
         cmd,
         ev.TOOL_CALLED,
         now_ms,
         source,
+        cost_usd_est=fee_usd or None,
+        cost_micros=usd_to_micros(fee_usd) if fee_usd else None,
         input_json=cmd.payload_json,
         input_ref=ev.content_ref_of_json(cmd.payload_json),
         tool=ToolDetail(tool=cmd.tool, idempotency_mode=mode),

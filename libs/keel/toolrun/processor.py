@@ -150,7 +150,8 @@ class ToolProcessor(BackgroundProcessor):
         # the call, the command is not redelivered; the scheduler's step timeout sees tool_called and
         # retries only what the tool's idempotency mode makes safe to repeat.
         self.calls.stage((record.topic, record.partition), call)
-        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now, src))]
+        fee = getattr(invoker, "fee_usd", None)  # a paid tool's invoker says what one call costs
+        return [Output(RUN_EVENTS, cmd.run_id, facts.tool_called(cmd, mode, now, src, fee))]
 
     def _blocked(self, cmd: ToolCommand, now_ms: int, when: str) -> str | None:
         """Why this command must not reach the provider at all, or None."""

@@ -54,6 +54,7 @@ class WorkerInvoker:
     ) -> None:
         self.tool, self.credentials, self.clock = tool, credentials, clock
         self.name, self.idempotency_mode = tool.name, tool.idempotency_mode
+        self.fee_usd = tool.fee_usd  # on the tool_called of each call: the provider charges per call
         # Never above the deployment's KEEL_TOOL_TIMEOUT_S: the scheduler's wait for a lost call relies on it.
         self.timeout_s = timeout_s if tool.timeout_s is None else min(tool.timeout_s, timeout_s)
 
