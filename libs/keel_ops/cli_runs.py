@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from keel import events as ev
 from keel.settings import Settings
 from keel.vocab import SETTLED_RUN_STATUSES
 from keel_ops import agent_trace
@@ -131,7 +132,7 @@ def format_timeline(events: list[dict[str, Any]]) -> str:
         if call:
             agents.setdefault(step, agent_trace.AgentStep()).add(e)
             parts = _agent_parts(e, asks)
-        elif step in agents and e["event"] == agent_trace.STEP_COMMITTED:
+        elif step in agents and e["event"] == ev.STEP_COMMITTED:
             parts = [*_common(e), agent_trace.answer(e)]
         else:
             parts = _common(e)
