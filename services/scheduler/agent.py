@@ -103,7 +103,9 @@ def _next_turn(state: RunState, spec: StepSpec, env: Env, now_ms: int) -> list[E
         request["route_class"] = spec.route_class
     agent.model.input_json = canonical_json(request)
     try:
-        agent.model.worst_micros = budgets.turn_worst(spec, agent.model.input_json)
+        agent.model.worst_micros = budgets.turn_worst(
+            spec, agent.model.input_json, env.routes, state.tenant_id
+        )
     except LookupError as exc:  # an unpriced model: its spend could not be counted, so never called
         return fail(state, now_ms, f"step {spec.name}: {exc}", spec.name).outputs
     return budgets.begin(state, turn_unit(spec, agent.turn), 1, now_ms, env.budgets)

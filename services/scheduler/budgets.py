@@ -14,6 +14,7 @@ from typing import Any
 from keel import events as ev
 from keel.contracts import BudgetCommand, RunEvent, StepDetail
 from keel.pricing import usd_to_micros, worst_case_micros
+from keel.routing import RouteConfig, route_worst_case_micros
 from keel.vocab import BUDGET
 from keel.workflows import StepSpec
 from services.scheduler.state import RESERVING, RUN_FAILED, RunState, StepState
@@ -49,25 +50,37 @@ def limit_micros(usd: float | None) -> int | None:
 # -- the worst case of an attempt -------------------------------------------------------------------
 
 
-def llm_worst(spec: StepSpec, input_json: str) -> int:
+def _call_worst(
+    spec: StepSpec, routes: RouteConfig | None, tenant: str, prompt_bytes: int, max_tokens: int
+) -> int:
+    """One model call's worst case over every model its route may end up on (a route class's models, the
+    fallbacks): whichever answers, the reservation covers it."""
+    if routes is None:
+        return worst_case_micros(spec.model or "", prompt_bytes, max_tokens)
+    try:
+        route = routes.plan(spec.model or "", spec.route_class, tenant)
+    except LookupError:  # no model the tenant may use: the executor refuses the call (auth), spends nothing
+        return worst_case_micros(spec.model or "", prompt_bytes, max_tokens)
+    return route_worst_case_micros(route, prompt_bytes, max_tokens)
+
+
+def llm_worst(spec: StepSpec, input_json: str, routes: RouteConfig | None = None, tenant: str = "") -> int:
     """An llm step's worst case: its prompt's bytes bound its tokens; with an output schema the executor
     may ask once more with the first answer in the prompt."""
     request = json.loads(input_json)
     max_tokens = int(request.get("max_tokens") or DEFAULT_MAX_TOKENS)
     prompt = len(str(request.get("prompt", "")).encode())
-    worst = worst_case_micros(spec.model or "", prompt, max_tokens)
+    worst = _call_worst(spec, routes, tenant, prompt, max_tokens)
     if spec.output_schema is not None:
-        worst += worst_case_micros(
-            spec.model or "", prompt * 2 + ANSWER_BYTES_PER_TOKEN * max_tokens, max_tokens
-        )
+        reask = prompt * 2 + ANSWER_BYTES_PER_TOKEN * max_tokens
+        worst += _call_worst(spec, routes, tenant, reask, max_tokens)
     return worst
 
 
-def turn_worst(spec: StepSpec, input_json: str) -> int:
+def turn_worst(spec: StepSpec, input_json: str, routes: RouteConfig | None = None, tenant: str = "") -> int:
     """An agent turn's worst case: the whole request (messages and tool schemas) bounds its tokens."""
-    return worst_case_micros(
-        spec.model or "", len(input_json.encode()), spec.max_tokens or DEFAULT_MAX_TOKENS
-    )
+    max_tokens = spec.max_tokens or DEFAULT_MAX_TOKENS
+    return _call_worst(spec, routes, tenant, len(input_json.encode()), max_tokens)
 
 
 def fee_worst(fee_usd: float | None) -> int | None:

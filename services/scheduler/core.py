@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from keel import events as ev
 from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
+from keel.routing import RouteConfig
 from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
 from services.scheduler import agent, budgets
@@ -134,10 +135,11 @@ def decide(
     key_retention: KeyRetention = no_retention,
     tools: ToolLookup | None = None,
     budget_policy: BudgetPolicy | None = None,
+    routes: RouteConfig | None = None,
 ) -> Decision:
     """`tools` gives agent steps their tools' definitions (name@version -> ToolDefinition); with a
     `budget_policy`, paid attempts reserve their worst case first (docs/budgets.md)."""
-    env = Env(tools, budget_policy)
+    env = Env(tools, budget_policy, routes)
     # Every cost on the log is spent, and every ended attempt closed, whatever the run is doing.
     spent: list[Emitted] = []
     if budget_policy is not None and isinstance(message, RunEvent):
@@ -222,6 +224,7 @@ def due(
     key_retention: KeyRetention = no_retention,
     tools: ToolLookup | None = None,
     budget_policy: BudgetPolicy | None = None,
+    routes: RouteConfig | None = None,
 ) -> Decision:
     """Fire the run's timers that are due: retry backoffs, deferred reservations, and deadlines of
     attempts that never reported (of steps, and of agent steps' model turns and tool calls).
@@ -230,7 +233,7 @@ def due(
     be mid-call there, so its retry waits until that call must have ended."""
     if state.status not in (RUNNING, CANCELING):
         return Decision(state, [])
-    env = Env(tools, budget_policy)
+    env = Env(tools, budget_policy, routes)
     before = state.status
     decision = _due(state, now_ms, workflows, tool_mode, tool_timeout_ms, key_retention, env)
     return _with_budgets(decision, before, [], env, now_ms)

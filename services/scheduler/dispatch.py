@@ -68,7 +68,7 @@ def issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int, env: Env) 
             step.first_issued_at = now_ms
             # What an attempt may cost at most, fixed with its input (its retries reserve the same).
             if spec.kind == "llm":
-                step.worst_micros = budgets.llm_worst(spec, step.input_json)
+                step.worst_micros = budgets.llm_worst(spec, step.input_json, env.routes, state.tenant_id)
             else:
                 step.worst_micros = budgets.fee_worst(env.fee_of(spec.tool))
         except UnknownModelPrice as exc:  # its spend could not be counted: never called

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from keel.routing import RouteConfig
 from keel.tooldefs import ToolDefinition
 from services.scheduler.budgets import BudgetPolicy
 
@@ -16,6 +17,7 @@ ToolLookup = Callable[[str], ToolDefinition]
 class Env:
     tools: ToolLookup | None = None  # agent steps' tools; paid tools' fees
     budgets: BudgetPolicy | None = None  # None: no reservations (docs/budgets.md)
+    routes: RouteConfig | None = None  # the models a model call may end up on (its worst case covers all)
 
     def fee_of(self, tool: str | None) -> float | None:
         """A tool's declared fee per call, if the tool is known and charges one."""

@@ -21,6 +21,7 @@ from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.contracts import BudgetCommand, RunEvent, RunRequested, StepCommand
 from keel.definitions.tools import ToolView
 from keel.definitions.view import live_workflows
+from keel.routing import RouteConfig
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
@@ -65,6 +66,8 @@ class SchedulerProcessor(Processor):
         self.tools = tools.get  # agent steps: their tools' schemas and whether each writes
         self.config = config or SchedulerSettings()
         self.budget_policy = self.config.budget_policy()
+        # The executor's routes (the same settings): a reservation covers the dearest model a call may reach.
+        self.routes = RouteConfig.from_env()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
         self.states = RunStore(settings, self.topics.state, self.partitions)
         self.timers: dict[str, int] = {}  # run_id -> next due timer (ms); an index, rebuilt from states
@@ -179,6 +182,7 @@ class SchedulerProcessor(Processor):
                 key_retention=self.key_retention,
                 tools=self.tools,
                 budget_policy=self.budget_policy,
+                routes=self.routes,
             )
             if renders and decision.state is not None:
                 payloads.dehydrate(self.blobs, decision.state, self.blob_threshold)
@@ -229,6 +233,7 @@ class SchedulerProcessor(Processor):
                     key_retention=self.key_retention,
                     tools=self.tools,
                     budget_policy=self.budget_policy,
+                    routes=self.routes,
                 )
             except Exception as exc:
                 log.exception("run %s: its timer cannot be processed; quarantining the run", run_id)

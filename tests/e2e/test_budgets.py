@@ -17,7 +17,7 @@ from test_agent import TICKET, turns_asked
 from test_runs import submit
 
 from keel.contracts import RunRequested
-from keel.pricing import price_of
+from keel.pricing import cost_decimal
 from keel.serde import Serde, registry_client
 from keel.topics import RUN_REQUESTS
 
@@ -27,12 +27,13 @@ pytestmark = pytest.mark.e2e
 def spent_usd(sims, **where: str) -> Decimal:
     """What the model simulator served (for a tenant or a run), at Keel's prices: the ground truth."""
     usage = httpx.get(f"{sims.urls['model']}/_usage", params=where).json()["by_model"]
-    total = Decimal(0)
-    for model, used in usage.items():
-        price = price_of(model)
-        total += Decimal(str(price.prompt_per_m)) * used["prompt_tokens"]
-        total += Decimal(str(price.completion_per_m)) * used["completion_tokens"]
-    return total / 1_000_000
+    return sum(
+        (
+            cost_decimal(model, used["prompt_tokens"], used["completion_tokens"])
+            for model, used in usage.items()
+        ),
+        Decimal(0),
+    )
 
 
 def submit_with_budget(stack, workflow: str, data: dict, budget_usd: float) -> str:

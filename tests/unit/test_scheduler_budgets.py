@@ -219,3 +219,24 @@ def test_a_repeated_call_past_max_repeats_is_a_loop_hard_stop_before_the_call():
     assert failed.step_detail is not None and failed.step_detail.failure_class == "budget"
     assert commands(out) == []  # the repeated call is never made
     assert payload(t2)["messages"][-1]["role"] == "tool"
+
+
+def test_a_reservation_covers_the_dearest_model_the_route_may_reach():
+    from keel.routing import RouteConfig
+
+    spec = llm_spec()
+    catalog = Catalog({("support", 1): spec})
+    request = RunRequested(
+        request_id="r",
+        run_id=RUN,
+        tenant_id="acme",
+        workflow="support",
+        input_json=json.dumps({"email": "ada@example.com"}),
+        requested_at=datetime.now(UTC),
+    )
+    routes = RouteConfig(fallbacks={"sim-small": ["sim-large"]})
+    out = decide(None, request, 0, T0, catalog, budget_policy=POLICY, routes=routes).outputs
+    (reserve,) = budget(out)
+    prompt = len("Hi ada@example.com".encode())
+    assert reserve.amount_micros == worst_case_micros("sim-large", prompt, 1024)
+    assert reserve.amount_micros > worst_case_micros("sim-small", prompt, 1024)
