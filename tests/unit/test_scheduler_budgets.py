@@ -237,6 +237,6 @@ def test_a_reservation_covers_the_dearest_model_the_route_may_reach():
     routes = RouteConfig(fallbacks={"sim-small": ["sim-large"]})
     out = decide(None, request, 0, T0, catalog, budget_policy=POLICY, routes=routes).outputs
     (reserve,) = budget(out)
-    prompt = len("Hi ada@example.com".encode())
+    prompt = len(b"Hi ada@example.com")
     assert reserve.amount_micros == worst_case_micros("sim-large", prompt, 1024)
     assert reserve.amount_micros > worst_case_micros("sim-small", prompt, 1024)
