@@ -402,6 +402,9 @@ class ModelDetail:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: int | None = None
+    route_reason: str | None = None
+    route_class: str | None = None
+    cached_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -409,6 +412,9 @@ class ModelDetail:
             'prompt_tokens': self.prompt_tokens,
             'completion_tokens': self.completion_tokens,
             'latency_ms': self.latency_ms,
+            'route_reason': self.route_reason,
+            'route_class': self.route_class,
+            'cached_tokens': self.cached_tokens,
         }
 
     @classmethod
@@ -418,6 +424,9 @@ class ModelDetail:
             prompt_tokens=d.get('prompt_tokens', 0),
             completion_tokens=d.get('completion_tokens', 0),
             latency_ms=d.get('latency_ms', None),
+            route_reason=d.get('route_reason', None),
+            route_class=d.get('route_class', None),
+            cached_tokens=d.get('cached_tokens', None),
         )
 
 

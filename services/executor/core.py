@@ -72,6 +72,10 @@ class Answered(Protocol):
     @property
     def cost_micros(self) -> int: ...  # exact, from the tokens (keel.pricing.cost_micros)
     @property
+    def route_reason(self) -> str: ...  # why this model answered (route class, tenant's models, fallbacks)
+    @property
+    def cached_tokens(self) -> int: ...  # of the prompt tokens, served from the provider's cache
+    @property
     def latency_ms(self) -> int: ...
 
 
@@ -114,6 +118,9 @@ def model_called(
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             latency_ms=answer.latency_ms,
+            route_reason=answer.route_reason or None,
+            route_class=_route_class(cmd),
+            cached_tokens=answer.cached_tokens or None,
         ),
     )
 
@@ -219,3 +226,12 @@ def payload_missing(cmd: StepCommand, error: str, now_ms: int) -> list[RunEvent]
             step_detail=StepDetail(kind=cmd.kind, failure_class=VALIDATION),
         )
     ]
+
+
+def _route_class(cmd: StepCommand) -> str | None:
+    """The route class the step's command asked for, if any (its input is JSON from the scheduler)."""
+    try:
+        value = json.loads(cmd.input_json).get("route_class")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -206,3 +206,12 @@ def test_the_http_adapter_takes_the_fee_from_the_definition() -> None:
     paid = definition.model_copy(update={"fee_usd": 0.25})
     invoker = HttpInvoker(HttpToolAdapter(paid), AdapterSettings(), httpx.Client())
     assert invoker.fee_usd == 0.25
+
+
+def test_model_called_says_why_this_route_was_taken(executor: ExecutorProcessor) -> None:
+    body = {"model": "sim-small", "prompt": "Write to Ada.", "agent": "w", "route_class": "write"}
+    after = run(executor, command("llm", body))
+    detail = after[0].model_call
+    assert detail is not None and detail.route_class == "write"
+    # No route configured for the class here: the step's own model, and the reason says so.
+    assert detail.route_reason and "route class 'write' is not configured" in detail.route_reason
