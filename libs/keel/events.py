@@ -22,6 +22,7 @@ TOOL_CALLED, TOOL_SUCCEEDED, TOOL_FAILED = "tool_called", "tool_succeeded", "too
 STEP_COMMITTED = "step_committed"  # ledger (tools), executor (llm steps), scheduler (agent answers): done
 # Agent steps (scheduler): a call the model asked for and that was not made, an answer refused (why: error)
 TOOL_CALL_REFUSED, ANSWER_REFUSED = "tool_call_refused", "answer_refused"
+ROUTE_CHANGED = "route_changed"  # a model call takes its step's cheaper route: its budget would be crossed
 LOOP_DETECTED = "loop_detected"  # the same call repeated past the step's max_repeats: the run is hard-stopped
 # Later families
 BUDGET_WARNING, BUDGET_EXCEEDED = "budget_warning", "budget_exceeded"

@@ -13,6 +13,7 @@ from typing import Any
 
 from keel import events as ev
 from keel.contracts import BudgetCommand, RunEvent, StepDetail
+from keel.idempotency import canonical_json
 from keel.pricing import usd_to_micros, worst_case_micros
 from keel.routing import RouteConfig, route_worst_case_micros
 from keel.vocab import BUDGET
@@ -156,6 +157,9 @@ def on_reply(
         retry = fact.budget.retry_after_ms if fact.budget and fact.budget.retry_after_ms else 1000
         sub.fire_at = now_ms + max(int(retry), 100)
         return Decision(state, [])
+    cheaper = _cheaper_route(state, unit, sub, fact, now_ms, policy)
+    if cheaper is not None:
+        return Decision(state, cheaper)
     budget = fact.budget
     figures = ""
     if budget is not None:
@@ -166,6 +170,58 @@ def on_reply(
     scope = budget.scope if budget else "budget"
     reason = f"step {unit.label}: the {scope} limit would be crossed{figures}: hard stop"
     return hard_stop(state, unit, reason, fact, now_ms)
+
+
+def _cheaper_route(
+    state: RunState, unit: Unit, sub: StepState, fact: RunEvent, now_ms: int, policy: BudgetPolicy | None
+) -> list[Emitted] | None:
+    """The step declares a cheaper model for when its budget would be crossed: the attempt asks it instead
+    (its own worst case reserved anew), with a fact that says why. None when there is no cheaper route
+    (none declared, already taken, or the input travels by reference and cannot be rewritten here)."""
+    if unit.cheaper_model is None or policy is None or sub.input_json is None:
+        return None
+    try:
+        request = json.loads(sub.input_json)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or "model" not in request or request["model"] == unit.cheaper_model:
+        return None
+    max_tokens = int(request.get("max_tokens") or DEFAULT_MAX_TOKENS)
+    if unit.kind == "llm":
+        prompt = len(str(request.get("prompt", "")).encode())
+        calls = 2 if "output_schema" in request else 1
+        worst = calls * worst_case_micros(
+            unit.cheaper_model, prompt * calls + ANSWER_BYTES_PER_TOKEN * max_tokens, max_tokens
+        )
+    else:
+        worst = worst_case_micros(unit.cheaper_model, len(sub.input_json.encode()), max_tokens)
+    scope = fact.budget.scope if fact.budget else "budget"
+    reason = (
+        f"step {unit.label}: {request['model']}'s worst case would cross the {scope} limit: "
+        f"taking the step's cheaper route, {unit.cheaper_model}"
+    )
+    request["model"] = unit.cheaper_model
+    sub.input_json, sub.worst_micros = canonical_json(request), worst
+    changed = RunEvent(
+        event_id=ev.event_id(state.run_id, ev.ROUTE_CHANGED, unit.step, sub.attempt, "", unit.call),
+        run_id=state.run_id,
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        workflow_version=state.workflow_version,
+        step=unit.step,
+        call=unit.call,
+        agent_id=unit.agent_id,
+        event=ev.ROUTE_CHANGED,
+        ts=ev.at_ms(now_ms),
+        attempt=sub.attempt,
+        model=unit.cheaper_model,
+        error=reason,
+        source="scheduler",
+        trace_id=state.trace_id,
+        budget=fact.budget,
+    )
+    return [changed, _reserve(state, unit, sub, now_ms, policy)]
 
 
 def hard_stop(state: RunState, unit: Unit, reason: str, fact: RunEvent | None, now_ms: int) -> Decision:

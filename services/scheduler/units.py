@@ -31,6 +31,7 @@ class Unit:
     writes: bool = True
     model: str | None = None  # the model a model call asks (for its reservation)
     budget_micros: int | None = None  # the step's budget envelope (docs/budgets.md)
+    cheaper_model: str | None = None  # a model call's cheaper route when its budget would be crossed
 
     @classmethod
     def of(cls, spec: StepSpec) -> Unit:
@@ -46,6 +47,7 @@ class Unit:
             hold,
             model=spec.model,
             budget_micros=_micros(spec.budget_usd),
+            cheaper_model=spec.budget_fallback_model,
         )
 
     @property
@@ -74,6 +76,7 @@ def turn_unit(spec: StepSpec, turn: int) -> Unit:
         spec.agent,
         model=spec.model,
         budget_micros=_micros(spec.budget_usd),
+        cheaper_model=spec.budget_fallback_model,
     )
 
 

@@ -113,3 +113,26 @@ def test_fifty_concurrent_runs_of_one_tenant_never_pass_its_day_limit(stack, sim
     assert served["sim-small"]["calls"] == len(
         completed
     )  # no run was charged twice, none charged for nothing
+
+
+def test_costs_grouped_by_step_and_agent_equal_the_cost_facts_on_the_log(stack, sims, events):
+    from harness import E2E_ENV
+
+    from keel_ops import cli_runs
+
+    acme = stack.model_copy(update={"api_url": E2E_ENV["KEEL_API_URL"], "api_key": "acme-dev-key"})
+    run_id = submit(stack, "support_triage", {"ticket": TICKET})
+    assert events.wait_terminal(run_id, 90) == "completed"
+    log = events.of(run_id)
+    on_log: dict[tuple[str, str], int] = {}
+    for e in log:
+        if e.cost_micros:
+            key = (e.step or "", e.agent_id or "")
+            on_log[key] = on_log.get(key, 0) + e.cost_micros
+    assert on_log  # model turns and the paid calls cost something
+
+    def grouped() -> dict[tuple[str, str], int]:
+        rows = cli_runs.api(acme, "GET", "/v1/costs", params={"group_by": "run,step,agent"})["rows"]
+        return {(r["step"], r["agent"] or ""): int(r["cost_micros"]) for r in rows if r["run"] == run_id}
+
+    wait_for(lambda: grouped() == on_log, 30, f"the costs query to equal the log's {on_log}")

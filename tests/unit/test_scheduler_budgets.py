@@ -240,3 +240,37 @@ def test_a_reservation_covers_the_dearest_model_the_route_may_reach():
     prompt = len(b"Hi ada@example.com")
     assert reserve.amount_micros == worst_case_micros("sim-large", prompt, 1024)
     assert reserve.amount_micros > worst_case_micros("sim-small", prompt, 1024)
+
+
+def test_a_step_with_a_cheaper_route_takes_it_instead_of_stopping_then_stops_if_that_crosses_too():
+    spec = parse_workflow(
+        {
+            "name": "support",
+            "version": 1,
+            "input": {"email": "string"},
+            "steps": [
+                {
+                    "name": "draft",
+                    "kind": "llm",
+                    "model": "sim-large",
+                    "budget_fallback_model": "sim-small",
+                    "prompt": "Hi {{ input.email }}",
+                }
+            ],
+        }
+    )
+    run = Run(spec)
+    (dear,) = budget(run.out)
+    out = run.send(reply(dear, "budget_exceeded", limit_usd=0.001, spent_usd=0.0))
+    (changed,) = events(out, ev.ROUTE_CHANGED)
+    assert changed.model == "sim-small" and "cheaper route" in (changed.error or "")
+    (cheap,) = budget(out, "reserve")
+    assert cheap.reservation_id == dear.reservation_id and cheap.amount_micros < dear.amount_micros
+    assert not events(out, ev.FAILED)
+    (cmd,) = commands(run.send(reply(cheap, "budget_reserved")))
+    assert payload(cmd)["model"] == "sim-small"
+    # Had the cheaper route crossed too, the run would have stopped:
+    run2 = Run(spec)
+    (dear2,) = budget(run2.out)
+    (cheap2,) = budget(run2.send(reply(dear2, "budget_exceeded")), "reserve")
+    assert events(run2.send(reply(cheap2, "budget_exceeded")), ev.FAILED)

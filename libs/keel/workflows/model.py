@@ -20,7 +20,17 @@ StepKind = Literal["llm", "tool", "agent"]
 STEP_KINDS: tuple[str, ...] = get_args(StepKind)
 # The fields only some kinds take; a kind given another's field is refused (a likely mix-up).
 _KIND_FIELDS: dict[str, frozenset[str]] = {
-    "llm": frozenset({"model", "prompt", "response_format", "output_schema", "max_tokens", "route_class"}),
+    "llm": frozenset(
+        {
+            "model",
+            "prompt",
+            "response_format",
+            "output_schema",
+            "max_tokens",
+            "route_class",
+            "budget_fallback_model",
+        }
+    ),
     "tool": frozenset({"tool", "input"}),
     "agent": frozenset(
         {
@@ -34,6 +44,7 @@ _KIND_FIELDS: dict[str, frozenset[str]] = {
             "output_schema",
             "max_tokens",
             "route_class",
+            "budget_fallback_model",
         }
     ),
 }
@@ -91,6 +102,9 @@ class StepSpec(_Frozen):
     # llm, agent: the class of work (extraction, planning, code, write, ...) the model router picks the
     # route for (KEEL_MODEL_ROUTE_CLASSES); `model` stays the default when no class route is configured.
     route_class: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    # llm, agent: when a model call's worst case would cross a budget, ask this cheaper model instead of
+    # stopping the run (its own worst case is reserved; if that too would cross, the run stops).
+    budget_fallback_model: str | None = None
     tool: str | None = None  # tool: name@version
     input: dict[str, Any] = Field(default_factory=dict)  # tool: a template rendered into the tool's input
     system: str | None = None  # agent: the system message's template
