@@ -20,9 +20,9 @@ from keel import events as ev
 from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
-from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
+from keel.vocab import CREATED, SCHEDULED
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, budgets
+from services.scheduler import agent, budgets, cancel
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -39,17 +39,15 @@ from services.scheduler.state import (
     CANCELING,
     COMMITTED,
     DISPATCHED,
-    QUARANTINED,
     RESERVING,
     RUNNING,
-    STEP_CANCELED,
     TERMINAL,
     WAITING_RETRY,
     RunState,
     StepState,
 )
-from services.scheduler.units import Unit, unit_state, units_of
-from services.scheduler.verdicts import Decision, Emitted, end, event, quarantine
+from services.scheduler.units import Unit, units_of
+from services.scheduler.verdicts import Decision, Emitted, end, event
 
 __all__ = [
     "DEFAULT_TOOL_CLIENT_TIMEOUT_MS",
@@ -190,7 +188,7 @@ def _decide(
     if isinstance(message, ControlCommand):
         if message.action != "cancel":
             return Decision(state, [])
-        return _on_cancel(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
+        return cancel.on_cancel(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
     if isinstance(message, RunEvent):
         spec = workflows.get(state.workflow, state.workflow_version)
         if message.source == "budget":
@@ -266,7 +264,7 @@ def _due(
                 if env.budgets is not None:
                     outputs += budgets.timed_out(state, unit, sub, now_ms)
                 if state.status == CANCELING:
-                    outputs += _timed_out_while_canceling(state, unit, now_ms).outputs
+                    outputs += cancel.timed_out_while_canceling(state, unit, now_ms).outputs
                 else:
                     lost = on_timeout(state, unit, now_ms, tool_mode, tool_timeout_ms, key_retention)
                     outputs += lost.outputs
@@ -317,7 +315,7 @@ def _on_fact(
         if not _record_commit(state, fact):
             return Decision(state, [])
         if state.status == CANCELING:
-            return _settle_cancel(state, now_ms)
+            return cancel.settle_cancel(state, now_ms)
         if state.status != RUNNING:  # quarantined: recorded for whoever resolves the case
             return Decision(state, [])
         return Decision(state, _after_commit(state, spec, now_ms, env))
@@ -328,7 +326,7 @@ def _on_fact(
     ):
         unit = Unit.of(spec.step(fact.step or ""))
         if state.status == CANCELING:
-            return _failed_while_canceling(state, unit, fact, now_ms)
+            return cancel.failed_while_canceling(state, unit, fact, now_ms)
         if state.status == RUNNING:
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
@@ -361,12 +359,12 @@ def _on_agent_fact(
             return _agent_progress(decision, step_spec, spec, now_ms, env)
         if fact.call == f"turn-{step.agent.turn}":  # recorded: no call it asks for is made now
             step.agent.model.status, step.agent.model.deadline = COMMITTED, None
-        return _settle_cancel(state, now_ms) if state.status == CANCELING else Decision(state, [])
+        return cancel.settle_cancel(state, now_ms) if state.status == CANCELING else Decision(state, [])
     if fact.event == ev.STEP_COMMITTED:
         if not agent.record_call(state, step_spec, fact):
             return Decision(state, [])
         if state.status == CANCELING:
-            return _settle_cancel(state, now_ms)
+            return cancel.settle_cancel(state, now_ms)
         if state.status != RUNNING:
             return Decision(state, [])
         return Decision(state, agent.after_call(state, step_spec, env, now_ms))
@@ -379,7 +377,7 @@ def _on_agent_fact(
     ):
         unit = next(u for u, s in units_of(state, step_spec) if u.call == fact.call)
         if state.status == CANCELING:
-            return _failed_while_canceling(state, unit, fact, now_ms)
+            return cancel.failed_while_canceling(state, unit, fact, now_ms)
         if state.status == RUNNING:
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
@@ -393,84 +391,3 @@ def _agent_progress(
     if state is None or state.status != RUNNING or state.steps[step.name].status != COMMITTED:
         return decision
     return Decision(state, decision.outputs + _after_commit(state, spec, now_ms, env))
-
-
-def _on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
-    """No new attempt starts. With nothing in flight the run ends canceled at once; otherwise each call
-    in flight settles first (its commit kept, an unknown outcome quarantined), then the run ends."""
-    if state.status == CANCELING:
-        return Decision(state, [])
-    state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
-    if state.status == QUARANTINED:  # a human's decision on a held run: it ends here
-        return _end_canceled(state, now_ms)
-    unknown: tuple[Unit, StepState] | None = None
-    for name in state.steps:
-        for unit, sub in units_of(state, spec.step(name)):
-            if sub.status in (WAITING_RETRY, RESERVING):
-                sub.fire_at = None
-                if sub.last_failure == UNKNOWN_OUTCOME:
-                    # its last attempt may have had its effect: never retried now
-                    unknown = unknown or (unit, sub)
-                else:
-                    sub.status = STEP_CANCELED
-    state.status = CANCELING
-    if unknown is not None:
-        unit, sub = unknown
-        why = f"canceled by {_who(state)} while attempt {sub.attempt}'s outcome was unknown"
-        return quarantine(state, unit.step, now_ms, why, UNKNOWN_OUTCOME, call=unit.call)
-    return _settle_cancel(state, now_ms)
-
-
-def _failed_while_canceling(state: RunState, unit: Unit, fact: RunEvent, now_ms: int) -> Decision:
-    tool = fact.tool
-    failure_class = (tool.failure_class if tool else None) or (
-        fact.step_detail.failure_class if fact.step_detail else None
-    )
-    accepted = bool(tool and tool.effect_accepted)
-    called = not (tool and tool.blocked_reason)
-    if unit.effects and called and (failure_class == UNKNOWN_OUTCOME or accepted):
-        what = "the provider accepted it" if accepted else "its outcome is unknown"
-        why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
-        return quarantine(
-            state,
-            unit.step,
-            now_ms,
-            why,
-            failure_class,
-            error=fact.error,
-            key=fact.idempotency_key,
-            evidence=fact,
-            call=unit.call,
-        )
-    step = unit_state(state, unit)
-    step.status, step.deadline = STEP_CANCELED, None  # settled: the attempt had no effect
-    return _settle_cancel(state, now_ms)
-
-
-def _timed_out_while_canceling(state: RunState, unit: Unit, now_ms: int) -> Decision:
-    step = unit_state(state, unit)
-    if unit.effects:
-        why = f"canceled by {_who(state)}; attempt {step.attempt} was in flight and timed out"
-        return quarantine(
-            state, unit.step, now_ms, f"{why}: outcome unknown", UNKNOWN_OUTCOME, call=unit.call
-        )
-    step.status, step.deadline = STEP_CANCELED, None  # an llm attempt has no effect to wait for
-    return _settle_cancel(state, now_ms)
-
-
-def _settle_cancel(state: RunState, now_ms: int) -> Decision:
-    return Decision(state, []) if state.in_flight() else _end_canceled(state, now_ms)
-
-
-def _end_canceled(state: RunState, now_ms: int) -> Decision:
-    for step in state.steps.values():
-        if step.status in (WAITING_RETRY, RESERVING) or (
-            step.agent is not None and step.status == DISPATCHED
-        ):
-            step.status, step.fire_at = STEP_CANCELED, None
-    reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
-    return end(state, ev.CANCELED, now_ms, reason)
-
-
-def _who(state: RunState) -> str:
-    return state.canceled_by or "an unnamed operator"

@@ -494,3 +494,25 @@ def test_a_read_call_whose_outcome_is_unknown_is_read_again_never_quarantined():
     # and a read lost with its adapter (no answer at all) is retried too
     (lost,) = events(run.tick(1_001), ev.RETRY_SCHEDULED)
     assert lost.retry is not None and lost.retry.failure_class == "transient"
+
+
+def test_a_cancel_lets_the_turn_in_flight_settle_then_ends_the_run_without_asking_for_its_calls():
+    from keel.contracts import ControlCommand
+
+    run = Run(workflow())
+    (t1,) = commands(run.out)
+    assert run.state is not None
+    cancel = ControlCommand(
+        command_id="c",
+        run_id=RUN,
+        tenant_id="acme",
+        action="cancel",
+        issued_by="ops",
+        reason="stop",
+        issued_at=datetime.now(UTC),
+    )
+    assert run.send(cancel) == [] and run.state.status == "canceling"  # the turn is in flight
+    out = run.send(turn(t1, call("issue_refund", {"charge_id": "ch_1", "amount_cents": 5})))
+    assert commands(out) == []  # the calls it asked for are never made
+    (ended,) = events(out, ev.CANCELED)
+    assert "canceled by ops: stop" in (ended.error or "")

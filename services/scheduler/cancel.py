@@ -1,0 +1,102 @@
+"""Cancel in the scheduler's pure core: no new attempt starts; each call in flight settles first (its
+commit kept, an unknown outcome quarantined); then the run ends canceled with who and why."""
+
+from __future__ import annotations
+
+from keel import events as ev
+from keel.contracts import ControlCommand, RunEvent
+from keel.vocab import UNKNOWN_OUTCOME
+from keel.workflows import WorkflowSpec
+from services.scheduler.state import (
+    CANCELING,
+    DISPATCHED,
+    QUARANTINED,
+    RESERVING,
+    STEP_CANCELED,
+    WAITING_RETRY,
+    RunState,
+    StepState,
+)
+from services.scheduler.units import Unit, unit_state, units_of
+from services.scheduler.verdicts import Decision, end, quarantine
+
+
+def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
+    """No new attempt starts. With nothing in flight the run ends canceled at once; otherwise each call
+    in flight settles first (its commit kept, an unknown outcome quarantined), then the run ends."""
+    if state.status == CANCELING:
+        return Decision(state, [])
+    state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
+    if state.status == QUARANTINED:  # a human's decision on a held run: it ends here
+        return _end_canceled(state, now_ms)
+    unknown: tuple[Unit, StepState] | None = None
+    for name in state.steps:
+        for unit, sub in units_of(state, spec.step(name)):
+            if sub.status in (WAITING_RETRY, RESERVING):
+                sub.fire_at = None
+                if sub.last_failure == UNKNOWN_OUTCOME:
+                    # its last attempt may have had its effect: never retried now
+                    unknown = unknown or (unit, sub)
+                else:
+                    sub.status = STEP_CANCELED
+    state.status = CANCELING
+    if unknown is not None:
+        unit, sub = unknown
+        why = f"canceled by {_who(state)} while attempt {sub.attempt}'s outcome was unknown"
+        return quarantine(state, unit.step, now_ms, why, UNKNOWN_OUTCOME, call=unit.call)
+    return settle_cancel(state, now_ms)
+
+
+def failed_while_canceling(state: RunState, unit: Unit, fact: RunEvent, now_ms: int) -> Decision:
+    tool = fact.tool
+    failure_class = (tool.failure_class if tool else None) or (
+        fact.step_detail.failure_class if fact.step_detail else None
+    )
+    accepted = bool(tool and tool.effect_accepted)
+    called = not (tool and tool.blocked_reason)
+    if unit.effects and called and (failure_class == UNKNOWN_OUTCOME or accepted):
+        what = "the provider accepted it" if accepted else "its outcome is unknown"
+        why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
+        return quarantine(
+            state,
+            unit.step,
+            now_ms,
+            why,
+            failure_class,
+            error=fact.error,
+            key=fact.idempotency_key,
+            evidence=fact,
+            call=unit.call,
+        )
+    step = unit_state(state, unit)
+    step.status, step.deadline = STEP_CANCELED, None  # settled: the attempt had no effect
+    return settle_cancel(state, now_ms)
+
+
+def timed_out_while_canceling(state: RunState, unit: Unit, now_ms: int) -> Decision:
+    step = unit_state(state, unit)
+    if unit.effects:
+        why = f"canceled by {_who(state)}; attempt {step.attempt} was in flight and timed out"
+        return quarantine(
+            state, unit.step, now_ms, f"{why}: outcome unknown", UNKNOWN_OUTCOME, call=unit.call
+        )
+    step.status, step.deadline = STEP_CANCELED, None  # an llm attempt has no effect to wait for
+    return settle_cancel(state, now_ms)
+
+
+def settle_cancel(state: RunState, now_ms: int) -> Decision:
+    return Decision(state, []) if state.in_flight() else _end_canceled(state, now_ms)
+
+
+def _end_canceled(state: RunState, now_ms: int) -> Decision:
+    for step in state.steps.values():
+        if step.status in (WAITING_RETRY, RESERVING) or (
+            step.agent is not None and step.status == DISPATCHED
+        ):
+            step.status, step.fire_at = STEP_CANCELED, None
+    reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
+    return end(state, ev.CANCELED, now_ms, reason)
+
+
+def _who(state: RunState) -> str:
+    return state.canceled_by or "an unnamed operator"
