@@ -68,6 +68,7 @@ E2E_ENV = {
 # scopes outlive a session on a shared broker.
 BUDGET_TENANTS = [(unique("budget-t"), 0.0001) for _ in range(3)]
 E2E_ENV["KEEL_BUDGET_LIMITS"] = json.dumps({"tenant_day_usd": dict(BUDGET_TENANTS)})
+E2E_ENV["KEEL_BUDGETS"] = "true"  # whatever the environment says: the enforcer runs here
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector")
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from infra.simulators.runner import running
 
-# Unit tests drive services' shells without a budget enforcer: the scheduler issues paid attempts at once.
-# Tests of the budget protocol turn budgets on explicitly (a BudgetPolicy, or SchedulerSettings).
-os.environ.setdefault("KEEL_BUDGETS", "false")
+
+@pytest.fixture(autouse=True)
+def _no_budget_enforcer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests drive services' shells without a budget enforcer: the scheduler issues paid attempts at
+    once. Per test (never for the session: services the e2e tests start later must see budgets on); tests
+    of the budget protocol turn budgets on explicitly (a BudgetPolicy, or SchedulerSettings)."""
+    monkeypatch.setenv("KEEL_BUDGETS", "false")
 
 
 @pytest.fixture(scope="module")
