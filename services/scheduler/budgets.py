@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from keel import events as ev
 from keel.contracts import BudgetCommand, RunEvent, StepDetail
@@ -106,14 +106,11 @@ def begin(
 def _reserve(state: RunState, unit: Unit, sub: StepState, now_ms: int, policy: BudgetPolicy) -> BudgetCommand:
     sub.reserve_tries += 1
     rid = reservation_id(state.run_id, unit.step, unit.call, sub.attempt)
-    return BudgetCommand(
-        command_id=f"{rid}:reserve:{sub.reserve_tries}",
-        action="reserve",
-        tenant_id=state.tenant_id,
-        run_id=state.run_id,
-        workflow=state.workflow,
-        workflow_version=state.workflow_version,
-        task_id=state.task_id,
+    return _budget(
+        "reserve",
+        f"{rid}:reserve:{sub.reserve_tries}",
+        state,
+        now_ms,
         step=unit.step,
         call=unit.call,
         attempt=sub.attempt,
@@ -124,8 +121,6 @@ def _reserve(state: RunState, unit: Unit, sub: StepState, now_ms: int, policy: B
         run_limit_micros=state.budget_micros,
         step_limit_micros=unit.budget_micros,
         expires_at=ev.at_ms(now_ms + unit.timeout_ms + policy.slack_ms),
-        issued_at=ev.at_ms(now_ms),
-        trace_id=state.trace_id,
     )
 
 
@@ -234,25 +229,55 @@ def hard_stop(state: RunState, unit: Unit, reason: str, fact: RunEvent | None, n
 # -- facts to spends and closes ----------------------------------------------------------------------
 
 
-def _command(fact: RunEvent, action: str, now_ms: int, amount: int = 0) -> BudgetCommand:
-    rid = reservation_id(fact.run_id, fact.step or "", fact.call, fact.attempt)
+class _RunCoordinates(Protocol):
+    """What every budget command copies from its run: a RunState and a RunEvent both have it."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def workflow_version(self) -> int | None: ...
+    @property
+    def task_id(self) -> str | None: ...
+    @property
+    def trace_id(self) -> str | None: ...
+
+
+def _budget(action: str, command_id: str, run: _RunCoordinates, now_ms: int, **fields: Any) -> BudgetCommand:
+    """One budget command of `run`, keyed (by the shell) by its tenant; `fields` name the unit."""
+    fields.setdefault("reservation_id", run.run_id)
     return BudgetCommand(
-        command_id=f"{fact.event_id}:{action}",
+        command_id=command_id,
         action=action,
-        tenant_id=fact.tenant_id,
-        run_id=fact.run_id,
-        workflow=fact.workflow,
-        workflow_version=fact.workflow_version,
-        task_id=fact.task_id,
+        tenant_id=run.tenant_id,
+        run_id=run.run_id,
+        workflow=run.workflow,
+        workflow_version=run.workflow_version,
+        task_id=run.task_id,
+        issued_at=ev.at_ms(now_ms),
+        trace_id=run.trace_id,
+        **fields,
+    )
+
+
+def _command(fact: RunEvent, action: str, now_ms: int, amount: int = 0) -> BudgetCommand:
+    """A spend or close for the attempt a fact is about (its id follows from the fact's, so a replay of the
+    fact gives the same command)."""
+    return _budget(
+        action,
+        f"{fact.event_id}:{action}",
+        fact,
+        now_ms,
         step=fact.step,
         call=fact.call,
         attempt=fact.attempt,
         agent_id=fact.agent_id,
         model=fact.model,
-        reservation_id=rid,
+        reservation_id=reservation_id(fact.run_id, fact.step or "", fact.call, fact.attempt),
         amount_micros=amount,
-        issued_at=ev.at_ms(now_ms),
-        trace_id=fact.trace_id,
     )
 
 
@@ -279,19 +304,7 @@ def followups(fact: RunEvent, now_ms: int) -> list[BudgetCommand]:
 
 
 def forget(state: RunState, now_ms: int) -> BudgetCommand:
-    rid = state.run_id
-    return BudgetCommand(
-        command_id=f"{rid}:forget",
-        action="forget",
-        tenant_id=state.tenant_id,
-        run_id=state.run_id,
-        workflow=state.workflow,
-        workflow_version=state.workflow_version,
-        task_id=state.task_id,
-        reservation_id=rid,
-        issued_at=ev.at_ms(now_ms),
-        trace_id=state.trace_id,
-    )
+    return _budget("forget", f"{state.run_id}:forget", state, now_ms)
 
 
 def timed_out(state: RunState, unit: Unit, sub: StepState, now_ms: int) -> list[BudgetCommand]:
@@ -299,18 +312,6 @@ def timed_out(state: RunState, unit: Unit, sub: StepState, now_ms: int) -> list[
     deadline), so its reservation is closed."""
     if sub.worst_micros is None:
         return []
-    marker: dict[str, Any] = {
-        "event_id": f"{reservation_id(state.run_id, unit.step, unit.call, sub.attempt)}:timeout",
-        "run_id": state.run_id,
-        "tenant_id": state.tenant_id,
-        "workflow": state.workflow,
-        "workflow_version": state.workflow_version,
-        "task_id": state.task_id,
-        "step": unit.step,
-        "call": unit.call,
-        "attempt": sub.attempt,
-        "agent_id": unit.agent_id,
-        "event": "timeout",
-        "ts": ev.at_ms(now_ms),
-    }
-    return [close(RunEvent(**marker), now_ms)]
+    rid = reservation_id(state.run_id, unit.step, unit.call, sub.attempt)
+    unit_fields = {"step": unit.step, "call": unit.call, "attempt": sub.attempt, "agent_id": unit.agent_id}
+    return [_budget("close", f"{rid}:timeout:close", state, now_ms, reservation_id=rid, **unit_fields)]
