@@ -10,6 +10,7 @@ process is caught by the step's deadline and retried as a new attempt.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 from confluent_kafka.admin import AdminClient
@@ -105,15 +106,11 @@ class ExecutorProcessor(BackgroundProcessor):
     def _stage_llm(self, record: Record, cmd: StepCommand) -> None:
         try:
             spec = specs.llm_spec(cmd)
-            request = ModelRequest(
-                model=spec.model,
+            request = _request(
+                cmd,
+                spec,
                 messages=[{"role": "user", "content": spec.prompt}],
-                response_format=spec.response_format,  # type: ignore[arg-type]  # validated here
-                max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
-                metadata=specs.effect_tags(cmd),
-                deadline_ms=core.deadline_ms(cmd),
-                route_class=spec.route_class,
-                tenant=cmd.tenant_id,
+                response_format=spec.response_format,
             )
         except (ValueError, ValidationError) as exc:
             raise Reject(str(exc), "invalid") from None
@@ -128,16 +125,12 @@ class ExecutorProcessor(BackgroundProcessor):
         calls), committed as model_called alone; the scheduler runs the calls and the next turn."""
         try:
             spec = specs.turn_spec(cmd)
-            request = ModelRequest(
-                model=spec.model,
+            request = _request(
+                cmd,
+                spec,
                 messages=spec.messages,
                 tools=spec.tools or None,
                 response_format=spec.response_format or "text",
-                max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
-                metadata=specs.effect_tags(cmd),
-                deadline_ms=core.deadline_ms(cmd),
-                route_class=spec.route_class,
-                tenant=cmd.tenant_id,
             )
         except (ValueError, ValidationError) as exc:
             raise Reject(str(exc), "invalid") from None
@@ -167,4 +160,18 @@ def make_processor(settings: Settings, serde: Serde) -> ExecutorProcessor:
         BackgroundCalls(ExecutorSettings().model_calls, "model-call"),
         store_for(settings),
         routes_of(tools),
+    )
+
+
+def _request(cmd: StepCommand, spec: specs.LlmSpec | specs.TurnSpec, **call: Any) -> ModelRequest:
+    """The model request of an llm step's or an agent turn's command: what differs (messages, tools, the
+    answer's format) in `call`; the rest (model, tokens, effect tags, deadline, route) from the spec."""
+    return ModelRequest(
+        model=spec.model,
+        max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
+        metadata=specs.effect_tags(cmd),
+        deadline_ms=core.deadline_ms(cmd),
+        route_class=spec.route_class,
+        tenant=cmd.tenant_id,
+        **call,
     )
