@@ -27,6 +27,12 @@ LOOP_DETECTED = "loop_detected"  # the same call repeated past the step's max_re
 # Later families
 BUDGET_WARNING, BUDGET_EXCEEDED = "budget_warning", "budget_exceeded"
 QUARANTINED, QUARANTINE_RESOLVED, DEAD_LETTERED = "quarantined", "quarantine_resolved", "dead_lettered"
+# Cases, decisions and control (docs/quarantine.md). A case opens with `quarantined` (a held step) or
+# `approval_requested` (a step waiting for a human's yes); `quarantine_resolved` closes either, with the
+# decision in quarantine.decision; a decision that cannot apply is `decision_refused` (why: error).
+APPROVAL_REQUESTED, DECISION_REFUSED = "approval_requested", "decision_refused"
+PAUSED, RESUMED = "paused", "resumed"  # run level: no new attempt starts while paused
+FALLBACK_CHOSEN = "fallback_chosen"  # a quarantined or failed step degrades to its declared fallback step
 
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELED})
 

@@ -34,6 +34,7 @@ SCHEDULED: Final = "scheduled"
 RUNNING: Final = "running"
 CANCELING: Final = "canceling"  # scheduler only: a cancel waits for the attempts in flight to settle
 QUARANTINED: Final = "quarantined"  # held for a human
+PAUSED: Final = "paused"  # an operator paused it: no new attempt starts until it is resumed
 COMPLETED: Final = "completed"
 FAILED: Final = "failed"
 CANCELED: Final = "canceled"
@@ -49,8 +50,26 @@ PENDING: Final = "pending"
 DISPATCHED: Final = "dispatched"
 WAITING_RETRY: Final = "waiting_retry"
 RESERVING: Final = "reserving"  # scheduler only: the attempt waits for its budget reservation
+AWAITING_APPROVAL: Final = "awaiting_approval"  # scheduler only: the step waits for a human's approval
+SKIPPED: Final = "skipped"  # scheduler only: a fallback step its run never needed
+FELL_BACK: Final = "fell_back"  # scheduler only: the step's fallback step stands in for it
 RETRYING: Final = "retrying"
 COMMITTED: Final = "committed"  # the step's effect is recorded by the ledger (or its llm answer committed)
 
 # --- Attempt statuses (the attempts projection): RUNNING, then SUCCEEDED or FAILED, then COMMITTED.
 SUCCEEDED: Final = "succeeded"
+
+# --- Cases and decisions (docs/quarantine.md). A case is a quarantined step or a waiting approval.
+CASE_QUARANTINE: Final = "quarantine"
+CASE_APPROVAL: Final = "approval"
+RETRY: Final = "retry"  # quarantine: the same input under the same key
+EDIT: Final = "edit"  # quarantine: a new input (checked against the tool's schema) under a new key
+SKIP: Final = "skip"  # quarantine: the step commits with a supplied output (checked against its schema)
+FAIL: Final = "fail"  # quarantine or approval: the run ends failed
+APPROVE: Final = "approve"  # approval: the exact payload and key shown may be sent
+DENY: Final = "deny"  # approval: it may not (the step's on_timeout/denial rule applies)
+EXPIRE: Final = "expire"  # approval: its deadline passed with no decision (the scheduler decides)
+QUARANTINE_DECISIONS: Final = frozenset({RETRY, EDIT, SKIP, FAIL})
+APPROVAL_DECISIONS: Final = frozenset({APPROVE, DENY, FAIL})
+# Control commands (keel.control, ControlCommand.action).
+CONTROL_ACTIONS: Final = frozenset({"cancel", "pause", "resume", "decide"})

@@ -22,7 +22,7 @@ from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
 from keel.vocab import CREATED, SCHEDULED
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, budgets, cancel
+from services.scheduler import agent, budgets, cancel, control
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -186,9 +186,8 @@ def _decide(
                 agent.record_call(state, spec.step(message.step or ""), message)
         return Decision(state, [])
     if isinstance(message, ControlCommand):
-        if message.action != "cancel":
-            return Decision(state, [])
-        return cancel.on_cancel(state, message, workflows.get(state.workflow, state.workflow_version), now_ms)
+        spec = workflows.get(state.workflow, state.workflow_version)
+        return control.on_command(state, message, spec, now_ms, env)
     if isinstance(message, RunEvent):
         spec = workflows.get(state.workflow, state.workflow_version)
         if message.source == "budget":

@@ -17,12 +17,14 @@ STEP_CANCELED = vocab.CANCELED  # the run was canceled before this step's next a
 # Run statuses. CANCELING: a cancel arrived while attempts were in flight; no step starts, and the run
 # ends canceled once they have settled (or goes to quarantine if one's outcome turns out unknown).
 RUNNING, QUARANTINED, CANCELING = vocab.RUNNING, vocab.QUARANTINED, vocab.CANCELING
+PAUSED = vocab.PAUSED  # no new attempt starts; calls in flight settle and are recorded
+AWAITING_APPROVAL, SKIPPED, FELL_BACK = vocab.AWAITING_APPROVAL, vocab.SKIPPED, vocab.FELL_BACK
 COMPLETED, RUN_FAILED, CANCELED = vocab.COMPLETED, vocab.FAILED, vocab.CANCELED
 TERMINAL = vocab.TERMINAL_RUN_STATUSES
 
 # The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
 # upcaster below: the changelog holds records of every version ever written, and a restore reads them all.
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 
 @dataclass
@@ -49,6 +51,11 @@ class StepState:
     worst_micros: int | None = None
     reserve_since: int | None = None
     reserve_tries: int = 0
+    # Approvals (docs/quarantine.md): while AWAITING_APPROVAL, the open approval case: case_id, the
+    # rendered input's content ref and the key it is bound to, the deadline (also in fire_at), the rule
+    # that applies on deadline; kept after the decision (with it) as the step's record.
+    approval: dict[str, Any] | None = None
+    fallback_for: str | None = None  # a fallback step chosen to stand in for this step (FELL_BACK)
 
 
 @dataclass
@@ -106,6 +113,11 @@ class RunState:
     canceled_by: str | None = None  # who asked for the cancel, and why (kept while in-flight calls settle)
     cancel_reason: str | None = None
     budget_micros: int | None = None  # the run's hard limit (docs/budgets.md), None: no run limit
+    # Cases (docs/quarantine.md), by case id: kind, step, call, attempt, key, and once decided the
+    # decision, who made it and the command; a second decision on a case is refused from this.
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paused_by: str | None = None  # who paused the run, and why (while PAUSED)
+    pause_reason: str | None = None
     version: int = STATE_VERSION
 
     def committed(self) -> set[str]:
@@ -137,6 +149,10 @@ class RunState:
             if step.agent is not None:
                 step.agent = step.agent.copy()
         new.input = dict(self.input)
+        new.cases = {case: dict(record) for case, record in self.cases.items()}
+        for step in new.steps.values():
+            if step.approval is not None:
+                step.approval = dict(step.approval)
         return new
 
     def to_json(self) -> bytes:
@@ -195,8 +211,18 @@ def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v3_to_v4(raw: dict[str, Any]) -> dict[str, Any]:
+    # v4 added cases, pause fields and steps' approvals and fallbacks; a v3 record has none of them.
+    raw.setdefault("cases", {})
+    return raw
+
+
 # version -> the function that lifts a record of that version to the next one.
-UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 
 
 def upcast(raw: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,15 @@ def quarantine(
         proof["output_json"], proof["output_ref"] = ev.inline(details)
     where = step_name if call is None else f"{step_name}:{call}"
     case = f"{state.run_id}:{where}:{held.attempt}"
+    state.cases[case] = {
+        "kind": "quarantine",
+        "step": step_name,
+        "call": call,
+        "attempt": held.attempt,
+        "key": key or held.idempotency_key,
+        "failure_class": failure_class,
+        "opened_at": now_ms,
+    }
     return Decision(
         state,
         [
