@@ -731,6 +731,34 @@ class RunRequested:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalGrant:
+    """A human's approval of this exact call (docs/quarantine.md): the adapters send it only when the payload's content ref and the key are the ones approved."""
+
+    AVRO_NAME: ClassVar[str] = 'keel.ApprovalGrant'
+    case_id: str
+    input_ref: str
+    idempotency_key: str
+    approved_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'case_id': self.case_id,
+            'input_ref': self.input_ref,
+            'idempotency_key': self.idempotency_key,
+            'approved_by': self.approved_by,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ApprovalGrant:
+        return cls(
+            case_id=d['case_id'],
+            input_ref=d['input_ref'],
+            idempotency_key=d['idempotency_key'],
+            approved_by=d['approved_by'],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepCommand:
     """A request to execute one attempt of a step. Topic keel.step-commands, keyed by run_id."""
 
@@ -751,6 +779,7 @@ class StepCommand:
     trace_id: str | None = None
     call: str | None = None
     agent_id: str | None = None
+    approval: ApprovalGrant | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -770,6 +799,7 @@ class StepCommand:
             'trace_id': self.trace_id,
             'call': self.call,
             'agent_id': self.agent_id,
+            'approval': self.approval.to_dict() if self.approval is not None else None,
         }
 
     @classmethod
@@ -791,6 +821,7 @@ class StepCommand:
             trace_id=d.get('trace_id', None),
             call=d.get('call', None),
             agent_id=d.get('agent_id', None),
+            approval=ApprovalGrant.from_dict(d['approval']) if d.get('approval') is not None else None,
         )
 
 
@@ -815,6 +846,7 @@ class ToolCommand:
     deadline: datetime | None = None
     call: str | None = None
     agent_id: str | None = None
+    approval: ApprovalGrant | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -834,6 +866,7 @@ class ToolCommand:
             'deadline': self.deadline,
             'call': self.call,
             'agent_id': self.agent_id,
+            'approval': self.approval.to_dict() if self.approval is not None else None,
         }
 
     @classmethod
@@ -855,6 +888,7 @@ class ToolCommand:
             deadline=d.get('deadline', None),
             call=d.get('call', None),
             agent_id=d.get('agent_id', None),
+            approval=ApprovalGrant.from_dict(d['approval']) if d.get('approval') is not None else None,
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from keel.credstore import CredentialError, CredentialUnavailable
+from keel.idempotency import content_ref
 from keel.tooldefs import MissingCredential
 from keel.tooldefs.credentials import TenantCredentials
 from keel.vocab import AUTH, LOOKUP, NONE, TRANSIENT, VALIDATION, FailureClass
@@ -149,6 +150,19 @@ class _Call:
         return None if found is None else self.accept(found, response.status_code, False, True)
 
 
+def approval_refusal(request: ToolRequest) -> str | None:
+    """Why the approval a call carries does not release it (None: it does). An approval is bound to the
+    exact payload (its content ref) and key a human was shown: it can never release another payload."""
+    if request.approved is None:
+        return "no approval is bound to this call"
+    input_ref, key = request.approved
+    if key != request.idempotency_key:
+        return "the approval was given for another idempotency key"
+    if input_ref != content_ref(request.payload):
+        return "the approval was given for another payload"
+    return None
+
+
 def call_tool(
     adapter: Adapter,
     request: ToolRequest,
@@ -165,8 +179,9 @@ def call_tool(
         raise ValueError(f"{adapter.tool} needs an idempotency key")
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
     if adapter.requires_approval:
-        # No approval is bound to a tool call yet: refusing is the only reading that keeps the promise.
-        return c.fail(AUTH, "requires approval, and no approval is bound to this call: not sent", False)
+        refused = approval_refusal(request)
+        if refused is not None:
+            return c.fail(AUTH, f"requires approval, and {refused}: not sent", False)
     try:
         data = c.payload = adapter.check_input(request.payload)
     except ContractViolation as exc:

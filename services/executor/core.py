@@ -49,6 +49,8 @@ def tool_command(cmd: StepCommand) -> ToolCommand:
         # An agent's tool call: its sub-step (turn-N.call-I) and agent go on every fact the call makes.
         call=cmd.call,
         agent_id=cmd.agent_id,
+        # A human's approval of this exact call: the adapters check it against the payload and key.
+        approval=cmd.approval,
     )
 
 

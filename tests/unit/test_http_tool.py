@@ -14,6 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from keel.idempotency import content_ref
 from keel.tooldefs import load_definition
 from services.adapters import AdapterSettings, ToolResult, call_tool
 from services.adapters.base import Effect, ToolRequest
@@ -74,13 +75,16 @@ def call(
     payload: dict[str, Any] = INPUT,
     tenant: str = "acme",
     timeout_s: float = 5.0,
+    approved: tuple[str, str] | None = None,
 ) -> ToolResult:
     def provider(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return answer
 
     settings = AdapterSettings(tool_credentials=CREDENTIALS, tool_timeout_s=timeout_s)
-    request = ToolRequest(payload, "acme|wf|run-1|refund|abc", Effect(tenant, "run-1", "refund"))
+    request = ToolRequest(
+        payload, "acme|wf|run-1|refund|abc", Effect(tenant, "run-1", "refund"), approved=approved
+    )
     with httpx.Client(transport=httpx.MockTransport(provider)) as fake:
         return call_tool(tool, request, settings, fake)
 
@@ -193,12 +197,35 @@ def test_credentials_from_a_file_win_over_the_configured_ones(tmp_path: Path) ->
 
 
 def test_a_tool_that_requires_approval_is_never_called_without_one(tmp_path: Path) -> None:
-    # Approvals are not bound to tool calls yet: until they are, such a tool is refused, never run as if
-    # the flag were not there.
     tool, seen = adapter(tmp_path, DEFINITION + "requires_approval: true\n"), []
     result = call(tool, httpx.Response(200, json={"refund_id": "re_1", "status": "ok"}), seen)
     assert result.failure_class == "auth" and not result.request_sent and seen == []
-    assert "requires approval" in (result.error or "")
+    assert "no approval is bound to this call" in (result.error or "")
+
+
+def test_an_approval_releases_only_the_payload_and_key_it_was_given_for(tmp_path: Path) -> None:
+    tool, answer = (
+        adapter(tmp_path, DEFINITION + "requires_approval: true\n"),
+        {"refund_id": "re_1", "status": "ok"},
+    )
+    payload = {"charge_id": "ch_1", "amount_cents": 500}
+    key = "acme|wf|run-1|refund|abc"
+    other: list[httpx.Request] = []
+    wrong = call(
+        tool,
+        httpx.Response(200, json=answer),
+        other,
+        payload,
+        approved=(content_ref({**payload, "amount_cents": 9}), key),
+    )
+    assert wrong.failure_class == "auth" and "another payload" in (wrong.error or "") and other == []
+    wrong_key = call(
+        tool, httpx.Response(200, json=answer), other, payload, approved=(content_ref(payload), "k2")
+    )
+    assert "another idempotency key" in (wrong_key.error or "") and other == []
+    seen: list[httpx.Request] = []
+    right = call(tool, httpx.Response(200, json=answer), seen, payload, approved=(content_ref(payload), key))
+    assert right.ok and len(seen) == 1
 
 
 def test_an_answer_without_the_providers_id_is_never_a_success(tmp_path: Path) -> None:

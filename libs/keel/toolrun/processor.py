@@ -126,6 +126,7 @@ class ToolProcessor(BackgroundProcessor):
             cmd.idempotency_key,
             Effect(cmd.tenant_id, cmd.run_id, cmd.step, cmd.call),
             deadline_ms(cmd),
+            (cmd.approval.input_ref, cmd.approval.idempotency_key) if cmd.approval is not None else None,
         )
 
         def call() -> list[Output]:

@@ -35,6 +35,9 @@ class ToolRequest:
     idempotency_key: str
     effect: Effect
     deadline_ms: int | None = None  # epoch ms after which no request may start; None: no deadline
+    # A human's approval (docs/quarantine.md): (content ref of the approved payload, the approved key);
+    # a tool that requires approval is called only when both are this call's.
+    approved: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
