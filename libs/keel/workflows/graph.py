@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # model.py imports this module to validate graphs, so only type-check the other way.
@@ -59,12 +59,19 @@ def ancestry(needs: Mapping[str, Sequence[str]]) -> Callable[[str, str], bool]:
     return lambda step, other: other in bit and bool(mask.get(step, 0) & bit[other])
 
 
-def ready_steps(spec: WorkflowSpec, committed: set[str], started: set[str]) -> list[str]:
-    """Steps whose needs are all committed and that have not started yet, in file order."""
+def ready_steps(
+    spec: WorkflowSpec, committed: set[str], started: set[str], chosen: Set[str] = frozenset()
+) -> list[str]:
+    """Steps whose needs are all committed and that have not started yet, in file order. A
+    `fallback_only` step is ready only once `chosen` (as the fallback of a step that fell back);
+    `committed` counts a step that fell back as committed once its fallback has."""
     return [
         s.name
         for s in spec.steps
-        if s.name not in started and s.name not in committed and set(s.needs) <= committed
+        if s.name not in started
+        and s.name not in committed
+        and set(s.needs) <= committed
+        and (not s.fallback_only or s.name in chosen)
     ]
 
 
@@ -113,10 +120,16 @@ def mermaid(spec: WorkflowSpec) -> str:
             "tool": f"tool: {s.tool}",
             "llm": f"llm: {s.model}",
             "agent": f"agent: {s.model}, tools {', '.join(s.tools)}",
+            "approval": "approval",
         }[s.kind]
+        if s.requires_approval:
+            what += ", approval first"
+        if s.fallback_only:
+            what += ", fallback only"
         lines.append(f'    {_node(s.name)}["{_label(f"{s.name}<br/>{what}")}"]')
     for s in spec.steps:
         lines += [f"    {_node(dep)} --> {_node(s.name)}" for dep in s.needs]
+        lines += [f"    {_node(s.name)} -. {where} .-> {_node(to)}" for where, to in s.fallbacks.items()]
     effects = [_node(s.name) for s in spec.steps if s.side_effects]
     if effects:
         lines.append("    classDef side_effect fill:#fde2e2,stroke:#c0392b,stroke-width:2px")
