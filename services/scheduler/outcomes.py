@@ -156,9 +156,8 @@ def retry_or_stop(state: RunState, unit: Unit, failure: Failure, now_ms: int) ->
         reason = f"the model's answer breaks the step's output schema, also when asked again: {failure.error}"
         return _hold(state, unit, failure, reason, now_ms)
     reason = f"step {unit.label} attempt {step.attempt}: {decision.reason}: {failure.error}"
-    return _fall_back(state, unit, unit.on_failure, failure, reason, now_ms) or fail(
-        state, now_ms, reason, unit.step
-    )
+    fell = _fall_back(state, unit, unit.on_failure, failure, f"would fail the run: {reason}", now_ms)
+    return fell or fail(state, now_ms, reason, unit.step)
 
 
 def _fall_back(
@@ -180,7 +179,8 @@ def _fall_back(
 
 
 def _hold(state: RunState, unit: Unit, failure: Failure, reason: str, now_ms: int) -> Decision:
-    if (fell := _fall_back(state, unit, unit.on_quarantine, failure, reason, now_ms)) is not None:
+    fell = _fall_back(state, unit, unit.on_quarantine, failure, f"would be quarantined: {reason}", now_ms)
+    if fell is not None:
         return fell
     return quarantine(
         state,
