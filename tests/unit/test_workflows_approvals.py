@@ -232,3 +232,23 @@ def test_the_test_workflows_for_approvals_and_fallbacks_load():
     assert fallback.step("refund").fallbacks == {"on_quarantine": "notify"}
     assert fallback.step("notify").fallback_only
     assert load_workflow(TEST_WORKFLOWS / "refund_with_fallback.v1.yaml") == fallback
+
+
+def test_fallback_problems_are_located_at_the_field_that_declares_them():
+    data = example()
+    step(data, "refund")["on_failure"] = {"fallback": "nobody"}
+    step(data, "refund")["approval"]["on_timeout"] = {"fallback": "refund"}
+    with pytest.raises(WorkflowError) as exc:
+        parse_workflow(data, SOURCE)
+    located = dict(zip(exc.value.problems, exc.value.locations, strict=True))
+    assert located["step 'refund' on_failure falls back to unknown step 'nobody'"] == (
+        "steps",
+        2,
+        "on_failure",
+    )
+    assert located["step 'refund' approval.on_timeout falls back to itself"] == (
+        "steps",
+        2,
+        "approval",
+        "on_timeout",
+    )
