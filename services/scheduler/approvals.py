@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from keel import events as ev
-from keel.contracts import CommitDetail, ControlCommand, QuarantineDetail
+from keel.contracts import CommitDetail, ControlCommand, QuarantineDetail, RunEvent
 from keel.vocab import APPROVAL_DECISIONS, APPROVE, CASE_APPROVAL, DENY, EXPIRE
 from keel.workflows import ApprovalPolicy, StepSpec, WorkflowSpec
 from services.scheduler import dispatch, fallbacks
@@ -256,10 +256,25 @@ def _go_on(state: RunState, spec: WorkflowSpec, now_ms: int, env: Env) -> list[E
 def _refused(
     state: RunState, cmd: ControlCommand, args: dict[str, Any], step: str | None, why: str, now_ms: int
 ) -> Decision:
-    out_json, _ = ev.inline(
-        {"case_id": args.get("case_id"), "decision": args.get("decision"), "command_id": cmd.command_id}
+    """A decision that does not apply: a `decision_refused` fact saying why, nothing else changes. Its
+    id follows from the command's (`RUN:0:decision_refused:COMMAND_ID`, as for quarantine decisions), so
+    a redelivered command gives the same fact."""
+    record = {"case_id": args.get("case_id"), "decision": args.get("decision"), "command_id": cmd.command_id}
+    out_json, out_ref = ev.inline(record)
+    fact = RunEvent(
+        event_id=ev.event_id(state.run_id, ev.DECISION_REFUSED, extra=cmd.command_id),
+        run_id=state.run_id,
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        workflow_version=state.workflow_version,
+        step=step,
+        event=ev.DECISION_REFUSED,
+        ts=ev.at_ms(now_ms),
+        source="scheduler",
+        trace_id=state.trace_id,
+        error=why,
+        output_json=out_json,
+        output_ref=out_ref,
     )
-    refused = event(
-        state, ev.DECISION_REFUSED, now_ms, step, 0, cmd.command_id, error=why, output_json=out_json
-    )
-    return Decision(state, [refused])
+    return Decision(state, [fact])

@@ -223,9 +223,15 @@ def test_an_approval_for_another_payload_is_refused_and_releases_nothing():
         d = judge(state, spec, "approve", case, bound_to)
         [refused] = events(d)
         assert refused.event == ev.DECISION_REFUSED and "payload differs" in (refused.error or "")
-        assert json.loads(refused.output_json)["case_id"] == case
+        assert json.loads(refused.output_json)["case_id"] == case and refused.step == "refund"
+        assert refused.event_id == f"run-a:0:decision_refused:{refused_cmd(state, bound_to)}"
         assert commands(d) == [] and state.steps["refund"].status == "awaiting_approval"
         assert "decision" not in state.cases[case]
+
+
+def refused_cmd(state: RunState, bound_to: Any) -> str:
+    cmd, _ = command(state, "approve", "run-a:refund:approval-1", bound_to)
+    return cmd.command_id
 
 
 def test_approving_releases_the_first_attempt_with_exactly_the_payload_and_key_shown():
