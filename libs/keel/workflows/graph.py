@@ -1,4 +1,4 @@
-"""The step graph of a workflow: readiness, topological order, cycles and a Mermaid drawing."""
+"""The step graph of a workflow: readiness, topological order, cycles, fallbacks and a Mermaid drawing."""
 
 from __future__ import annotations
 
@@ -73,6 +73,47 @@ def ready_steps(
         and set(s.needs) <= committed
         and (not s.fallback_only or s.name in chosen)
     ]
+
+
+def fallback_problems(spec: WorkflowSpec, depends: Callable[[str, str], bool]) -> list[str]:
+    """A fallback stands in for the step it replaces: it must exist, be `fallback_only` (else it would run
+    anyway), and need only steps committed before the step it replaces could start (so its inputs exist
+    when it is chosen). A fallback-only step runs only when chosen, so no step may need it: the steps
+    after it read its output as the output of the step it stands in for."""
+    by_name = {s.name: s for s in spec.steps}
+    chosen_by: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for s in spec.steps:
+        for where, name in s.fallbacks.items():
+            target = by_name.get(name)
+            if target is None:
+                problems.append(f"step {s.name!r} {where} falls back to unknown step {name!r}")
+            elif name == s.name:
+                problems.append(f"step {s.name!r} {where} falls back to itself")
+            elif not target.fallback_only:
+                problems.append(
+                    f"step {s.name!r} {where} falls back to {name!r}, which is not `fallback_only: true` "
+                    "(it would run anyway)"
+                )
+            else:
+                chosen_by.setdefault(name, []).append(s.name)
+                missing = [d for d in target.needs if d not in s.needs and not depends(s.name, d)]
+                if missing:
+                    problems.append(
+                        f"step {s.name!r} {where} falls back to {name!r}, which needs {missing} that "
+                        f"{s.name!r} does not depend on (its inputs might not exist)"
+                    )
+        problems += [
+            f"step {s.name!r} needs fallback-only step {d!r}: read it through the step it stands in for"
+            for d in s.needs
+            if by_name[d].fallback_only
+        ]
+    problems += [
+        f"fallback-only step {s.name!r} is no step's fallback (it could never run)"
+        for s in spec.steps
+        if s.fallback_only and s.name not in chosen_by
+    ]
+    return problems
 
 
 def topological_order(spec: WorkflowSpec) -> list[str]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keel.tooldefs.contract import schema_problems
 from keel.workflows import template
-from keel.workflows.graph import ancestry, find_cycle
+from keel.workflows.graph import ancestry, fallback_problems, find_cycle
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TOOL_REF = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+$")
@@ -310,46 +309,5 @@ def _graph_problems(spec: WorkflowSpec) -> list[str]:
                 problems.append(
                     f"step {s.name!r} reads steps.{ref} but does not depend on {ref!r} (add it to needs)"
                 )
-    problems += _fallback_problems(spec, depends)
+    problems += fallback_problems(spec, depends)
     return list(dict.fromkeys(problems))
-
-
-def _fallback_problems(spec: WorkflowSpec, depends: Callable[[str, str], bool]) -> list[str]:
-    """A fallback stands in for the step it replaces: it must exist, be `fallback_only` (else it would run
-    anyway), and need only steps committed before the step it replaces could start (so its inputs exist
-    when it is chosen). A fallback-only step runs only when chosen, so no step may need it: the steps
-    after it read its output as the output of the step it stands in for."""
-    by_name = {s.name: s for s in spec.steps}
-    chosen_by: dict[str, list[str]] = {}
-    problems: list[str] = []
-    for s in spec.steps:
-        for where, name in s.fallbacks.items():
-            target = by_name.get(name)
-            if target is None:
-                problems.append(f"step {s.name!r} {where} falls back to unknown step {name!r}")
-            elif name == s.name:
-                problems.append(f"step {s.name!r} {where} falls back to itself")
-            elif not target.fallback_only:
-                problems.append(
-                    f"step {s.name!r} {where} falls back to {name!r}, which is not `fallback_only: true` "
-                    "(it would run anyway)"
-                )
-            else:
-                chosen_by.setdefault(name, []).append(s.name)
-                missing = [d for d in target.needs if d not in s.needs and not depends(s.name, d)]
-                if missing:
-                    problems.append(
-                        f"step {s.name!r} {where} falls back to {name!r}, which needs {missing} that "
-                        f"{s.name!r} does not depend on (its inputs might not exist)"
-                    )
-        problems += [
-            f"step {s.name!r} needs fallback-only step {d!r}: read it through the step it stands in for"
-            for d in s.needs
-            if by_name[d].fallback_only
-        ]
-    problems += [
-        f"fallback-only step {s.name!r} is no step's fallback (it could never run)"
-        for s in spec.steps
-        if s.fallback_only and s.name not in chosen_by
-    ]
-    return problems
