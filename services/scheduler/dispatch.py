@@ -109,8 +109,8 @@ def issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int, env: Env) 
             return _cannot_start(state, spec, now_ms, f"step {spec.name}: {exc}")
         except (TemplateError, ValueError) as exc:
             return _cannot_start(state, spec, now_ms, f"step {spec.name}: cannot render its input: {exc}")
-    if spec.approval_policy is not None and not approvals.released(step):
-        return approvals.request(state, spec, now_ms)
+    if spec.kind == "approval" or (spec.requires_approval and not approvals.released(step)):
+        return approvals.request(state, spec, now_ms)  # an approval step never has an attempt
     return budgets.begin(state, Unit.of(spec), attempt, now_ms, env.budgets)
 
 
