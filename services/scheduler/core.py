@@ -22,7 +22,7 @@ from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
 from keel.vocab import CREATED, SCHEDULED
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, budgets, cancel, control
+from services.scheduler import agent, approvals, budgets, cancel, control, dispatch
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -36,6 +36,7 @@ from services.scheduler.outcomes import (
     on_timeout,
 )
 from services.scheduler.state import (
+    AWAITING_APPROVAL,
     CANCELING,
     COMMITTED,
     DISPATCHED,
@@ -47,7 +48,7 @@ from services.scheduler.state import (
     StepState,
 )
 from services.scheduler.units import Unit, units_of
-from services.scheduler.verdicts import Decision, Emitted, end, event
+from services.scheduler.verdicts import Decision, Emitted, event
 
 __all__ = [
     "DEFAULT_TOOL_CLIENT_TIMEOUT_MS",
@@ -144,6 +145,7 @@ def decide(
         spent += budgets.followups(message, now_ms)
     before = state.status if state is not None else None
     decision = _decide(state, message, partition, now_ms, workflows, key_retention, env)
+    decision = _start_fallbacks(decision, workflows, now_ms, env)
     return _with_budgets(decision, before, spent, env, now_ms)
 
 
@@ -233,7 +235,18 @@ def due(
     env = Env(tools, budget_policy, routes)
     before = state.status
     decision = _due(state, now_ms, workflows, tool_mode, tool_timeout_ms, key_retention, env)
+    decision = _start_fallbacks(decision, workflows, now_ms, env)
     return _with_budgets(decision, before, [], env, now_ms)
+
+
+def _start_fallbacks(decision: Decision, workflows: Workflows, now_ms: int, env: Env) -> Decision:
+    """A fallback chosen where the workflow was not at hand (outcomes) starts here."""
+    state = decision.state
+    if state is None or not any(getattr(o, "event", None) == ev.FALLBACK_CHOSEN for o in decision.outputs):
+        return decision
+    return dispatch.after_fallback(
+        decision, workflows.get(state.workflow, state.workflow_version), now_ms, env
+    )
 
 
 def _due(
@@ -257,6 +270,8 @@ def _due(
                     outputs += budgets.begin(state, unit, sub.attempt + 1, now_ms, env.budgets)
                 elif state.status == RUNNING:
                     outputs += issue(state, spec.step(name), sub.attempt + 1, now_ms, env)
+            elif sub.status == AWAITING_APPROVAL and fires and state.status == RUNNING:
+                outputs += approvals.expire(state, spec, name, now_ms, env)
             elif sub.status == RESERVING and fires and state.status == RUNNING and env.budgets is not None:
                 outputs += budgets.ask_again(state, unit, now_ms, env.budgets)
             elif sub.status == DISPATCHED and sub.deadline is not None and sub.deadline <= now_ms:
@@ -282,7 +297,8 @@ def next_timer(state: RunState) -> int | None:
     if state.status not in (RUNNING, CANCELING):
         return None
     subs = _subs(state)
-    times = [s.fire_at for s in subs if s.status in (WAITING_RETRY, RESERVING) and s.fire_at is not None]
+    waiting = (WAITING_RETRY, RESERVING, AWAITING_APPROVAL)
+    times = [s.fire_at for s in subs if s.status in waiting and s.fire_at is not None]
     times += [s.deadline for s in subs if s.status == DISPATCHED and s.deadline is not None]
     return min(times) if times else None
 
@@ -332,11 +348,8 @@ def _on_fact(
 
 
 def _after_commit(state: RunState, spec: WorkflowSpec, now_ms: int, env: Env) -> list[Emitted]:
-    """A step committed: the run completes, or the steps it unblocked start."""
-    if len(state.committed()) == len(state.steps):
-        out_json, out_ref = ev.inline(state.outputs())
-        return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref).outputs
-    return dispatch_ready(state, spec, now_ms, env)
+    """A step committed: the run completes, or the steps it unblocked start (dispatch.advance)."""
+    return dispatch.advance(state, spec, now_ms, env)
 
 
 def _on_agent_fact(

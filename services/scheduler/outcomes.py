@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent
 from keel.vocab import SAFE_TO_REPEAT_MODES, TRANSIENT, UNKNOWN_OUTCOME, VALIDATION
+from services.scheduler import fallbacks
 from services.scheduler.retry import decide_retry
 from services.scheduler.state import WAITING_RETRY, RunState
 from services.scheduler.units import Unit, unit_state
@@ -155,10 +156,32 @@ def retry_or_stop(state: RunState, unit: Unit, failure: Failure, now_ms: int) ->
         reason = f"the model's answer breaks the step's output schema, also when asked again: {failure.error}"
         return _hold(state, unit, failure, reason, now_ms)
     reason = f"step {unit.label} attempt {step.attempt}: {decision.reason}: {failure.error}"
-    return fail(state, now_ms, reason, unit.step)
+    fell = _fall_back(state, unit, unit.on_failure, failure, f"would fail the run: {reason}", now_ms)
+    return fell or fail(state, now_ms, reason, unit.step)
+
+
+def _fall_back(
+    state: RunState, unit: Unit, to: str | None, failure: Failure, reason: str, now_ms: int
+) -> Decision | None:
+    """The step's declared fallback instead of a quarantine or a failed run (None: it declares none)."""
+    return fallbacks.degrade(
+        state,
+        unit.step,
+        to,
+        now_ms,
+        because=reason,
+        failure_class=failure.failure_class,
+        error=failure.error,
+        key=failure.key,
+        evidence=failure.evidence,
+        effect_may_exist=failure.effect_accepted,
+    )
 
 
 def _hold(state: RunState, unit: Unit, failure: Failure, reason: str, now_ms: int) -> Decision:
+    fell = _fall_back(state, unit, unit.on_quarantine, failure, f"would be quarantined: {reason}", now_ms)
+    if fell is not None:
+        return fell
     return quarantine(
         state,
         unit.step,

@@ -137,7 +137,13 @@ class RunState:
         ]
 
     def outputs(self) -> dict[str, Any]:
-        return {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
+        """The outputs the steps after each step see: a committed step's own, and for a step that fell
+        back, its fallback's once that has committed (the fallback stands in for it)."""
+        found = {n: s.output for n, s in self.steps.items() if s.status == COMMITTED}
+        for name, step in self.steps.items():
+            if step.status == FELL_BACK and step.fallback_for in found:
+                found[name] = found[step.fallback_for]
+        return found
 
     def copy(self) -> RunState:
         """A copy the core may change without touching this one: the run and its steps are new objects;

@@ -32,6 +32,10 @@ class Unit:
     model: str | None = None  # the model a model call asks (for its reservation)
     budget_micros: int | None = None  # the step's budget envelope (docs/budgets.md)
     cheaper_model: str | None = None  # a model call's cheaper route when its budget would be crossed
+    # The step's declared fallbacks (docs/quarantine.md): instead of being quarantined / failing the run,
+    # the step falls back to this step. Plain steps only (an agent step declares none).
+    on_quarantine: str | None = None
+    on_failure: str | None = None
 
     @classmethod
     def of(cls, spec: StepSpec) -> Unit:
@@ -48,6 +52,8 @@ class Unit:
             model=spec.model,
             budget_micros=_micros(spec.budget_usd),
             cheaper_model=spec.budget_fallback_model,
+            on_quarantine=spec.on_quarantine.fallback if spec.on_quarantine else None,
+            on_failure=spec.on_failure.fallback if spec.on_failure else None,
         )
 
     @property

@@ -123,7 +123,7 @@ def test_load_reports_unreadable_yaml_with_the_file(tmp_path: Path):
 def test_unknown_kind():
     data = outbound()
     data["steps"][0]["kind"] = "human"
-    expected = "step 'draft_email': unknown kind 'human'; expected one of 'llm', 'tool', 'agent'"
+    expected = "step 'draft_email': unknown kind 'human'; expected one of 'llm', 'tool', 'agent', 'approval'"
     assert errors_of(data) == [expected]
 
 

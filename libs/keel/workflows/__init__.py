@@ -11,10 +11,20 @@ from keel.workflows.catalog import (
     validate_input,
 )
 from keel.workflows.graph import mermaid, ready_steps, topological_order
-from keel.workflows.model import RetryPolicy, StepSpec, WorkflowSpec
+from keel.workflows.model import (
+    DEFAULT_APPROVAL_TIMEOUT_MS,
+    ApprovalPolicy,
+    Fallback,
+    RetryPolicy,
+    StepSpec,
+    WorkflowSpec,
+)
 from keel.workflows.template import TemplateError, build_context, references, render, render_text
 
 __all__ = [
+    "DEFAULT_APPROVAL_TIMEOUT_MS",
+    "ApprovalPolicy",
+    "Fallback",
     "WORKFLOW_DIR",
     "Catalog",
     "InvalidInput",

@@ -1,8 +1,8 @@
-"""The step graph of a workflow: readiness, topological order, cycles and a Mermaid drawing."""
+"""The step graph of a workflow: readiness, topological order, cycles, fallbacks and a Mermaid drawing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # model.py imports this module to validate graphs, so only type-check the other way.
@@ -59,13 +59,61 @@ def ancestry(needs: Mapping[str, Sequence[str]]) -> Callable[[str, str], bool]:
     return lambda step, other: other in bit and bool(mask.get(step, 0) & bit[other])
 
 
-def ready_steps(spec: WorkflowSpec, committed: set[str], started: set[str]) -> list[str]:
-    """Steps whose needs are all committed and that have not started yet, in file order."""
+def ready_steps(
+    spec: WorkflowSpec, committed: set[str], started: set[str], chosen: Set[str] = frozenset()
+) -> list[str]:
+    """Steps whose needs are all committed and that have not started yet, in file order. A
+    `fallback_only` step is ready only once `chosen` (as the fallback of a step that fell back);
+    `committed` counts a step that fell back as committed once its fallback has."""
     return [
         s.name
         for s in spec.steps
-        if s.name not in started and s.name not in committed and set(s.needs) <= committed
+        if s.name not in started
+        and s.name not in committed
+        and set(s.needs) <= committed
+        and (not s.fallback_only or s.name in chosen)
     ]
+
+
+def fallback_problems(spec: WorkflowSpec, depends: Callable[[str, str], bool]) -> list[str]:
+    """A fallback stands in for the step it replaces: it must exist, be `fallback_only` (else it would run
+    anyway), and need only steps committed before the step it replaces could start (so its inputs exist
+    when it is chosen). A fallback-only step runs only when chosen, so no step may need it: the steps
+    after it read its output as the output of the step it stands in for."""
+    by_name = {s.name: s for s in spec.steps}
+    chosen_by: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for s in spec.steps:
+        for where, name in s.fallbacks.items():
+            target = by_name.get(name)
+            if target is None:
+                problems.append(f"step {s.name!r} {where} falls back to unknown step {name!r}")
+            elif name == s.name:
+                problems.append(f"step {s.name!r} {where} falls back to itself")
+            elif not target.fallback_only:
+                problems.append(
+                    f"step {s.name!r} {where} falls back to {name!r}, which is not `fallback_only: true` "
+                    "(it would run anyway)"
+                )
+            else:
+                chosen_by.setdefault(name, []).append(s.name)
+                missing = [d for d in target.needs if d not in s.needs and not depends(s.name, d)]
+                if missing:
+                    problems.append(
+                        f"step {s.name!r} {where} falls back to {name!r}, which needs {missing} that "
+                        f"{s.name!r} does not depend on (its inputs might not exist)"
+                    )
+        problems += [
+            f"step {s.name!r} needs fallback-only step {d!r}: read it through the step it stands in for"
+            for d in s.needs
+            if by_name[d].fallback_only
+        ]
+    problems += [
+        f"fallback-only step {s.name!r} is no step's fallback (it could never run)"
+        for s in spec.steps
+        if s.fallback_only and s.name not in chosen_by
+    ]
+    return problems
 
 
 def topological_order(spec: WorkflowSpec) -> list[str]:
@@ -113,10 +161,16 @@ def mermaid(spec: WorkflowSpec) -> str:
             "tool": f"tool: {s.tool}",
             "llm": f"llm: {s.model}",
             "agent": f"agent: {s.model}, tools {', '.join(s.tools)}",
+            "approval": "approval",
         }[s.kind]
+        if s.requires_approval:
+            what += ", approval first"
+        if s.fallback_only:
+            what += ", fallback only"
         lines.append(f'    {_node(s.name)}["{_label(f"{s.name}<br/>{what}")}"]')
     for s in spec.steps:
         lines += [f"    {_node(dep)} --> {_node(s.name)}" for dep in s.needs]
+        lines += [f"    {_node(s.name)} -. {where} .-> {_node(to)}" for where, to in s.fallbacks.items()]
     effects = [_node(s.name) for s in spec.steps if s.side_effects]
     if effects:
         lines.append("    classDef side_effect fill:#fde2e2,stroke:#c0392b,stroke-width:2px")

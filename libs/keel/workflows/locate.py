@@ -11,6 +11,8 @@ from typing import Any
 _STEP = re.compile(r"^step '([^']+)' (needs|reads)")
 _DUPLICATE = re.compile(r"^duplicate step name '([^']+)'")
 _CYCLE = re.compile(r"^cycle in needs: ([^ ]+) ->")
+_FALLBACK = re.compile(r"^step '([^']+)' (on_quarantine|on_failure|approval\.on_timeout) falls back")
+_FALLBACK_ONLY = re.compile(r"^fallback-only step '([^']+)' is no step's fallback")
 
 
 def _index(data: Any, name: str, last: bool = False) -> int | None:
@@ -27,8 +29,14 @@ def graph_location(message: str, data: Any) -> tuple[str | int, ...]:
             return ()
         if m.group(2) == "needs":
             return ("steps", i, "needs")
-        templated = "prompt" if data["steps"][i].get("kind") == "llm" else "input"
+        templated = "prompt" if data["steps"][i].get("kind") in ("llm", "approval") else "input"
         return ("steps", i, templated)
+    if m := _FALLBACK.match(message):
+        i = _index(data, m.group(1))
+        return () if i is None else ("steps", i, *m.group(2).split("."))
+    if m := _FALLBACK_ONLY.match(message):
+        i = _index(data, m.group(1))
+        return () if i is None else ("steps", i, "fallback_only")
     if m := _DUPLICATE.match(message):
         i = _index(data, m.group(1), last=True)
         return () if i is None else ("steps", i, "name")

@@ -10,13 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from keel.tooldefs.contract import schema_problems
 from keel.workflows import template
-from keel.workflows.graph import ancestry, find_cycle
+from keel.workflows.graph import ancestry, fallback_problems, find_cycle
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TOOL_REF = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+$")
 FieldType = Literal["string", "number", "integer", "boolean", "object", "array"]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
-StepKind = Literal["llm", "tool", "agent"]
+StepKind = Literal["llm", "tool", "agent", "approval"]
 STEP_KINDS: tuple[str, ...] = get_args(StepKind)
 # The fields only some kinds take; a kind given another's field is refused (a likely mix-up).
 _KIND_FIELDS: dict[str, frozenset[str]] = {
@@ -31,7 +31,9 @@ _KIND_FIELDS: dict[str, frozenset[str]] = {
             "budget_fallback_model",
         }
     ),
-    "tool": frozenset({"tool", "input"}),
+    # `approval` only with requires_approval (checked in _check_approval)
+    "tool": frozenset({"tool", "input", "requires_approval", "approval"}),
+    "approval": frozenset({"prompt", "approval"}),
     "agent": frozenset(
         {
             "model",
@@ -78,6 +80,33 @@ class RetryPolicy(_Frozen):
         return self
 
 
+class Fallback(_Frozen):
+    """`{fallback: STEP}`: the step (declared `fallback_only`) that stands in for this one."""
+
+    fallback: str
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _valid_name(cls, value: Any) -> Any:
+        return _check_name(value, "fallback step")
+
+
+DEFAULT_APPROVAL_TIMEOUT_MS = 24 * 3600 * 1000
+
+
+class ApprovalPolicy(_Frozen):
+    """How long a human has to decide, and what applies when nobody did: `deny` (as a human's deny:
+    the run fails, or the step's on_failure fallback runs), or `{fallback: STEP}`."""
+
+    timeout_ms: int = Field(default=DEFAULT_APPROVAL_TIMEOUT_MS, gt=0)
+    on_timeout: Literal["deny"] | Fallback = "deny"
+
+    @property
+    def timeout_rule(self) -> str:
+        """The rule as approval_requested shows it: "deny" or "fallback:STEP"."""
+        return "deny" if isinstance(self.on_timeout, str) else f"fallback:{self.on_timeout.fallback}"
+
+
 class StepSpec(_Frozen):
     """One node of the graph: an LLM call, a tool call, or an agent (a model that chooses its tools turn by
     turn, docs/agents.md), with its policies. For an agent, `retry` and `timeout_ms` apply to each model
@@ -117,6 +146,14 @@ class StepSpec(_Frozen):
     # is hard-stopped with the repeated calls as evidence (0: no loop detection; max_turns and the
     # budgets still stop it).
     max_repeats: int = Field(default=3, ge=0)
+    # Approvals and fallbacks (docs/quarantine.md). tool: a human approves the rendered input and key
+    # before the first attempt; approval (kind), requires_approval tools: the deadline and its rule.
+    requires_approval: bool = False
+    approval: ApprovalPolicy | None = None
+    # Any kind: the step that stands in for this one when it would be quarantined / fail the run.
+    on_quarantine: Fallback | None = None
+    on_failure: Fallback | None = None
+    fallback_only: bool = False  # runs only when chosen as another step's fallback (else: skipped)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -142,6 +179,15 @@ class StepSpec(_Frozen):
             missing = [f for f in ("model", "prompt") if not getattr(self, f)]
             if missing:
                 raise ValueError(f"{self.kind} step needs {' and '.join(missing)}")
+        if self.kind == "approval" and not self.prompt:
+            raise ValueError("approval step needs `prompt` (what the human is asked)")
+        if self.kind == "tool" and self.approval is not None and not self.requires_approval:
+            raise ValueError("tool step sets `approval` without `requires_approval: true`")
+        if self.kind == "agent" and (self.on_quarantine or self.on_failure):
+            # one of its calls may fail while others are still in flight: it cannot be replaced safely
+            raise ValueError("agent step must not set on_quarantine or on_failure")
+        if self.kind == "approval" and self.on_quarantine is not None:
+            raise ValueError("approval step must not set on_quarantine: it is never quarantined")
         if self.kind == "tool":
             if not self.tool:
                 raise ValueError("tool step needs `tool` (format name@version, e.g. crm@1)")
@@ -177,7 +223,22 @@ class StepSpec(_Frozen):
         tool step's input."""
         if self.kind == "agent":
             return [self.system or "", self.prompt]
-        return self.prompt if self.kind == "llm" else self.input
+        return self.prompt if self.kind in ("llm", "approval") else self.input
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy | None:
+        """The approval this step waits for before it acts (defaults filled in), or None."""
+        if self.kind == "approval" or self.requires_approval:
+            return self.approval or ApprovalPolicy()
+        return None
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Where the step's fallbacks are declared -> the fallback step's name."""
+        found = {"on_quarantine": self.on_quarantine, "on_failure": self.on_failure}
+        if self.approval is not None and not isinstance(self.approval.on_timeout, str):
+            found["approval.on_timeout"] = self.approval.on_timeout
+        return {where: f.fallback for where, f in found.items() if f is not None}
 
     @property
     def tool_names(self) -> dict[str, str]:
@@ -248,4 +309,5 @@ def _graph_problems(spec: WorkflowSpec) -> list[str]:
                 problems.append(
                     f"step {s.name!r} reads steps.{ref} but does not depend on {ref!r} (add it to needs)"
                 )
+    problems += fallback_problems(spec, depends)
     return list(dict.fromkeys(problems))
