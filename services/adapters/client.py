@@ -178,7 +178,9 @@ def call_tool(
     if adapter.idempotency_mode != NONE and not key:
         raise ValueError(f"{adapter.tool} needs an idempotency key")
     c = _Call(adapter, settings, http, request.deadline_ms, clock)
-    if adapter.requires_approval:
+    # A grant is checked whenever there is one (a workflow may ask approval of any tool step's call), and
+    # a tool whose definition requires approval is never called without one.
+    if adapter.requires_approval or request.approved is not None:
         refused = approval_refusal(request)
         if refused is not None:
             return c.fail(AUTH, f"requires approval, and {refused}: not sent", False)

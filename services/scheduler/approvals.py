@@ -52,6 +52,10 @@ def request(state: RunState, spec: StepSpec, now_ms: int) -> list[Emitted]:
     n = 1 + sum(1 for c in state.cases.values() if c.get("kind") == CASE_APPROVAL and c["step"] == spec.name)
     case = f"{state.run_id}:{spec.name}:approval-{n}"
     input_json = step.input_json or "{}"
+    if spec.kind == "tool":
+        # What a human approves is what the tool is sent: the payload (its ref is what the adapters
+        # check the grant against), under the key shown.
+        input_json = ev.inline(json.loads(input_json)["payload"])[0]
     input_ref = ev.content_ref_of_json(input_json)
     deadline = now_ms + policy.timeout_ms
     rule = policy.timeout_rule

@@ -109,7 +109,7 @@ def issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int, env: Env) 
             return _cannot_start(state, spec, now_ms, f"step {spec.name}: {exc}")
         except (TemplateError, ValueError) as exc:
             return _cannot_start(state, spec, now_ms, f"step {spec.name}: cannot render its input: {exc}")
-    if spec.kind == "approval" or (spec.requires_approval and not approvals.released(step)):
+    if spec.kind == "approval" or (_needs_approval(spec, env) and not approvals.released(step)):
         return approvals.request(state, spec, now_ms)  # an approval step never has an attempt
     return budgets.begin(state, Unit.of(spec), attempt, now_ms, env.budgets)
 
@@ -118,3 +118,18 @@ def _cannot_start(state: RunState, spec: StepSpec, now_ms: int, reason: str) -> 
     to = spec.on_failure.fallback if spec.on_failure else None
     fell = fallbacks.degrade(state, spec.name, to, now_ms, because=reason, failure_class=None, error=reason)
     return fell.outputs if fell is not None else fail(state, now_ms, reason, spec.name).outputs
+
+
+def _needs_approval(spec: StepSpec, env: Env) -> bool:
+    """A tool step asks a human first when the workflow says so, or when its tool's definition does (an
+    irreversible tool: the adapters refuse it without an approval bound to the exact call)."""
+    if spec.kind != "tool":
+        return False
+    if spec.requires_approval:
+        return True
+    if spec.tool is None or env.tools is None:
+        return False
+    try:
+        return env.tools(spec.tool).requires_approval
+    except LookupError:
+        return False

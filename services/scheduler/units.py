@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from keel import events as ev
-from keel.contracts import StepCommand
+from keel.contracts import ApprovalGrant, StepCommand
 from keel.pricing import usd_to_micros
 from keel.workflows import RetryPolicy, StepSpec
 from services.scheduler.state import DISPATCHED, AgentState, RunState, StepState
@@ -158,4 +158,21 @@ def command(state: RunState, unit: Unit, attempt: int, now_ms: int) -> StepComma
         trace_id=state.trace_id,
         call=unit.call,
         agent_id=unit.agent_id if unit.call is not None else None,
+        approval=_grant(sub),
+    )
+
+
+def _grant(sub: StepState) -> ApprovalGrant | None:
+    """The human approval the attempt carries: only an approval of exactly the input and key it sends (an
+    edited input after it has a new key, and no approval)."""
+    approval = sub.approval
+    if approval is None or approval.get("decision") != "approve":
+        return None
+    if approval.get("key") != sub.idempotency_key:
+        return None
+    return ApprovalGrant(
+        case_id=approval["case_id"],
+        input_ref=approval["input_ref"],
+        idempotency_key=approval["key"],
+        approved_by=approval.get("decided_by") or "unknown",
     )

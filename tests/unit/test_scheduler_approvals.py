@@ -9,6 +9,7 @@ from typing import Any
 
 from keel import events as ev
 from keel.contracts import CommitDetail, ControlCommand, RunEvent, RunRequested, StepCommand
+from keel.idempotency import content_ref
 from keel.workflows import Catalog, WorkflowSpec, parse_workflow
 from services.scheduler import approvals
 from services.scheduler.core import Decision, decide, due, next_timer
@@ -206,8 +207,11 @@ def test_a_tool_step_shows_its_rendered_input_and_key_before_its_first_attempt()
     refund = state.steps["refund"]
     assert refund.status == "awaiting_approval" and refund.attempt == 0
     assert requested.quarantine.case_id == "run-a:refund:approval-1"
-    assert requested.input_json == refund.input_json and requested.idempotency_key == refund.idempotency_key
-    assert json.loads(requested.input_json)["payload"] == {"charge_id": "ch_1", "amount_cents": 500}
+    # The human is shown exactly what the tool is sent (the payload), and the key it goes under.
+    assert json.loads(refund.input_json)["payload"] == json.loads(requested.input_json)
+    assert requested.idempotency_key == refund.idempotency_key
+    assert json.loads(requested.input_json) == {"charge_id": "ch_1", "amount_cents": 500}
+    assert requested.input_ref == content_ref({"charge_id": "ch_1", "amount_cents": 500})
     assert requested.idempotency_key is not None
     assert json.loads(requested.output_json)["on_timeout"] == "deny"
     assert state.cases["run-a:refund:approval-1"]["key"] == refund.idempotency_key
@@ -242,7 +246,11 @@ def test_approving_releases_the_first_attempt_with_exactly_the_payload_and_key_s
     assert resolved.idempotency_key == requested.idempotency_key
     [attempt] = commands(d)
     assert (attempt.step, attempt.attempt) == ("refund", 1)
-    assert (attempt.input_json, attempt.idempotency_key) == (requested.input_json, requested.idempotency_key)
+    assert json.loads(attempt.input_json)["payload"] == json.loads(requested.input_json)
+    assert attempt.idempotency_key == requested.idempotency_key
+    # The attempt carries the approval, bound to the payload and key shown (the adapters check both).
+    assert attempt.approval is not None and attempt.approval.input_ref == requested.input_ref
+    assert attempt.approval.idempotency_key == requested.idempotency_key
     assert state.steps["refund"].first_issued_at == T0 + 50  # the key's first possible use
 
 
@@ -349,7 +357,11 @@ def test_an_approval_while_paused_is_recorded_and_the_attempt_starts_only_when_r
     state = RunState.from_json(state.to_json())
     state.status = "running"  # resumed: the steps that are ready start
     [attempt] = commands(Decision(state, dispatch_ready(state, spec, T0 + 99, Env())))
-    assert (attempt.input_json, attempt.idempotency_key) == (requested.input_json, requested.idempotency_key)
+    assert json.loads(attempt.input_json)["payload"] == json.loads(requested.input_json)
+    assert attempt.idempotency_key == requested.idempotency_key
+    # The attempt carries the approval, bound to the payload and key shown (the adapters check both).
+    assert attempt.approval is not None and attempt.approval.input_ref == requested.input_ref
+    assert attempt.approval.idempotency_key == requested.idempotency_key
 
 
 def test_a_decision_while_the_run_is_being_canceled_is_refused():
