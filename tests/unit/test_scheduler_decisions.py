@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import test_scheduler_agent as agent_kit
 from test_scheduler_core import CATALOG, T0, _at_send, commands, commit, fact, kinds, send_failed, started
 
 from keel import events as ev
@@ -296,3 +297,93 @@ def test_a_send_accepted_by_the_provider_is_registered_as_a_possible_effect():
     d = decide(state, accepted, 0, T0, CATALOG, tools=tools)
     [held] = events(d, ev.QUARANTINED)
     assert state.cases[held.quarantine.case_id]["effect_possible"] is True
+
+
+# --- agent steps: a held tool call, and an agent whose model broke its contract ----------------------
+
+REFUND_ARGS = {"charge_id": "ch_1", "amount_cents": 5}
+
+
+def _agent_control(run: agent_kit.Run, args: dict[str, Any], cid: str = "c-1") -> list[Any]:
+    assert run.state is not None
+    command = ControlCommand(
+        command_id=cid, run_id=run.state.run_id, tenant_id="acme", action="decide", reason="checked",
+        issued_by="operator:ab12", issued_at=datetime.now(UTC), args_json=json.dumps(args),
+    )  # fmt: skip
+    return run.send(command)  # type: ignore[arg-type]
+
+
+def _held_refund_call() -> tuple[agent_kit.Run, str, Any]:
+    run = agent_kit.Run(agent_kit.workflow())
+    (t1,) = agent_kit.commands(run.out)
+    (refund,) = agent_kit.commands(run.send(agent_kit.turn(t1, agent_kit.call("issue_refund", REFUND_ARGS))))
+    (held,) = agent_kit.events(run.send(agent_kit.tool_failed(refund, "unknown_outcome", mode="none")))
+    assert held.quarantine is not None
+    return run, held.quarantine.case_id, refund
+
+
+def test_retry_of_an_agents_held_tool_call_repeats_it_under_its_key():
+    run, case_id, refund = _held_refund_call()
+    out = _agent_control(run, {"case_id": case_id, "decision": "retry"})
+    (resolved,) = agent_kit.events(out, ev.QUARANTINE_RESOLVED)
+    assert resolved.call == "turn-1.call-0" and resolved.quarantine.decision == "retry"
+    (again,) = agent_kit.commands(out)
+    assert (again.call, again.attempt, again.idempotency_key) == ("turn-1.call-0", 2, refund.idempotency_key)
+
+
+def test_skip_of_an_agents_held_tool_call_gives_the_supplied_result_to_the_model():
+    run, case_id, _ = _held_refund_call()
+    out = _agent_control(run, {"case_id": case_id, "decision": "skip", "output": {"refund": 1}})
+    (refused,) = agent_kit.events(out, ev.DECISION_REFUSED)
+    assert "issue_refund@1's output schema" in (refused.error or "")
+    out = _agent_control(
+        run, {"case_id": case_id, "decision": "skip", "output": {"refund_id": "re_9"}}, "c-2"
+    )
+    (committed,) = agent_kit.events(out, ev.STEP_COMMITTED)
+    assert committed.call == "turn-1.call-0" and committed.source == "scheduler"
+    (t2,) = agent_kit.commands(out)
+    assert t2.call == "turn-2"
+    assert agent_kit.payload(t2)["messages"][-1]["content"] == json.dumps(
+        {"refund_id": "re_9"}, separators=(",", ":")
+    )
+
+
+def test_edit_of_an_agents_tool_call_is_refused_with_why():
+    run, case_id, _ = _held_refund_call()
+    out = _agent_control(
+        run, {"case_id": case_id, "decision": "edit", "input": REFUND_ARGS, "new_effect": True}
+    )
+    (refused,) = agent_kit.events(out, ev.DECISION_REFUSED)
+    assert "a tool call the agent's model chose" in (refused.error or "")
+
+
+def test_an_agent_that_broke_its_contract_is_skipped_with_an_output_or_failed_never_retried():
+    run = agent_kit.Run(agent_kit.workflow(max_violations=0))
+    (t1,) = agent_kit.commands(run.out)
+    (held,) = agent_kit.events(run.send(agent_kit.turn(t1, agent_kit.call("nope", {}))), ev.QUARANTINED)
+    case_id = held.quarantine.case_id
+    (refused,) = agent_kit.events(_agent_control(run, {"case_id": case_id, "decision": "retry"}))
+    assert "decide skip" in (refused.error or "")
+    out = _agent_control(run, {"case_id": case_id, "decision": "skip", "output": {"text": "done"}}, "c-2")
+    assert [e.event for e in agent_kit.events(out)] == ["quarantine_resolved", "step_committed"]
+    (after,) = agent_kit.commands(out)
+    assert (
+        after.step == "after"
+        and run.state is not None
+        and run.state.steps["triage"].output == {"text": "done"}
+    )
+
+
+def test_a_case_opened_while_canceling_takes_no_new_attempt_and_a_skip_ends_the_run_canceled():
+    state = started()
+    _at_send(state)
+    control(state, "cancel", cid="c-cancel", by="tenant:acme")
+    assert state.status == "canceling"
+    d = decide(state, send_failed(state, "unknown_outcome", "provider_key"), 0, T0, CATALOG, tools=tools)
+    [held] = events(d, ev.QUARANTINED)
+    case_id = held.quarantine.case_id
+    d = decide_case(state, case_id, "retry")
+    assert "being canceled by tenant:acme" in (events(d, ev.DECISION_REFUSED)[0].error or "")
+    d = decide_case(state, case_id, "skip", output=SENT, cid="c-2")
+    assert kinds(d) == ["quarantine_resolved", "step_committed", "canceled"] and commands(d) == []
+    assert state.steps["send_email"].output == SENT  # the effect that happened is kept
