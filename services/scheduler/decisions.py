@@ -50,20 +50,20 @@ def on_decide(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: 
         return refused(state, cmd, args, now_ms)
     case_id, word = args["case_id"], args["decision"]
     case = state.cases.get(case_id)
-    if case is None:
-        return refused(state, cmd, f"run {state.run_id} has no case {case_id}", now_ms, decision=word)
 
     def no(why: str) -> Decision:
-        where = {"step": case.get("step"), "call": case.get("call")}
+        where = {"step": case.get("step"), "call": case.get("call")} if case is not None else {}
         return refused(state, cmd, why, now_ms, case_id=case_id, decision=word, **where)
 
-    if case.get("decision"):
+    if case is not None and case.get("decision"):
         return no(
             f"case {case_id} was already decided: {case['decision']} by {case.get('decided_by')} "
             f"(command {case.get('command_id')})"
         )
-    if state.status in TERMINAL:
+    if state.status in TERMINAL:  # an ended run's state may be only its marker, without its cases
         return no(f"run {state.run_id} has ended ({state.status}): no decision applies to it any more")
+    if case is None:
+        return no(f"run {state.run_id} has no case {case_id}")
     if case.get("kind") == CASE_APPROVAL:
         return approvals.decide(state, cmd, args, spec, now_ms, env)
     if state.status != QUARANTINED:

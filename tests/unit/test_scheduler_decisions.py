@@ -14,6 +14,7 @@ from test_scheduler_core import CATALOG, T0, _at_send, commands, commit, fact, k
 from keel import events as ev
 from keel.contracts import ControlCommand, RunEvent, ToolDetail
 from keel.tooldefs import ToolDefinition, load_definition
+from services.scheduler import retention
 from services.scheduler.core import Decision, decide
 from services.scheduler.state import RunState
 from services.scheduler.verdicts import quarantine
@@ -213,6 +214,10 @@ def test_decisions_on_an_ended_run_are_refused_with_a_fact():
     [refused] = events(d, ev.DECISION_REFUSED)
     assert "has ended (canceled)" in (refused.error or "") and commands(d) == []
     assert control(state, "pause", cid="c-p").outputs == []  # other commands on an ended run: nothing
+    kept = retention.marker(state, T0 + 2000)  # what the scheduler keeps of an ended run: no cases
+    [refused] = events(decide_case(kept, case_id, "retry", cid="c-later"), ev.DECISION_REFUSED)
+    assert "has ended (canceled)" in (refused.error or "") and refused.output_json is not None
+    assert json.loads(refused.output_json)["case_id"] == case_id
 
 
 def test_malformed_unknown_and_wrong_word_decisions_are_refused():
