@@ -22,6 +22,7 @@ from services.scheduler import agent, budgets
 from services.scheduler.decisions import go_on
 from services.scheduler.env import Env
 from services.scheduler.state import (
+    COMMITTED,
     DISPATCHED,
     PAUSED,
     RESERVING,
@@ -31,6 +32,8 @@ from services.scheduler.state import (
 )
 from services.scheduler.units import Unit, agent_of, units_of
 from services.scheduler.verdicts import Decision, Emitted, event
+
+HELD = "held_answer"  # the key an agent turn's answer is kept under while its run is paused
 
 
 def on_pause(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int, env: Env) -> Decision:
@@ -81,11 +84,15 @@ def _give_back(state: RunState, unit: Unit, attempt: int, now_ms: int) -> Budget
 
 
 def hold_turn(state: RunState, step: StepSpec, fact: RunEvent) -> Decision:
-    """An agent turn's answer while paused: kept in the turn's model call (still unsettled, no deadline),
-    and acted on at the resume; a cancel meanwhile records it (cancel.on_cancel)."""
-    model = agent_of(state, step.name).model
-    if fact.call == turn_name(agent_of(state, step.name).turn) and model.status == DISPATCHED:
-        model.deadline, model.output = None, json.loads(fact.output_json or "null")
+    """An agent turn's answer while paused: kept in the turn's model call (unsettled, with no timer), and
+    acted on at the resume; a cancel meanwhile records it (cancel.on_cancel). As on a running run, a late
+    answer of the current turn counts even if its attempt was given up on (a retry waiting)."""
+    loop = agent_of(state, step.name)
+    if fact.call == turn_name(loop.turn) and loop.model.status != COMMITTED:
+        model = loop.model
+        model.status, model.deadline, model.fire_at = DISPATCHED, None, None
+        # Wrapped: whatever the answer is (even null), a held answer is never mistaken for none.
+        model.output = {HELD: json.loads(fact.output_json or "null")}
     return Decision(state, [])
 
 
@@ -118,8 +125,8 @@ def _catch_up(state: RunState, step: StepSpec, now_ms: int, env: Env) -> list[Em
     sub_state = state.steps[step.name]
     loop = sub_state.agent
     if loop is not None and sub_state.status == DISPATCHED:
-        if loop.model.status == DISPATCHED and loop.model.output is not None:
-            answer = loop.model.output
+        if loop.model.status == DISPATCHED and isinstance(loop.model.output, dict):
+            answer = loop.model.output.get(HELD)
             loop.model.output = None
             return _turn(state, step, answer, env, now_ms)
         if agent.turn_done(state, step):

@@ -128,3 +128,19 @@ def test_pause_and_resume_of_a_run_held_in_quarantine_change_nothing():
     state.status = "quarantined"
     assert control(state, "pause").outputs == [] and state.status == "quarantined"
     assert control(state, "resume").outputs == [] and state.status == "quarantined"
+
+
+def test_a_final_answer_held_while_paused_commits_the_agent_step_at_the_resume():
+    run = agent_kit.Run(agent_kit.workflow())
+    [turn1] = agent_kit.commands(run.out)
+    catalog = Catalog({(run.spec.name, run.spec.version): run.spec})
+    assert run.state is not None
+    env = {"catalog": catalog, "env": {"tools": agent_kit.tools}}
+    control(run.state, "pause", **env)
+    run.tick(5_000)  # far past the turn's deadline: no timer fires while paused
+    run.send(agent_kit.turn(turn1, content="all done"))
+    assert run.state.steps["triage"].status == "dispatched"
+    d = control(run.state, "resume", **env)
+    assert [e.event for e in agent_kit.events(d.outputs)] == ["resumed", "step_committed"]
+    [after] = agent_kit.commands(d.outputs)
+    assert after.step == "after" and run.state.steps["triage"].output == {"text": "all done"}
