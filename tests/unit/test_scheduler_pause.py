@@ -144,3 +144,18 @@ def test_a_final_answer_held_while_paused_commits_the_agent_step_at_the_resume()
     assert [e.event for e in agent_kit.events(d.outputs)] == ["resumed", "step_committed"]
     [after] = agent_kit.commands(d.outputs)
     assert after.step == "after" and run.state.steps["triage"].output == {"text": "all done"}
+
+
+def test_a_paused_run_with_a_held_answer_survives_a_restore_and_resumes_from_it():
+    run = agent_kit.Run(agent_kit.workflow())
+    [turn1] = agent_kit.commands(run.out)
+    catalog = Catalog({(run.spec.name, run.spec.version): run.spec})
+    assert run.state is not None
+    env = {"catalog": catalog, "env": {"tools": agent_kit.tools}}
+    control(run.state, "pause", **env)
+    run.send(agent_kit.turn(turn1, content=None))  # an answer with nothing in it is still an answer
+    restored = RunState.from_json(run.state.to_json())
+    assert restored == run.state and restored.status == "paused" and restored.paused_by == "tenant:acme"
+    d = control(restored, "resume", **env)
+    assert [e.event for e in agent_kit.events(d.outputs)] == ["resumed", "step_committed"]
+    assert restored.steps["triage"].output == {"text": ""}
