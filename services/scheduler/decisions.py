@@ -17,10 +17,9 @@ from typing import Any
 from keel import events as ev
 from keel.contracts import CommitDetail, ControlCommand, QuarantineDetail, RunEvent
 from keel.idempotency import canonical_json, idempotency_key
-from keel.tooldefs import Contract
 from keel.vocab import CASE_APPROVAL, EDIT, FAIL, QUARANTINE_DECISIONS, RETRY, SKIP
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, approvals, budgets, cancel
+from services.scheduler import agent, approvals, budgets, cancel, supplied
 from services.scheduler.dispatch import dispatch_ready
 from services.scheduler.env import Env
 from services.scheduler.state import CANCELING, COMMITTED, QUARANTINED, RUNNING, TERMINAL, RunState, StepState
@@ -202,20 +201,19 @@ def _edit(
     unit, sub = held.unit, held.sub
     if unit is None or unit.kind != "tool":
         return no(f"edit applies to tool steps only: {held.step.name} is a {held.step.kind} step")
-    if unit.call is not None:
+    if supplied.answers_another(state, unit):
         return no(
-            f"{unit.label} is a tool call the agent's model chose: its arguments are not edited here; "
-            "decide retry, skip (the call's result) or fail"
+            f"{unit.label}'s result also answers the same write asked again in its turn: its arguments are "
+            "not edited; decide retry, skip (the call's result) or fail"
         )
     if sub.status == COMMITTED:
         return no(f"{unit.label} committed while held (its effect is recorded): decide retry to go on")
     payload = args.get("input")
     if not isinstance(payload, dict):
         return no("edit needs args_json.input: the tool's new payload, a JSON object")
-    schema = _schema(env, unit.tool, "input_schema")
-    if isinstance(schema, str):
-        return no(schema)
-    problems = Contract(schema).violations(payload)
+    problems = supplied.input_problems(env, unit, payload)
+    if isinstance(problems, str):
+        return no(problems)
     if problems:
         return no(f"the edited input breaks {unit.tool}'s input schema: {'; '.join(problems)}")
     if held.case.get("effect_possible", True) and args.get("new_effect") is not True:
@@ -225,7 +223,10 @@ def _edit(
             "Send new_effect: true to acknowledge it, or decide retry (same key), skip or fail"
         )
     previous = sub.idempotency_key
-    key = idempotency_key(state.tenant_id, state.workflow, state.run_id, unit.step, payload)
+    if unit.call is None:
+        key = idempotency_key(state.tenant_id, state.workflow, state.run_id, unit.step, payload)
+    else:
+        key = supplied.edit_call(state, unit, payload)
     sub.input_json = canonical_json({"tool": unit.tool, "payload": payload})
     if key != previous:  # a new key's retention window starts at its first use
         sub.idempotency_key, sub.first_issued_at = key, now_ms
@@ -256,13 +257,12 @@ def _skip(
     if "output" not in args:
         return no("skip needs args_json.output: the step's output")
     output = args["output"]
-    schema = _output_schema(held, env)
-    if isinstance(schema, str):
-        return no(schema)
-    if schema is not None:
-        problems = Contract(schema).violations(output)
-        if problems:
-            return no(f"the supplied output breaks {_whose(held)} output schema: {'; '.join(problems)}")
+    problems = supplied.output_problems(env, unit, held.step, output)
+    if isinstance(problems, str):
+        return no(problems)
+    if problems:
+        whose = supplied.whose(unit, held.step)
+        return no(f"the supplied output breaks {whose} output schema: {'; '.join(problems)}")
     resolved = _resolved(state, held, cmd, SKIP, now_ms, key=sub.idempotency_key, extra={"output": output})
     sub.status, sub.output, sub.fire_at, sub.deadline = COMMITTED, output, None, None
     out_json, out_ref = ev.inline(output)
@@ -300,26 +300,3 @@ def go_on(state: RunState, spec: WorkflowSpec, now_ms: int, env: Env) -> list[Em
         out_json, out_ref = ev.inline(state.outputs())
         return end(state, ev.COMPLETED, now_ms, output_json=out_json, output_ref=out_ref).outputs
     return dispatch_ready(state, spec, now_ms, env)
-
-
-def _schema(env: Env, tool: str | None, side: str) -> dict[str, Any] | str:
-    if env.tools is None or tool is None:
-        return f"no tool definitions are available to check against {tool}'s {side}"
-    try:
-        schema: dict[str, Any] = getattr(env.tools(tool), side)
-    except LookupError as exc:
-        return f"cannot check against {tool}'s {side}: {exc}"
-    return schema
-
-
-def _output_schema(held: Held, env: Env) -> dict[str, Any] | str | None:
-    """The schema a supplied output must meet: the tool's, or the llm/agent step's own (None: none)."""
-    if held.unit is not None and held.unit.kind == "tool":
-        return _schema(env, held.unit.tool, "output_schema")
-    return held.step.output_schema
-
-
-def _whose(held: Held) -> str:
-    if held.unit is not None and held.unit.kind == "tool":
-        return f"{held.unit.tool}'s"
-    return f"step {held.step.name}'s"

@@ -13,6 +13,7 @@ from test_scheduler_core import CATALOG, T0, _at_send, commands, commit, fact, k
 
 from keel import events as ev
 from keel.contracts import ControlCommand, RunEvent, ToolDetail
+from keel.idempotency import agent_call_key
 from keel.tooldefs import ToolDefinition, load_definition
 from services.scheduler import retention
 from services.scheduler.core import Decision, decide
@@ -353,13 +354,52 @@ def test_skip_of_an_agents_held_tool_call_gives_the_supplied_result_to_the_model
     )
 
 
-def test_edit_of_an_agents_tool_call_is_refused_with_why():
-    run, case_id, _ = _held_refund_call()
-    out = _agent_control(
-        run, {"case_id": case_id, "decision": "edit", "input": REFUND_ARGS, "new_effect": True}
+def test_edit_of_an_agents_tool_call_sends_it_under_the_new_arguments_key_and_the_model_reads_it():
+    run, case_id, refund = _held_refund_call()
+    bad = {"case_id": case_id, "decision": "edit", "input": {"charge_id": "ch_1", "amount_cents": 0}}
+    (refused,) = agent_kit.events(_agent_control(run, {**bad, "new_effect": True}), ev.DECISION_REFUSED)
+    assert "issue_refund@1's input schema" in (refused.error or "") and "$.amount_cents" in (
+        refused.error or ""
     )
-    (refused,) = agent_kit.events(out, ev.DECISION_REFUSED)
-    assert "a tool call the agent's model chose" in (refused.error or "")
+    fixed = {"charge_id": "ch_1", "amount_cents": 4}
+    edit = {"case_id": case_id, "decision": "edit", "input": fixed}
+    (refused,) = agent_kit.events(_agent_control(run, edit, "c-2"), ev.DECISION_REFUSED)
+    assert "new_effect" in (refused.error or "")  # its outcome is unknown: the refund may exist
+    out = _agent_control(run, {**edit, "new_effect": True}, "c-3")
+    (again,) = agent_kit.commands(out)
+    key = agent_call_key(
+        "acme",
+        "support",
+        agent_kit.RUN,
+        "triage",
+        "issue_refund@1",
+        fixed,
+        side_effects=True,
+        turn=1,
+        index=0,
+    )
+    assert (again.call, again.attempt, again.idempotency_key) == ("turn-1.call-0", 2, key)
+    assert agent_kit.payload(again) == {"tool": "issue_refund@1", "payload": fixed}
+    (resolved,) = agent_kit.events(out, ev.QUARANTINE_RESOLVED)
+    record = json.loads(resolved.output_json or "")
+    assert (record["previous_key"], record["key"]) == (refund.idempotency_key, key)
+    (t2,) = agent_kit.commands(run.send(agent_kit.committed(again, {"refund_id": "re_1"})))
+    asked = [m for m in agent_kit.payload(t2)["messages"] if m.get("tool_calls")][0]
+    assert json.loads(asked["tool_calls"][0]["function"]["arguments"]) == fixed  # what was called
+
+
+def test_edit_of_a_tool_call_whose_result_answers_a_repeat_in_its_turn_is_refused():
+    run = agent_kit.Run(agent_kit.workflow())
+    (t1,) = agent_kit.commands(run.out)
+    twice = [
+        agent_kit.call("issue_refund", REFUND_ARGS, "a"),
+        agent_kit.call("issue_refund", REFUND_ARGS, "b"),
+    ]
+    (refund,) = agent_kit.commands(run.send(agent_kit.turn(t1, *twice)))
+    (held,) = agent_kit.events(run.send(agent_kit.tool_failed(refund, "unknown_outcome", mode="none")))
+    edit = {"case_id": held.quarantine.case_id, "decision": "edit", "input": REFUND_ARGS, "new_effect": True}
+    (refused,) = agent_kit.events(_agent_control(run, edit), ev.DECISION_REFUSED)
+    assert "also answers the same write" in (refused.error or "")
 
 
 def test_an_agent_that_broke_its_contract_is_skipped_with_an_output_or_failed_never_retried():
