@@ -254,7 +254,7 @@ def _denied(
 
 
 def _go_on(state: RunState, spec: WorkflowSpec, now_ms: int, env: Env) -> list[Emitted]:
-    return dispatch.dispatch_ready(state, spec, now_ms, env) if state.status == RUNNING else []
+    return dispatch.advance(state, spec, now_ms, env) if state.status == RUNNING else []
 
 
 def _refused(

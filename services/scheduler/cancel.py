@@ -9,7 +9,9 @@ from keel.vocab import UNKNOWN_OUTCOME
 from keel.workflows import WorkflowSpec
 from services.scheduler.state import (
     CANCELING,
+    COMMITTED,
     DISPATCHED,
+    PAUSED,
     QUARANTINED,
     RESERVING,
     STEP_CANCELED,
@@ -27,6 +29,9 @@ def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: 
     if state.status == CANCELING:
         return Decision(state, [])
     state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
+    if state.status == PAUSED:  # the pause ends with the run; an answer held for the resume is recorded
+        state.paused_by = state.pause_reason = None
+        _record_held_turns(state)
     if state.status == QUARANTINED:  # a human's decision on a held run: it ends here
         return _end_canceled(state, now_ms)
     unknown: tuple[Unit, StepState] | None = None
@@ -96,6 +101,15 @@ def _end_canceled(state: RunState, now_ms: int) -> Decision:
             step.status, step.fire_at = STEP_CANCELED, None
     reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
     return end(state, ev.CANCELED, now_ms, reason)
+
+
+def _record_held_turns(state: RunState) -> None:
+    """An agent turn's answer that came while paused (kept for the resume) is recorded as the turn's
+    commit: no call it asks for is made now, as for an answer that comes while canceling."""
+    for step in state.steps.values():
+        model = step.agent.model if step.agent is not None else None
+        if model is not None and model.status == DISPATCHED and model.output is not None:
+            model.status, model.deadline = COMMITTED, None
 
 
 def _who(state: RunState) -> str:

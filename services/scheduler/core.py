@@ -22,7 +22,7 @@ from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
 from keel.vocab import CREATED, SCHEDULED
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, approvals, budgets, cancel, control, dispatch
+from services.scheduler import agent, approvals, budgets, cancel, control, dispatch, pause
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -40,6 +40,7 @@ from services.scheduler.state import (
     CANCELING,
     COMMITTED,
     DISPATCHED,
+    PAUSED,
     RESERVING,
     RUNNING,
     TERMINAL,
@@ -177,6 +178,9 @@ def _decide(
         return start_run(message, partition, now_ms, workflows, env)
     if state is None:
         return Decision(state, [])
+    if isinstance(message, ControlCommand):  # on an ended run too: a decision on it is refused with a fact
+        spec = workflows.get(state.workflow, state.workflow_version)
+        return control.on_command(state, message, spec, now_ms, env)
     if state.status in TERMINAL:
         # A commit that arrives after the run ended (failed by timeouts, canceled) is still a fact about
         # an effect that exists: it is recorded in the run's state, and nothing else happens.
@@ -187,9 +191,6 @@ def _decide(
                 spec = workflows.get(state.workflow, state.workflow_version)
                 agent.record_call(state, spec.step(message.step or ""), message)
         return Decision(state, [])
-    if isinstance(message, ControlCommand):
-        spec = workflows.get(state.workflow, state.workflow_version)
-        return control.on_command(state, message, spec, now_ms, env)
     if isinstance(message, RunEvent):
         spec = workflows.get(state.workflow, state.workflow_version)
         if message.source == "budget":
@@ -342,7 +343,7 @@ def _on_fact(
         unit = Unit.of(spec.step(fact.step or ""))
         if state.status == CANCELING:
             return cancel.failed_while_canceling(state, unit, fact, now_ms)
-        if state.status == RUNNING:
+        if state.status in (RUNNING, PAUSED):  # paused: its retry timer is set, and fires after the resume
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
 
@@ -366,6 +367,8 @@ def _on_agent_fact(
         return Decision(state, [])
     step_spec = spec.step(fact.step or "")
     if fact.event == ev.MODEL_CALLED:
+        if state.status == PAUSED:  # acted on at the resume
+            return pause.hold_turn(state, step_spec, fact)
         if state.status == RUNNING:
             decision = agent.on_turn(state, step_spec, fact, env, now_ms)
             return _agent_progress(decision, step_spec, spec, now_ms, env)
@@ -390,7 +393,7 @@ def _on_agent_fact(
         unit = next(u for u, s in units_of(state, step_spec) if u.call == fact.call)
         if state.status == CANCELING:
             return cancel.failed_while_canceling(state, unit, fact, now_ms)
-        if state.status == RUNNING:
+        if state.status in (RUNNING, PAUSED):  # paused: its retry timer is set, and fires after the resume
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
 

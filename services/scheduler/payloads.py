@@ -24,14 +24,17 @@ from typing import Any
 import keel.events as ev
 from keel.blobs import BlobStore
 from keel.claimcheck import marker, marker_text, ref_of_marker, resolved_json, store_json, too_large
-from keel.contracts import RunEvent, RunRequested
+from keel.contracts import ControlCommand, RunEvent, RunRequested
 from keel.idempotency import canonical_json
 from services.scheduler.state import RunState
 
 
 def renders(message: Any) -> bool:
     """Whether the core may render step inputs for this message (so it needs the values): a request, a
-    commit, or an agent turn's answer (it may start the next turn)."""
+    commit, an agent turn's answer (it may start the next turn), or a decision or a resume (they may
+    commit a supplied output, and start the steps after it)."""
+    if isinstance(message, ControlCommand):
+        return message.action in ("decide", "resume")
     return isinstance(message, RunRequested) or (
         isinstance(message, RunEvent)
         and (

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel import events as ev
-from keel.contracts import BudgetCommand, QuarantineDetail, RunDetail, RunEvent, StepCommand
+from keel.contracts import BudgetCommand, ControlCommand, QuarantineDetail, RunDetail, RunEvent, StepCommand
+from keel.vocab import UNKNOWN_OUTCOME
 from services.scheduler.state import FAILED, QUARANTINED, RUN_FAILED, RunState
 
 Emitted = RunEvent | StepCommand | BudgetCommand
@@ -81,6 +82,7 @@ def quarantine(
     it alone; `details` is evidence the scheduler gathered itself (an agent's refused calls), as output.
     `call` names the agent sub-step the case is about."""
     state.status = QUARANTINED
+    state.paused_by = state.pause_reason = None  # a case opened while paused replaces the pause
     step = state.steps[step_name]
     step.deadline = step.fire_at = None
     held = step
@@ -105,6 +107,10 @@ def quarantine(
         "attempt": held.attempt,
         "key": key or held.idempotency_key,
         "failure_class": failure_class,
+        # Whether the effect may exist at the provider: then an edit (a new payload under a new key)
+        # would make a second one, so a decision must acknowledge it (docs/quarantine.md).
+        "effect_possible": failure_class == UNKNOWN_OUTCOME
+        or bool(evidence is not None and evidence.tool is not None and evidence.tool.effect_accepted),
         "opened_at": now_ms,
     }
     return Decision(
@@ -125,3 +131,38 @@ def quarantine(
             )
         ],
     )
+
+
+def refused(
+    state: RunState,
+    cmd: ControlCommand,
+    why: str,
+    now_ms: int,
+    *,
+    case_id: str | None = None,
+    decision: str | None = None,
+    step: str | None = None,
+    call: str | None = None,
+) -> Decision:
+    """A decision that does not apply: a `decision_refused` fact saying why, and nothing else changes.
+    Its id follows from the command's, so a redelivered command gives the same fact."""
+    record = {"case_id": case_id, "decision": decision, "command_id": cmd.command_id}
+    out_json, out_ref = ev.inline(record)
+    fact = RunEvent(
+        event_id=ev.event_id(state.run_id, ev.DECISION_REFUSED, extra=cmd.command_id),
+        run_id=state.run_id,
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        workflow_version=state.workflow_version,
+        step=step,
+        call=call,
+        event=ev.DECISION_REFUSED,
+        ts=ev.at_ms(now_ms),
+        source="scheduler",
+        trace_id=state.trace_id,
+        error=why,
+        output_json=out_json,
+        output_ref=out_ref,
+    )
+    return Decision(state, [fact])

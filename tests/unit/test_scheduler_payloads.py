@@ -11,7 +11,7 @@ import pytest
 from keel import events as ev
 from keel.blobs import BlobMissing, BlobStore
 from keel.claimcheck import offload, ref_of_marker, ref_of_marker_text, resolved_command
-from keel.contracts import CommitDetail, RunEvent, RunRequested, StepCommand
+from keel.contracts import CommitDetail, ControlCommand, RunEvent, RunRequested, StepCommand
 from keel.idempotency import idempotency_key
 from keel.workflows import Catalog
 from services.scheduler import payloads
@@ -108,3 +108,11 @@ def test_a_value_shaped_like_a_claim_check_is_data_and_comes_back_as_it_was(stor
     payloads.dehydrate(store, state, LIMIT)
     payloads.hydrate(store, state)
     assert state.steps["log"].output == whole
+
+
+@pytest.mark.parametrize(("action", "hydrated"), [("decide", True), ("resume", True), ("pause", False)])
+def test_a_decision_or_a_resume_sees_the_values_they_may_render_steps_from(action, hydrated):
+    command = ControlCommand(
+        command_id="c", run_id="run-5", tenant_id="acme", action=action, issued_at=datetime.now(UTC)
+    )
+    assert payloads.renders(command) is hydrated
