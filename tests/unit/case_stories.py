@@ -47,7 +47,9 @@ def quarantined_send(run_id: str, tenant: str = "acme") -> Story:
         tool=ToolDetail(tool="email@1", failure_class="unknown_outcome"),
         run=RunDetail(status="quarantined", reason="unknown outcome"),
         quarantine=QuarantineDetail(
-            case_id=f"{run_id}:send_email:1", reason="unknown outcome on a none tool", failure_class="unknown_outcome"
+            case_id=f"{run_id}:send_email:1",
+            reason="unknown outcome on a none tool",
+            failure_class="unknown_outcome",
         ),
     )
     return s
@@ -75,8 +77,16 @@ def resolve(
     """The scheduler's `quarantine_resolved`: the decision record in output_json."""
     step = case_id.split(":")[1]
     key = record.pop("key", key_of(s, step))
-    body = {"case_id": case_id, "decision": decision, "reason": record.pop("reason", "checked the provider"),
-            "decided_by": by, "command_id": command_id, "previous_key": key_of(s, step), "key": key, **record}  # fmt: skip
+    body = {
+        "case_id": case_id,
+        "decision": decision,
+        "reason": record.pop("reason", "checked the provider"),
+        "decided_by": by,
+        "command_id": command_id,
+        "previous_key": key_of(s, step),
+        "key": key,
+        **record,
+    }
     s.add(
         ev.QUARANTINE_RESOLVED,
         step,
