@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import apistack
 import pytest
 from apistack import ACME, GLOBEX, Api
-from helpers import make_topics, read_topic, unique
+from helpers import make_topics, read_topic, unique, wait_for
 from unit import case_stories as cs
 from unit.test_projection_core import Story
 
@@ -47,11 +47,18 @@ class Cases:
     def scheduler(
         self, story: Story, answer: Callable[[Story, ControlCommand], None], nth: int = 1
     ) -> threading.Thread:
-        """The run's scheduler, stood in for: waits for the nth command, answers it into the projection."""
+        """The run's scheduler, stood in for: waits for the nth command to the story's run (commands to
+        one run keep their order: one partition), answers it into the projection."""
 
         def run() -> None:
-            _, cmd = self.commands(expect=nth)[nth - 1]
-            answer(story, cmd)
+            found: list[ControlCommand] = []
+
+            def arrived() -> bool:
+                found[:] = [x for _, x in self.commands() if x.run_id == story.run_id]
+                return len(found) >= nth
+
+            wait_for(arrived, timeout=20, what=f"command #{nth} to {story.run_id}")
+            answer(story, found[nth - 1])
             self.api.project(story.events[-1:])
 
         thread = threading.Thread(target=run, daemon=True)
@@ -174,13 +181,13 @@ def test_a_decision_another_got_in_first_or_the_scheduler_refused_is_a_409(cases
     def refuse(story: Story, cmd: ControlCommand) -> None:
         cs.refuse(story, c.approval_case, "approve", cmd.command_id, "the payload changed")
 
-    c.scheduler(c.approval, refuse, nth=2)
+    c.scheduler(c.approval, refuse)
     ref, key = "sha256:" + "3" * 64, cs.key_of(c.approval, "refund")
     body = {"reason": "ok by finance", "input_ref": ref, "idempotency_key": key}
     reply = c.client.post(f"/v1/approvals/{c.approval_case}/approve", headers=ACME, json=body)
     assert (reply.status_code, reply.json()["error"]["code"]) == (409, "decision_refused")
     assert "the payload changed" in reply.json()["error"]["message"]
-    [_, (_, cmd)] = c.commands(expect=2)
+    [cmd] = [x for _, x in c.commands(expect=2) if x.run_id == c.approval.run_id]
     assert (cmd.issued_by, json.loads(cmd.args_json or "")) == (
         "tenant:acme",
         {
@@ -231,3 +238,19 @@ def test_cancel_pause_and_resume_go_to_the_run_for_its_tenant_or_an_operator_onl
         (run, "cancel", OPERATOR_ID, "runaway", "acme"),
     ]
     assert [x.command_id for _, x in sent] == [paused.json()["command_id"], canceled.json()["command_id"]]
+
+
+def test_a_nul_or_impossible_id_in_a_path_is_404_not_a_database_error(cases):
+    c = cases
+    for method, path, headers in (
+        ("GET", "/v1/quarantine/a%00b", ACME),
+        ("POST", "/v1/quarantine/a%00b/decide", OPERATOR),
+        ("POST", "/v1/approvals/a%00b/deny", ACME),
+        ("GET", "/v1/quarantine/" + "x" * 1200, OPERATOR),
+    ):
+        body = {"decision": "retry", "reason": "x"} if "decide" in path else {"reason": "x"}
+        reply = c.client.request(method, path, headers=headers, json=body if method == "POST" else None)
+        assert (reply.status_code, reply.json()["error"]["code"]) == (404, "case_not_found"), path
+    for action in ("cancel", "pause"):
+        reply = c.client.post(f"/v1/runs/a%00b/{action}", headers=OPERATOR, json={"reason": "x"})
+        assert (reply.status_code, reply.json()["error"]["code"]) == (404, "run_not_found")
