@@ -109,12 +109,12 @@ def await_decision(deps: Deps, case: dict[str, Any], cmd: ControlCommand) -> JSO
         with deps.pool.connection() as conn:
             now = case_queries.get_case(conn, schema, None, case["case_id"])
             refused = case_queries.refusal(conn, schema, cmd.run_id, cmd.command_id)
-        if now is not None and now["status"] == "decided":
-            if now["decision_command_id"] == cmd.command_id:
-                return JSONResponse(now)
-            raise already_decided(now)
-        if refused is not None:
+        if now is not None and now["status"] == "decided" and now["decision_command_id"] == cmd.command_id:
+            return JSONResponse(now)
+        if refused is not None:  # the scheduler's own reason, when it is known already
             raise ApiError(409, "decision_refused", f"the decision was refused: {refused}")
+        if now is not None and now["status"] == "decided":
+            raise already_decided(now)
         if time.monotonic() >= deadline:
             body = {"status": "pending", "command_id": cmd.command_id, "case_id": case["case_id"]}
             return JSONResponse(body, status_code=202)

@@ -254,3 +254,39 @@ def test_a_nul_or_impossible_id_in_a_path_is_404_not_a_database_error(cases):
     for action in ("cancel", "pause"):
         reply = c.client.post(f"/v1/runs/a%00b/{action}", headers=OPERATOR, json={"reason": "x"})
         assert (reply.status_code, reply.json()["error"]["code"]) == (404, "run_not_found")
+
+
+def test_two_concurrent_decisions_on_one_case_one_applies_the_other_is_a_409(cases):
+    c = cases
+    answered: list[str] = []
+
+    def first_wins(story: Story, _: ControlCommand) -> None:
+        # The run's one scheduler takes its commands in log order: the first applies, the second is
+        # refused (both are on the run's one partition).
+        first, second = [x for _, x in c.commands() if x.run_id == story.run_id]
+        args = json.loads(first.args_json or "{}")
+        cs.resolve(story, c.case, args["decision"], first.command_id, by=first.issued_by or "")
+        cs.refuse(story, c.case, json.loads(second.args_json or "{}")["decision"], second.command_id,
+                  f"case {c.case} is decided already")  # fmt: skip
+        c.api.project(story.events[-2:-1])
+        answered.append(first.command_id)
+
+    c.scheduler(c.held, first_wins, nth=2)
+    replies: dict[str, object] = {}
+
+    def ask(decision: str) -> None:
+        replies[decision] = decide(c, c.case, decision=decision, reason=f"{decision} it")
+
+    threads = [threading.Thread(target=ask, args=(d,)) for d in ("retry", "fail")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    codes = sorted(
+        (r.status_code, None if r.status_code == 200 else r.json()["error"]["code"])  # type: ignore[attr-defined]
+        for r in replies.values()
+    )
+    # The loser learns it lost: from the case decided by the other, or from its own refusal.
+    assert codes[0] == (200, None) and codes[1] in ((409, "already_decided"), (409, "decision_refused"))
+    [won] = [r.json() for r in replies.values() if r.status_code == 200]  # type: ignore[attr-defined]
+    assert won["decision_command_id"] == answered[0]
