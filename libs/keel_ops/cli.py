@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from confluent_kafka.admin import AdminClient
 
@@ -14,7 +15,7 @@ from keel.serde import register_contracts, register_worker_topics, registry_clie
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
-from keel_ops import cli_costs, cli_credentials, cli_runs, cli_tools, cli_workflows, workers
+from keel_ops import cli_cases, cli_costs, cli_credentials, cli_runs, cli_tools, cli_workflows, workers
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -221,6 +222,11 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
     "costs": (cli_costs.run, cli_costs.HELP),
+    "quarantine": (cli_cases.run_quarantine, cli_cases.QUARANTINE_HELP),
+    "approvals": (cli_cases.run_approvals, cli_cases.APPROVALS_HELP),
+    "cancel": (partial(cli_cases.run_control, "cancel"), cli_cases.CONTROL_HELP["cancel"]),
+    "pause": (partial(cli_cases.run_control, "pause"), cli_cases.CONTROL_HELP["pause"]),
+    "resume": (partial(cli_cases.run_control, "resume"), cli_cases.CONTROL_HELP["resume"]),
     "workflows": (cmd_workflows, cli_workflows.HELP),
     "tools": (cli_tools.cmd_tools, cli_tools.HELP),
     "projections": (cmd_projections, "projections rebuild: rebuild the Postgres tables from the topics"),
@@ -274,6 +280,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         cli_credentials.arguments(p)
     elif name == "costs":
         cli_costs.arguments(p)
+    elif name == "quarantine":
+        cli_cases.quarantine_arguments(p)
+    elif name == "approvals":
+        cli_cases.approvals_arguments(p)
+    elif name in cli_cases.CONTROL_HELP:
+        cli_cases.control_arguments(p)
     elif name == "workflows":
         p.add_argument("action", nargs="?", choices=["list", "versions", "graph", "apply"], default="list")
         p.add_argument(

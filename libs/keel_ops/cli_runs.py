@@ -13,7 +13,7 @@ import httpx
 from keel import events as ev
 from keel.settings import Settings
 from keel.vocab import SETTLED_RUN_STATUSES
-from keel_ops import agent_trace
+from keel_ops import agent_trace, case_trace
 
 TERMINAL = SETTLED_RUN_STATUSES  # where waiting for a run ends
 
@@ -135,7 +135,7 @@ def format_timeline(events: list[dict[str, Any]]) -> str:
         elif step in agents and e["event"] == ev.STEP_COMMITTED:
             parts = [*_common(e), agent_trace.answer(e)]
         else:
-            parts = _common(e)
+            parts = [*case_trace.parts(e), *_common(e)]
         if turn is not None and (step, turn) not in headed:
             headed.add((step, turn))
             lines.append(f"  -- {step}: turn {turn} --")

@@ -1,5 +1,5 @@
-"""The API: runs (submit, read, timeline, list), workflows and health behind tenant API keys; dead
-letters behind operator keys."""
+"""The API: runs (submit, read, timeline, list, cancel, pause, resume), workflows, cases and approvals
+and health behind tenant API keys; dead letters and quarantine decisions behind operator keys."""
 
 from __future__ import annotations
 
@@ -17,7 +17,18 @@ from keel.definitions.view import live_workflows
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
-from services.api import blobs, costs, definitions, docs, errors, operators, runs, tool_definitions
+from services.api import (
+    blobs,
+    cases,
+    control,
+    costs,
+    definitions,
+    docs,
+    errors,
+    operators,
+    runs,
+    tool_definitions,
+)
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Tenant, Workflows, deps_of
@@ -39,7 +50,8 @@ def create_app(
     api = api or ApiSettings()
     if publisher is None:
         topic = api.run_requests_topic
-        serde = Serde(registry_client(settings.schema_registry_url), {topic: "run_request"})
+        envelopes = {topic: "run_request", api.control_topic: "control_command"}
+        serde = Serde(registry_client(settings.schema_registry_url), envelopes)
         publisher = Publisher(settings, topic, serde, api.delivery_timeout_s)
     keys = keys or ApiKeys.from_env()
     # The workflow files plus the registered definitions, followed in the background.
@@ -67,6 +79,8 @@ def create_app(
     app.include_router(definitions.router)
     app.include_router(tool_definitions.router)
     app.include_router(costs.router)
+    app.include_router(cases.router)
+    app.include_router(control.router)
     operators.install(app)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keel.topics import DEFINITIONS, RUN_REQUESTS
+from keel.topics import CONTROL, DEFINITIONS, RUN_REQUESTS
 
 
 class ApiSettings(BaseSettings):
@@ -16,6 +16,10 @@ class ApiSettings(BaseSettings):
     # The schema holding the projections (tests point this at their own).
     projection_schema: str = "keel"
     run_requests_topic: str = RUN_REQUESTS
+    # Where cancel, pause, resume and decisions go (ControlCommand, keyed by run id; tests: their own).
+    control_topic: str = CONTROL
+    # How long a decision waits to see its outcome in the projections before answering 202 pending.
+    decision_wait_s: float = Field(default=10.0, ge=0)
     # Where workflow definitions are registered and read from (tests point this at their own).
     definitions_topic: str = DEFINITIONS
     # Run inputs up to 32 MiB (keel.intake.MAX_INPUT_BYTES) and the body's own fields: inputs above the

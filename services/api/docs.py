@@ -97,6 +97,58 @@ class Redriven(BaseModel):
     redriven: list[dict[str, Any]]
 
 
+class ControlAccepted(BaseModel):
+    status: str  # accepted: the command is on keel.control, on its way to the run's scheduler
+    action: str
+    command_id: str
+    run_id: str
+    keel_run_id: str
+
+
+class CaseSummary(BaseModel):
+    case_id: str
+    tenant_id: str
+    run_id: str
+    workflow: str | None
+    step: str | None
+    call: str | None
+    attempt: int | None
+    kind: str  # quarantine | approval
+    status: str  # open | decided
+    reason: str | None
+    failure_class: str | None
+    idempotency_key: str | None
+    input_ref: str | None
+    opened_by: str | None
+    opened_at: str | None
+    deadline: str | None  # approvals: when the declared fallback applies
+    decision: str | None
+    decided_by: str | None
+    decided_at: str | None
+
+
+class CaseList(BaseModel):
+    cases: list[CaseSummary]
+
+
+class Case(CaseSummary):
+    input: Any
+    output_ref: str | None
+    output: Any
+    error: str | None
+    decision_reason: str | None
+    decision_command_id: str | None
+    decision_key: str | None
+    decision_json: dict[str, Any] | None
+    attempts: list[dict[str, Any]]
+
+
+class DecisionPending(BaseModel):
+    status: str  # pending: sent, its outcome not projected yet; GET the case for it
+    command_id: str
+    case_id: str
+
+
 SUBMIT_BODY = {
     "requestBody": {
         "required": True,

@@ -37,7 +37,7 @@ from services.api.submit import (
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-_RUN_ID = re.compile(intake.RUN_ID_PATTERN)
+RUN_ID = re.compile(intake.RUN_ID_PATTERN)
 STATUS_PATTERN = r"^[a-z_]{1,32}$"
 # Printable ASCII: a key is stored and compared as given, so nothing in it may be altered on the way.
 KEY_PATTERN = r"^[ -~]+$"
@@ -139,7 +139,7 @@ def events(request: Request, run_id: str, tenant: Tenant, call: CallFilter = Non
 
 def resolve(conn: claims.Conn, tenant: str, run_id: str) -> tuple[str, str | None]:
     """(Keel's run id, the client's) for an id in a path: the tenant's own name for a run, or Keel's."""
-    if not _RUN_ID.match(run_id):
+    if not RUN_ID.match(run_id):
         raise not_found(run_id)  # no run can have it (and Postgres could not even compare it: NUL)
     keel_id = claims.keel_run_id(conn, tenant, run_id)
     if keel_id is not None:

@@ -18,7 +18,7 @@ from keel.claimcheck import offload
 from keel.contracts import RunRequested
 from keel.idempotency import canonical_json, content_ref
 from keel.producer import make_producer
-from keel.serde import Serde
+from keel.serde import Contract, Serde
 from keel.settings import Settings
 
 # Run ids Keel assigns look like this; a client may not choose one (it would shadow a Keel-assigned id).
@@ -144,6 +144,14 @@ class Publisher:
             self.producer.poll(0.1)
 
     def publish(self, request: RunRequested) -> None:
+        try:
+            request = offload(request, self.blobs)  # a large input goes by reference (input_ref)
+        except BlobStoreUnavailable as exc:
+            raise DeliveryFailed(str(exc)) from None
+        self.send(self.topic, request.run_id, request)
+
+    def send(self, topic: str, key: str, record: Contract) -> None:
+        """Produce `record` to `topic` under `key` and wait for the broker's acknowledgement."""
         done = threading.Event()
         outcome: list[KafkaError | None] = []
 
@@ -152,15 +160,11 @@ class Publisher:
             done.set()
 
         try:
-            request = offload(request, self.blobs)  # a large input goes by reference (input_ref)
-        except BlobStoreUnavailable as exc:
-            raise DeliveryFailed(str(exc)) from None
-        try:
-            value = self.serde.encode(self.topic, request)
+            value = self.serde.encode(topic, record)
         except Exception as exc:  # the registry is away or the contract is not registered
             raise DeliveryFailed(f"cannot encode the request: {exc}") from None
         try:
-            self.producer.produce(self.topic, key=request.run_id, value=value, on_delivery=delivered)
+            self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
         except BufferError:
             raise DeliveryFailed("the producer queue is full") from None
         if not done.wait(self.timeout_s + 1.0):

@@ -19,6 +19,7 @@ from typing import Any
 import keel.events as ev
 from keel import vocab
 from keel.contracts import RunEvent
+from services.projector.cases import case_row
 from services.projector.values import MICROS_PER_USD, clean, cost_of, json_value, jsonable, micros_of
 
 RUN_STATUS_OF = {
@@ -30,6 +31,8 @@ RUN_STATUS_OF = {
     ev.CANCELED: vocab.CANCELED,
     ev.QUARANTINED: vocab.QUARANTINED,
     ev.QUARANTINE_RESOLVED: vocab.RUNNING,
+    ev.PAUSED: vocab.PAUSED,
+    ev.RESUMED: vocab.RUNNING,
 }
 STEP_STATUS_OF = {
     ev.STEP_STARTED: vocab.RUNNING,
@@ -107,6 +110,9 @@ def project(event: RunEvent, at: Position) -> Projection:
         micros = micros_of(e.cost_micros, cost)
         if micros is not None:
             changes.append(RowChange("costs", _cost_row(e, cost, micros)))
+    case = case_row(e)
+    if case is not None:
+        changes.append(RowChange("cases", case))
     return Projection(at, e.event_id, tuple(changes))
 
 

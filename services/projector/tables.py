@@ -44,7 +44,7 @@ class Table:
 
 RUN_STATUS = Status(
     rank={vocab.UNKNOWN: 0, vocab.CREATED: 1, vocab.SCHEDULED: 2, vocab.RUNNING: 3, vocab.QUARANTINED: 3,
-          vocab.COMPLETED: 4, vocab.FAILED: 4, vocab.CANCELED: 4},
+          vocab.PAUSED: 3, vocab.COMPLETED: 4, vocab.FAILED: 4, vocab.CANCELED: 4},
     final=vocab.TERMINAL_RUN_STATUSES,
 )  # fmt: skip
 STEP_STATUS = Status(rank={}, final=frozenset({vocab.COMMITTED}))
@@ -99,10 +99,27 @@ ATTEMPTS = Table(
         "error": Merge.NEW,
     },
 )
+# A case's status (the cases table; docs/quarantine.md): open until its one decision.
+CASE_OPEN, CASE_DECIDED = "open", "decided"
+CASE_STATUS = Status(rank={CASE_OPEN: 0, CASE_DECIDED: 1}, final=frozenset({CASE_DECIDED}))
+# A case's evidence and its decision are facts that never change once known (FIRST): a replayed or late
+# `quarantined` cannot reopen a decided case, and a second `quarantine_resolved` cannot re-decide one.
+_CASE_FACTS = (
+    "tenant_id", "run_id", "workflow", "step", "call", "attempt", "kind", "reason", "failure_class",
+    "idempotency_key", "input_ref", "input_json", "output_ref", "output_json", "error", "opened_by",
+    "opened_at", "deadline", "decision", "decided_by", "decided_at", "decision_reason",
+    "decision_command_id", "decision_key", "decision_json",
+)  # fmt: skip
+CASES = Table(
+    "cases",
+    ("case_id",),
+    {**dict.fromkeys(_CASE_FACTS, Merge.FIRST), "status": CASE_STATUS},
+    frozenset({"input_json", "output_json", "decision_json"}),
+)
 EVENTS = Table("events", ("event_id",), json=frozenset({"body"}))
 COSTS = Table("costs", ("event_id",))
 ERRORS = Table("projection_errors", ("topic", "partition", "offset"))
 
-TABLES: dict[str, Table] = {t.name: t for t in (RUNS, STEPS, ATTEMPTS, EVENTS, COSTS, ERRORS)}
+TABLES: dict[str, Table] = {t.name: t for t in (RUNS, STEPS, ATTEMPTS, EVENTS, COSTS, ERRORS, CASES)}
 # Every table a projection schema holds, in a stable order (for comparisons and listings).
 ALL_TABLES = (*TABLES, "projector_offsets")
