@@ -193,8 +193,8 @@ class Notifier:
         job = outcome.job
         url = self.endpoints[job.notification.tenant_id].url
         reason = (
-            f"webhook {job.notification.type} for tenant {job.notification.tenant_id} to {url} "
-            f"given up: {outcome.reason}"
+            f"webhook {job.notification.type} {job.notification.event_id} for tenant "
+            f"{job.notification.tenant_id} to {url} given up: {outcome.reason}"
         )
         letter = dead_letter_for(
             job.message, reason, GAVE_UP, self.group, max_bytes=self.settings.max_message_bytes
