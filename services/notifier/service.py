@@ -22,6 +22,7 @@ from keel.contracts import RunEvent
 from keel.deadletter import dead_letter_for
 from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config, producer_config
+from keel.schemas import TOPIC_ENVELOPES
 from keel.serde import Serde, registry_client
 from keel.topics import DEAD_LETTERS, RUN_EVENTS
 from services.notifier.config import NotifierSettings
@@ -54,7 +55,8 @@ class Notifier:
         self.public_url = settings.checked_public_url()
         self.policy = settings.policy()
         self.settings, self.topic, self.dead_letters, self.group = settings, topic, dead_letters, group_id
-        self.serde = Serde(registry_client(settings.schema_registry_url))
+        envelopes = {**TOPIC_ENVELOPES, topic: "run_event", dead_letters: "dead_letter"}
+        self.serde = Serde(registry_client(settings.schema_registry_url), envelopes)
         conf = consumer_config(settings, group_id, instance_id)
         conf["auto.offset.reset"] = settings.notifier_start
         self.consumer = Consumer(conf)
