@@ -22,6 +22,7 @@ from keel.contracts import RunEvent
 from keel.deadletter import dead_letter_for
 from keel.looplife import raise_if_fatal, subscribed
 from keel.producer import consumer_config, producer_config
+from keel.registryerrors import registry_unavailable
 from keel.schemas import TOPIC_ENVELOPES
 from keel.serde import Serde, registry_client
 from keel.topics import DEAD_LETTERS, RUN_EVENTS
@@ -88,8 +89,7 @@ class Notifier:
                     first = self.consumer.poll(self.settings.poll_timeout_s)
                     if first is not None:
                         rest = self.consumer.consume(self.settings.batch_max_messages - 1, 0)
-                        for msg in [first, *rest]:
-                            self.handle(msg)
+                        self.handle_batch([first, *rest])
                     self.last_progress = time.monotonic()
                     if time.monotonic() >= next_commit:
                         self.commit()
@@ -126,30 +126,51 @@ class Notifier:
                 self.marks.revoke((tp.topic, tp.partition))
 
     # -- messages -----------------------------------------------------------------------------------
-    def handle(self, msg: Message) -> None:
+    def handle_batch(self, msgs: list[Message]) -> None:
+        """Handle messages in order; a partition whose message waits for the schema registry is read
+        again from that message a moment later (nothing after it is handled before it)."""
+        again: dict[TP, int] = {}
+        for msg in msgs:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if tp not in again and not self.handle(msg):
+                again[tp] = msg.offset() or 0
+        for (topic, partition), offset in again.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its new owner reads it
+                log.info("not seeking %s[%d]: %s", topic, partition, exc)
+        if again:
+            self._stop.wait(1.0)
+
+    def handle(self, msg: Message) -> bool:
+        """Read one message; False when it cannot be read yet (the schema registry did not answer)."""
         err = msg.error()
         if err is not None:
             raise_if_fatal(err)
-            return
+            return True
         tp: TP = (msg.topic() or "", msg.partition() or 0)
         offset = msg.offset() or 0
         with self.lock:
             generation = self.marks.generation(tp)
         if generation is None:
-            return  # revoked meanwhile: its new owner reads it
+            return True  # revoked meanwhile: its new owner reads it
         note = None
         raw = msg.value()
         try:
             event = self.serde.decode(self.topic, raw) if raw is not None else None
             if event is not None and isinstance(event, RunEvent):
                 note = notification_for(event, self.public_url)
-        except Exception as exc:  # the scheduler and the projector record undecodable events
+        except Exception as exc:
+            if registry_unavailable(exc):
+                log.warning("schema registry unavailable (%s): %s[%d]@%d is read again", exc, *tp, offset)
+                return False
+            # Bytes that can never decode: the scheduler and the projector record them; no one to notify.
             log.warning("cannot read %s[%d]@%d (no notification from it): %s", *tp, offset, exc)
         endpoint = self.endpoints.get(note.tenant_id) if note is not None else None
         with self.lock:
             self.marks.read(tp, offset, pending=endpoint is not None)
         if note is None:
-            return
+            return True
         if endpoint is None:
             log_line(
                 id=note.event_id,
@@ -159,12 +180,13 @@ class Notifier:
                 case_id=note.case_id,
                 outcome="no_webhook",
             )
-            return
+            return True
         worker = self.workers.get(note.tenant_id)
         if worker is None:
             worker = TenantWorker(note.tenant_id, endpoint, self.policy, self._owned, self.settle, self._stop)
             self.workers[note.tenant_id] = worker
         worker.submit(Job(note, tp, offset, generation, msg))
+        return True
 
     def _owned(self, job: Job) -> bool:
         with self.lock:

@@ -150,3 +150,23 @@ def test_a_refused_notification_is_a_dead_letter_before_the_offset_moves(setup: 
     assert (letter.source_topic, letter.source_offset) == (setup.topic, 0)
     assert setup.serde.decode(setup.topic, letter.value).event_id == refused.event_id
     wait_for(lambda: setup.committed() == 1, 10, "the offset to move on")
+
+
+def test_an_event_waiting_for_the_schema_registry_is_read_again_not_skipped(setup: Setup, caplog):
+    blind = setup.settings.model_copy(update={"schema_registry_url": "http://127.0.0.1:1"})
+    notifier = Notifier(blind, topic=setup.topic, dead_letters=setup.dead_letters, group_id=setup.group)
+    thread = threading.Thread(target=notifier.run, daemon=True)
+    thread.start()
+    try:
+        later = event("t-b")
+        setup.produce([later])
+        # The notifier has tried to read it (and, skipping it, would say "cannot read").
+        seen = ("schema registry unavailable", "cannot read")
+        wait_for(lambda: any(s in caplog.text for s in seen), 20, "the registry to be missed")
+        assert not setup.deliveries(later.event_id)
+        notifier.serde = Serde(registry_client(setup.settings.schema_registry_url), setup.serde.envelopes)
+        wait_for(lambda: setup.succeeded(later.event_id), 20, "the delivery once the registry answers")
+        wait_for(lambda: setup.committed() == 1, 10, "the offset to move on")
+    finally:
+        notifier.stop()
+        thread.join(30)
