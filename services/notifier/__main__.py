@@ -6,9 +6,13 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from keel.looplife import keep_running
 from services.notifier.config import ConfigError, NotifierSettings
 from services.notifier.service import Notifier
+
+EX_CONFIG = 78
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format=f"%(asctime)s notifier-{args.instance} %(levelname)s %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = NotifierSettings()
     try:  # a malformed configuration stops the start, saying what is wrong
+        settings = NotifierSettings()
         endpoints = settings.endpoints()
         settings.checked_public_url()
-    except ConfigError as exc:
+    except (ConfigError, ValidationError) as exc:
         print(f"keel notifier: {exc}", file=sys.stderr)
-        return 2
+        return EX_CONFIG  # keel_ops.supervise does not restart it: no restart can fix the configuration
     logging.info("webhooks for tenants: %s", ", ".join(sorted(endpoints)) or "none (log lines only)")
     group = settings.notifier_group
     keep_running(lambda: Notifier(settings, group_id=group, instance_id=f"{group}-{args.instance}"))
