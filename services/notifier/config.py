@@ -33,8 +33,8 @@ class NotifierSettings(Settings):
     # {"tenant": {"url": "...", "secret": "..."}}, inline or in a file (not both).
     webhooks: str | None = None
     webhooks_file: Path | None = None
-    # The base of the links in a notification: where operators reach the API.
-    public_url: str = "http://127.0.0.1:8080"
+    # The base of the links in a notification: where operators reach the API (default: KEEL_API_URL).
+    public_url: str | None = None
     webhook_max_attempts: int = Field(default=8, ge=1)
     # A notification still undelivered this long after its first attempt is given up (dead-lettered).
     webhook_max_age_s: float = Field(default=3600.0, gt=0)
@@ -74,9 +74,11 @@ class NotifierSettings(Settings):
         return parse_endpoints(self.webhooks or "{}", "KEEL_WEBHOOKS")
 
     def checked_public_url(self) -> str:
-        if not _is_http_url(self.public_url):
-            raise ConfigError(f"KEEL_PUBLIC_URL must be an http(s) URL, not {self.public_url!r}")
-        return self.public_url.rstrip("/")
+        url = self.public_url or self.api_url
+        if not _is_http_url(url):
+            name = "KEEL_PUBLIC_URL" if self.public_url else "KEEL_API_URL (the default of KEEL_PUBLIC_URL)"
+            raise ConfigError(f"{name} must be an http(s) URL, not {url!r}")
+        return url.rstrip("/")
 
 
 def _is_http_url(url: str) -> bool:

@@ -259,6 +259,8 @@ def test_webhooks_from_a_file_and_not_both(tmp_path: Any, monkeypatch: pytest.Mo
     monkeypatch.setenv("KEEL_WEBHOOKS_FILE", str(tmp_path / "missing.json"))
     with pytest.raises(ConfigError, match="cannot read"):
         NotifierSettings().endpoints()
+    monkeypatch.setenv("KEEL_API_URL", "http://api.example:8080/")
+    assert NotifierSettings().checked_public_url() == "http://api.example:8080"  # the API's, by default
     monkeypatch.setenv("KEEL_PUBLIC_URL", "keel.example.com")
     with pytest.raises(ConfigError, match="KEEL_PUBLIC_URL"):
         NotifierSettings().checked_public_url()
