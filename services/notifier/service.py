@@ -62,7 +62,7 @@ class Notifier:
         conf["auto.offset.reset"] = settings.notifier_start
         self.consumer = Consumer(conf)
         self.producer = Producer(producer_config(settings))
-        self.marks, self.lock = Watermarks(), threading.Lock()
+        self.marks, self.lock, self._letters = Watermarks(), threading.Lock(), threading.Lock()
         self.workers: dict[str, TenantWorker] = {}
         self.paused = False
         self.last_progress = time.monotonic()
@@ -225,13 +225,14 @@ class Notifier:
         )
         acks: list[Any] = []
         try:
-            self.producer.produce(
-                self.dead_letters,
-                key=letter.dead_letter_id,
-                value=self.serde.encode(self.dead_letters, letter),
-                on_delivery=lambda err, _msg: acks.append(err),
-            )
-            self.producer.flush(10)
+            with self._letters:  # one give-up at a time: workers share the serde and the producer
+                self.producer.produce(
+                    self.dead_letters,
+                    key=letter.dead_letter_id,
+                    value=self.serde.encode(self.dead_letters, letter),
+                    on_delivery=lambda err, _msg: acks.append(err),
+                )
+                self.producer.flush(10)
         except (KafkaException, BufferError) as exc:
             log.error("cannot record the give-up of %s: %s", job.notification.event_id, exc)
             return False
