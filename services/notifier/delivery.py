@@ -1,9 +1,11 @@
 """Delivery: one worker thread and queue per tenant, so one tenant's slow or dead endpoint never delays
-another tenant's notifications. A worker posts its tenant's notifications in order, each until it is
-delivered or given up (core.judge), then hands the outcome to `settle` (the shell records it)."""
+another tenant's notifications. A worker posts each of its tenant's notifications until it is delivered
+or given up (core.judge), then hands the outcome to `settle` (the shell records it)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
 import random
@@ -62,7 +64,23 @@ def post(client: httpx.Client, endpoint: Endpoint, note: Notification, timeout_s
     return Answer(resp.status_code, retry_after_s=retry_after(resp.headers.get("retry-after")))
 
 
+@dataclass
+class _Delivery:
+    """A job in the worker's hands: its attempts so far, and its outcome once it has one."""
+
+    job: Job
+    started: float
+    attempts: int = 0
+    outcome: Outcome | None = None  # set when delivered or given up, until `settle` takes it
+    settle_wait: float = 0.5
+
+
 class TenantWorker:
+    """One tenant's deliveries: one POST at a time to its endpoint (polite to it), the next one chosen by
+    when it is due. A notification waiting for its retry does not hold back the tenant's later ones, so a
+    dead endpoint's notifications each run out their attempts in parallel in time, not one after another.
+    Order of delivery within a tenant is therefore not guaranteed (receivers read `ts`)."""
+
     def __init__(
         self,
         tenant: str,
@@ -77,6 +95,8 @@ class TenantWorker:
         self.owned, self.settle, self.stopped = owned, settle, stopped
         self.rng = rng or random.Random()
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self._due: list[tuple[float, int, _Delivery]] = []  # a heap by the time each is due
+        self._seq = itertools.count()  # ties keep arrival order
         # trust_env=False: a proxy configured in the environment must not see loopback receivers.
         self.client = httpx.Client(trust_env=False)
         self.thread = threading.Thread(target=self._run, name=f"notify-{tenant}", daemon=True)
@@ -85,44 +105,53 @@ class TenantWorker:
     def submit(self, job: Job) -> None:
         self.jobs.put(job)
 
+    def _schedule(self, at: float, delivery: _Delivery) -> None:
+        heapq.heappush(self._due, (at, next(self._seq), delivery))
+
     def _run(self) -> None:
         try:
             while not self.stopped.is_set():
-                try:
-                    job = self.jobs.get(timeout=0.2)
-                except queue.Empty:
+                now = time.monotonic()
+                if not self._due or self._due[0][0] > now:
+                    wait = min(0.2, self._due[0][0] - now) if self._due else 0.2
+                    try:
+                        job = self.jobs.get(timeout=max(wait, 0.001))
+                        self._schedule(time.monotonic(), _Delivery(job, time.monotonic()))
+                    except queue.Empty:
+                        pass
                     continue
-                self._deliver(job)
+                _, _, delivery = heapq.heappop(self._due)
+                self._step(delivery)
         finally:
             self.client.close()
 
-    def _deliver(self, job: Job) -> None:
-        """Attempts until delivered or given up. A job whose partition this process lost is left to its
-        new owner (it re-reads it from the committed offset), and so is one in hand at shutdown."""
-        started, attempts = time.monotonic(), 0
-        while not self.stopped.is_set() and self.owned(job):
-            attempts += 1
-            answer = post(self.client, self.endpoint, job.notification, self.policy.timeout_s)
-            age = time.monotonic() - started
-            verdict = judge(answer, attempts, age, self.policy, self.rng)
+    def _step(self, d: _Delivery) -> None:
+        """One attempt (or one try at settling). A job whose partition this process lost is dropped: its
+        new owner re-reads it from the committed offset; so is whatever is in hand at shutdown."""
+        if not self.owned(d.job):
+            return
+        if d.outcome is None:
+            d.attempts += 1
+            answer = post(self.client, self.endpoint, d.job.notification, self.policy.timeout_s)
+            age = time.monotonic() - d.started
+            verdict = judge(answer, d.attempts, age, self.policy, self.rng)
             if verdict.action == "retry":
                 log.info(
                     "webhook %s to %s: %s; attempt %d in %.2f s",
-                    job.notification.event_id,
+                    d.job.notification.event_id,
                     self.tenant,
                     verdict.reason,
-                    attempts + 1,
+                    d.attempts + 1,
                     verdict.delay_s,
                 )
-                self.stopped.wait(verdict.delay_s)
-                continue
+                self._schedule(time.monotonic() + verdict.delay_s, d)
+                return
             result = "delivered" if verdict.action == "delivered" else "gave_up"
-            outcome = Outcome(job, result, attempts, answer, verdict.reason, int(age * 1000))
-            # Recording a give-up (a dead letter) can fail: try again until it lands or we stop.
-            wait = 0.5
-            while not self.settle(outcome) and not self.stopped.wait(wait):
-                wait = min(wait * 2, 10.0)
-            return
+            d.outcome = Outcome(d.job, result, d.attempts, answer, verdict.reason, int(age * 1000))
+        # Recording a give-up (a dead letter) can fail: try again later until it lands.
+        if not self.settle(d.outcome):
+            self._schedule(time.monotonic() + d.settle_wait, d)
+            d.settle_wait = min(d.settle_wait * 2, 10.0)
 
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)

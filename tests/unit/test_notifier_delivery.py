@@ -159,3 +159,50 @@ def test_a_job_whose_partition_was_lost_is_left_to_its_new_owner(
     wait_for(lost.jobs.empty, 5, "the lost worker to take both jobs")
     assert deliveries(hooks, "e-5") == [] and deliveries(hooks, "e-6") == []
     assert settled.of("e-5") is None and settled.of("e-6") is None
+
+
+def test_a_notification_waiting_for_its_retry_does_not_hold_back_the_next(
+    hooks: str, stopped: threading.Event
+) -> None:
+    httpx.post(f"{hooks}/_faults", json={"kind": "error", "status": 503, "times": 1, "path": "/hook/acme"})
+    settled = Settled()
+    patient = Policy(max_attempts=4, max_age_s=60, backoff_s=1.0, backoff_max_s=1.0, timeout_s=0.5)
+    one = TenantWorker(
+        "acme",
+        Endpoint(f"{hooks}/hook/acme", "s"),
+        patient,
+        lambda _: True,
+        settled,
+        stopped,
+        random.Random(1),
+    )
+    one.submit(job("first", offset=0))
+    one.submit(job("second", offset=1))
+    wait_for(lambda: settled.of("first") is not None, 10, "the first to be delivered on its retry")
+    everything = httpx.get(f"{hooks}/_deliveries").json()["deliveries"]
+    assert [(d["event_id"], d["status"]) for d in everything] == [
+        ("first", 503),
+        ("second", 200),  # while the first waited at least 0.5 s for its retry
+        ("first", 200),
+    ]
+
+
+def test_a_give_up_that_cannot_be_recorded_yet_is_recorded_later(stopped: threading.Event) -> None:
+    tries: list[Outcome] = []
+
+    def flaky(outcome: Outcome) -> bool:
+        tries.append(outcome)
+        return len(tries) >= 3  # the dead letter lands on the third try
+
+    dead = TenantWorker(
+        "gone",
+        Endpoint("http://127.0.0.1:9/hook", "s"),
+        FAST,
+        lambda _: True,
+        flaky,
+        stopped,
+        random.Random(1),
+    )
+    dead.submit(job("e-8", "gone"))
+    wait_for(lambda: len(tries) >= 3, 15, "three tries at recording the give-up")
+    assert {(o.result, o.attempts) for o in tries} == {("gave_up", 4)}  # recorded, never attempted again
