@@ -170,3 +170,29 @@ def test_an_event_waiting_for_the_schema_registry_is_read_again_not_skipped(setu
     finally:
         notifier.stop()
         thread.join(30)
+
+
+def test_a_backlog_pauses_reading_and_nothing_is_lost_when_it_resumes(setup: Setup):
+    small = setup.settings.model_copy(update={"notifier_max_pending": 2})
+    notifier = Notifier(small, topic=setup.topic, dead_letters=setup.dead_letters, group_id=setup.group)
+    thread = threading.Thread(target=notifier.run, daemon=True)
+    httpx.post(
+        f"{setup.receiver}/_faults", json={"kind": "error", "status": 503, "times": 10_000, "path": "/hook/a"}
+    )
+    thread.start()
+    try:
+        backlog = [event("t-a") for _ in range(3)]
+        setup.produce(backlog)
+        wait_for(lambda: notifier.paused, 20, "reading to pause on the backlog")
+        later = event("t-b")
+        setup.produce([later])
+        wait_for(lambda: setup.committed() == 0, 10, "the start committed, and no further")
+        httpx.delete(f"{setup.receiver}/_faults")
+        for e in [*backlog, later]:
+            wait_for(lambda e=e: setup.succeeded(e.event_id), 20, f"the delivery of {e.event_id}")
+        wait_for(lambda: not notifier.paused, 10, "reading to resume")
+        wait_for(lambda: setup.committed() == 4, 10, "the offset to move past everything")
+    finally:
+        httpx.delete(f"{setup.receiver}/_faults")
+        notifier.stop()
+        thread.join(30)
