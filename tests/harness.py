@@ -8,7 +8,8 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -63,13 +64,32 @@ E2E_ENV = {
     "KEEL_BREAKER_OPEN_MS": "1500",
     "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),
+    # The notifier (docs/notifications.md): tenant acme's webhooks go to the receiver simulator, and so
+    # do those of a second tenant, on their own path (tests/e2e/test_notifications.py).
+    "KEEL_RECEIVER_URL": "http://127.0.0.1:18706",
+    "KEEL_PUBLIC_URL": "http://127.0.0.1:18080",
+    "KEEL_WEBHOOK_TIMEOUT_S": "1.0",
+    "KEEL_WEBHOOK_BACKOFF_S": "0.2",
+    "KEEL_WEBHOOK_BACKOFF_MAX_S": "2.0",
 }
+WEBHOOK_SECRETS = {"acme": "e2e-acme-webhook-secret", "hooks-other": "e2e-other-webhook-secret"}
+E2E_ENV["KEEL_WEBHOOKS"] = json.dumps(
+    {
+        "acme": {"url": f"{E2E_ENV['KEEL_RECEIVER_URL']}/hook/acme", "secret": WEBHOOK_SECRETS["acme"]},
+        "hooks-other": {
+            "url": f"{E2E_ENV['KEEL_RECEIVER_URL']}/hook/other",
+            "secret": WEBHOOK_SECRETS["hooks-other"],
+        },
+    }
+)
+# A group of its own per session, starting at the topic's end: no backlog of earlier sessions' runs.
+E2E_ENV["KEEL_NOTIFIER_GROUP"] = unique("e2e-notifier")
 # Tenants with a small day budget each (docs/budgets.md), unique per test session: the enforcer's day
 # scopes outlive a session on a shared broker.
 BUDGET_TENANTS = [(unique("budget-t"), 0.0001) for _ in range(3)]
 E2E_ENV["KEEL_BUDGET_LIMITS"] = json.dumps({"tenant_day_usd": dict(BUDGET_TENANTS)})
 E2E_ENV["KEEL_BUDGETS"] = "true"  # whatever the environment says: the enforcer runs here
-CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector")
+CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector", "notifier")
 
 
 class EventLog:
@@ -130,6 +150,7 @@ class Simulators:
             "model": E2E_ENV["KEEL_MODEL_URL"].removesuffix("/v1"),
             "payments": E2E_ENV["KEEL_PAYMENTS_URL"],
             "helpdesk": E2E_ENV["KEEL_HELPDESK_URL"],
+            "receiver": E2E_ENV["KEEL_RECEIVER_URL"],
         }
 
     def stats(self, name: str) -> dict:
@@ -141,6 +162,11 @@ class Simulators:
     def mode(self, name: str, **mode: object) -> None:
         """Set how a simulator deduplicates (see infra/simulators: key, none, in-flight refusal)."""
         httpx.post(f"{self.urls[name]}/_mode", json=mode).raise_for_status()
+
+    def deliveries(self, event_id: str) -> list[dict]:
+        """What the webhook receiver got for one notification, in arrival order."""
+        url = f"{self.urls['receiver']}/_deliveries"
+        return httpx.get(url, params={"event_id": event_id}).json()["deliveries"]
 
     def reset(self) -> None:
         for url in self.urls.values():
@@ -161,10 +187,33 @@ def kill_and_restart(settings: Settings, service: str, instance: str = "0") -> N
     start_background(settings, service_process(service, instance))
 
 
-def _processes() -> list[Background]:
+def notifier_ready(settings: Settings) -> Callable[[], bool]:
+    """The notifier's group has a committed offset on every partition of keel.run-events: from then on
+    no event is missed, whenever the notifier gets its partitions (it starts a new group at the end)."""
+
+    def ready() -> bool:
+        probe = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": E2E_ENV["KEEL_NOTIFIER_GROUP"],  # reads the group's offsets, never joins it
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            parts = probe.list_topics(RUN_EVENTS, timeout=5).topics[RUN_EVENTS].partitions
+            found = probe.committed([TopicPartition(RUN_EVENTS, p) for p in parts], timeout=5)
+            return all(tp.offset >= 0 for tp in found)
+        finally:
+            probe.close()
+
+    return ready
+
+
+def _processes(settings: Settings) -> list[Background]:
+    services = [service_process(name) for name in CORE_SERVICES]
     return (
-        simulator_processes()  # payments and helpdesk included, on the ports E2E_ENV names
-        + [service_process(name) for name in CORE_SERVICES]
+        simulator_processes()  # payments, helpdesk and the webhook receiver included, on E2E_ENV's ports
+        + [replace(p, ready=notifier_ready(settings)) if p.name == "notifier-0" else p for p in services]
         + [api_process(E2E_ENV["KEEL_API_URL"])]
     )
 
@@ -172,7 +221,7 @@ def _processes() -> list[Background]:
 @pytest.fixture(scope="session")
 def keel(stack: Settings) -> Iterator[tuple[EventLog, Simulators]]:
     os.environ.update(E2E_ENV)
-    procs = _processes()
+    procs = _processes(stack)
     try:
         for proc in procs:
             stop_background(stack, proc.name)  # leftovers of an interrupted session

@@ -14,7 +14,9 @@ sim-payments-token, sim-helpdesk-token). Dedup mode at start: KEEL_SIM_EMAIL_DED
 KEEL_SIM_PAYMENTS_DEDUP (key, stripe or none; default key); the helpdesk has no key support: its only
 mode is none. Control API (no auth): GET /_stats (deliveries in total, by_key and by_effect), POST
 /_reset, GET|POST /_mode {"dedup": ...}, GET|POST|DELETE /_faults. The model also takes the faults loop,
-unknown_tool, bad_args, malformed_args and bad_answer.
+unknown_tool, bad_args, malformed_args and bad_answer. The receiver (a tenant's webhook endpoint) takes
+no token: it records every POST /hook[/NAME] (GET /_stats, GET /_deliveries?event_id=ID) and takes the
+faults error, rate_limit, latency, accept_then_timeout and accept_then_error.
 """
 
 

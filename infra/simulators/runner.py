@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-SIMULATORS = ("email", "crm", "model", "payments", "helpdesk")
+SIMULATORS = ("email", "crm", "model", "payments", "helpdesk", "receiver")
 
 
 def create_app(name: str) -> FastAPI:

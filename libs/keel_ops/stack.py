@@ -162,13 +162,13 @@ def registry_process(settings: Settings) -> Background:
 
 
 # -- the simulated outside world and the services --------------------------------------------------
-SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector")
+SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector", "notifier")
 
 
 def simulator_processes() -> list[Background]:
     """The simulated outside world on the ports the adapters and router are configured with: the email
-    provider, CRM and model server, the payments provider (docs/examples) and the helpdesk (the refund
-    provider without key support)."""
+    provider, CRM and model server, the payments provider (docs/examples), the helpdesk (the refund
+    provider without key support) and a webhook receiver for the notifier (KEEL_RECEIVER_URL)."""
     from services.adapters.config import AdapterSettings
     from services.executor.router import RouterSettings
 
@@ -180,6 +180,7 @@ def simulator_processes() -> list[Background]:
         # Defaults: the base_url of the providers' tool definitions (docs/examples/tools, tools/).
         "payments": tools.base_url("payments", "http://127.0.0.1:8704"),
         "helpdesk": tools.base_url("helpdesk", "http://127.0.0.1:8705"),
+        "receiver": tools.base_url("receiver", "http://127.0.0.1:8706"),
     }
     return [
         Background(
