@@ -187,7 +187,9 @@ def call_tool(
     try:
         data = c.payload = adapter.check_input(request.payload)
     except ContractViolation as exc:
-        return c.fail(VALIDATION, f"invalid input: {exc}", False)
+        # Nothing was sent: the input breaks the tool's contract (a human may correct it and retry).
+        why = f"invalid input: {exc}"
+        return c.fail(VALIDATION, why, False, blocked_reason=why)
     try:
         # Resolved for this call's tenant only: a definition can name a credential, never another
         # tenant's.

@@ -4,9 +4,10 @@ commit kept, an unknown outcome quarantined); then the run ends canceled with wh
 from __future__ import annotations
 
 from keel import events as ev
-from keel.contracts import ControlCommand, RunEvent
-from keel.vocab import UNKNOWN_OUTCOME
+from keel.contracts import ControlCommand, RunEvent, StepCommand
+from keel.vocab import SAFE_TO_REPEAT_MODES, UNKNOWN_OUTCOME
 from keel.workflows import WorkflowSpec
+from services.scheduler.outcomes import KeyRetention, no_retention, on_failure
 from services.scheduler.state import (
     CANCELING,
     COMMITTED,
@@ -19,13 +20,14 @@ from services.scheduler.state import (
     RunState,
     StepState,
 )
-from services.scheduler.units import Unit, unit_state, units_of
+from services.scheduler.units import Unit, command, unit_state, units_of
 from services.scheduler.verdicts import Decision, end, quarantine
 
 
 def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
     """No new attempt starts. With nothing in flight the run ends canceled at once; otherwise each call
-    in flight settles first (its commit kept, an unknown outcome quarantined), then the run ends."""
+    in flight settles first (its commit kept; an unknown outcome repeated under the same key where that is
+    safe, else quarantined), then the run ends."""
     if state.status == CANCELING:
         return Decision(state, [])
     state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
@@ -37,6 +39,8 @@ def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: 
     unknown: tuple[Unit, StepState] | None = None
     for name in state.steps:
         for unit, sub in units_of(state, spec.step(name)):
+            if _settling(sub):
+                continue  # its repeat under the same key (a safe mode) settles the unknown outcome
             if sub.status in (WAITING_RETRY, RESERVING):
                 sub.fire_at = None
                 if sub.last_failure == UNKNOWN_OUTCOME:
@@ -52,13 +56,22 @@ def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: 
     return settle_cancel(state, now_ms)
 
 
-def failed_while_canceling(state: RunState, unit: Unit, fact: RunEvent, now_ms: int) -> Decision:
+def failed_while_canceling(
+    state: RunState, unit: Unit, fact: RunEvent, now_ms: int, key_retention: KeyRetention = no_retention
+) -> Decision:
     tool = fact.tool
     failure_class = (tool.failure_class if tool else None) or (
         fact.step_detail.failure_class if fact.step_detail else None
     )
     accepted = bool(tool and tool.effect_accepted)
     called = not (tool and tool.blocked_reason)
+    safe = tool is not None and tool.idempotency_mode in SAFE_TO_REPEAT_MODES
+    if unit.effects and called and failure_class == UNKNOWN_OUTCOME and not accepted and safe:
+        # The call in flight settles: repeating it under the same key is safe (the provider answers a
+        # repeat with the first call's result, or the adapter looks the effect up), so the effect that
+        # happened is committed, not left unknown. The usual rules bound it (attempts, key retention):
+        # past them the step is held, as an unknown outcome always is.
+        return on_failure(state, unit, fact, now_ms, key_retention)
     if unit.effects and called and (failure_class == UNKNOWN_OUTCOME or accepted):
         what = "the provider accepted it" if accepted else "its outcome is unknown"
         why = f"canceled by {_who(state)} while attempt {fact.attempt} was in flight; {what}"
@@ -90,7 +103,28 @@ def timed_out_while_canceling(state: RunState, unit: Unit, now_ms: int) -> Decis
 
 
 def settle_cancel(state: RunState, now_ms: int) -> Decision:
-    return Decision(state, []) if state.in_flight() else _end_canceled(state, now_ms)
+    if state.in_flight() or any(_settling(sub) for sub in _subs(state)):
+        return Decision(state, [])
+    return _end_canceled(state, now_ms)
+
+
+def settle_again(state: RunState, unit: Unit, now_ms: int) -> list[RunEvent | StepCommand]:
+    """The repeat that settles an unknown outcome while canceling: the same input and key, and no
+    reservation (the key's first attempt reserved its cost; a repeat is answered, not charged again)."""
+    return [command(state, unit, unit_state(state, unit).attempt + 1, now_ms)]
+
+
+def _settling(sub: StepState) -> bool:
+    """A unit waiting to repeat an attempt whose outcome is unknown, under a mode that makes it safe
+    (only such a unit waits to retry after an unknown outcome: otherwise it is held at once)."""
+    return sub.status == WAITING_RETRY and sub.last_failure == UNKNOWN_OUTCOME
+
+
+def _subs(state: RunState) -> list[StepState]:
+    found: list[StepState] = []
+    for step in state.steps.values():
+        found += list(step.agent.units().values()) if step.agent is not None else [step]
+    return found
 
 
 def _end_canceled(state: RunState, now_ms: int) -> Decision:

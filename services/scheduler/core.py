@@ -20,7 +20,7 @@ from keel import events as ev
 from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
-from keel.vocab import CREATED, SCHEDULED
+from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
 from services.scheduler import agent, approvals, budgets, cancel, control, dispatch, pause
 from services.scheduler.admission import Rejected, admit, check_fields
@@ -267,7 +267,9 @@ def _due(
                 return Decision(state, outputs)
             fires = sub.fire_at is not None and sub.fire_at <= now_ms
             if sub.status == WAITING_RETRY and fires:
-                if state.status == RUNNING and unit.call is not None:
+                if state.status == CANCELING and sub.last_failure == UNKNOWN_OUTCOME:
+                    outputs += cancel.settle_again(state, unit, now_ms)
+                elif state.status == RUNNING and unit.call is not None:
                     outputs += budgets.begin(state, unit, sub.attempt + 1, now_ms, env.budgets)
                 elif state.status == RUNNING:
                     outputs += issue(state, spec.step(name), sub.attempt + 1, now_ms, env)
@@ -342,7 +344,7 @@ def _on_fact(
     ):
         unit = Unit.of(spec.step(fact.step or ""))
         if state.status == CANCELING:
-            return cancel.failed_while_canceling(state, unit, fact, now_ms)
+            return cancel.failed_while_canceling(state, unit, fact, now_ms, key_retention)
         if state.status in (RUNNING, PAUSED):  # paused: its retry timer is set, and fires after the resume
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])
@@ -392,7 +394,7 @@ def _on_agent_fact(
     ):
         unit = next(u for u, s in units_of(state, step_spec) if u.call == fact.call)
         if state.status == CANCELING:
-            return cancel.failed_while_canceling(state, unit, fact, now_ms)
+            return cancel.failed_while_canceling(state, unit, fact, now_ms, key_retention)
         if state.status in (RUNNING, PAUSED):  # paused: its retry timer is set, and fires after the resume
             return on_failure(state, unit, fact, now_ms, key_retention)
     return Decision(state, [])

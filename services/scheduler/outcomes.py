@@ -152,6 +152,12 @@ def retry_or_stop(state: RunState, unit: Unit, failure: Failure, now_ms: int) ->
     if decision.action == "quarantine":
         reason = decision.reason if failure.mode_note is None else f"{decision.reason} ({failure.mode_note})"
         return _hold(state, unit, failure, reason, now_ms)
+    refused_input = failure.failure_class == VALIDATION and failure.blocked_reason is not None
+    if unit.effects and decision.action == "fail" and refused_input:
+        # The rendered input breaks the tool's input contract and nothing was sent: a human can correct
+        # the input (an edit, under a new key) or fail the run; failing it here would lose that choice.
+        reason = f"the input breaks the tool's contract, so nothing was sent ({failure.error})"
+        return _hold(state, unit, failure, reason, now_ms)
     if unit.hold_invalid and decision.action == "fail" and failure.failure_class == VALIDATION:
         reason = f"the model's answer breaks the step's output schema, also when asked again: {failure.error}"
         return _hold(state, unit, failure, reason, now_ms)

@@ -29,7 +29,7 @@ def test_an_unanswered_approval_fires_its_deadline_across_a_scheduler_kill_and_s
     [asked] = [e for e in events.of(run_id) if e.event == "approval_requested"]
     shown = json.loads(asked.output_json)
     assert shown["on_timeout"] == "deny" and shown["deadline"] == ms(asked) + 4000
-    assert json.loads(asked.input_json)["payload"] == {**REFUND, "reason": "requested_by_customer"}
+    assert json.loads(asked.input_json) == {**REFUND, "reason": "requested_by_customer"}  # what is sent
     kill_and_restart(stack, "scheduler")  # the deadline lives in the run's state, not in the process
 
     assert events.wait_terminal(run_id, 60) == "failed"

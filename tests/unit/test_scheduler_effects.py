@@ -213,14 +213,30 @@ def test_a_cancel_while_a_tool_call_is_in_flight_waits_for_it_and_keeps_its_comm
     assert state.ended_at == T0 + 50 and next_timer(state) is None
 
 
-@pytest.mark.parametrize("failure_class", ["unknown_outcome"])
-def test_a_cancel_whose_in_flight_call_ends_with_an_unknown_outcome_is_quarantined(failure_class):
+def test_a_cancel_whose_in_flight_call_ends_unknown_under_no_safe_mode_is_quarantined():
     state = started()
     _at_send(state)
     cancel(state)
-    d = decide(state, send_failed(state, failure_class), 0, T0 + 5, CATALOG)
+    d = decide(state, send_failed(state, "unknown_outcome", mode="none"), 0, T0 + 5, CATALOG)
     assert kinds(d) == ["quarantined"] and commands(d) == [] and state.status == "quarantined"
     assert "cancel" in events_of(d)[0].quarantine.reason
+
+
+def test_a_cancel_settles_an_unknown_outcome_by_repeating_the_same_key_and_keeps_its_commit():
+    # Under provider_key the repeat is answered with the first call's result: the effect that happened
+    # is committed, the run then ends canceled, and nothing after the step starts.
+    state = started()
+    first = _at_send(state)
+    cancel(state)
+    d = decide(state, send_failed(state, "unknown_outcome"), 0, T0 + 5, CATALOG)
+    assert kinds(d) == ["retry_scheduled"] and state.status == "canceling"
+    d = due(state, next_timer(state), CATALOG, MODES)
+    [repeat] = commands(d)
+    assert (repeat.step, repeat.attempt, repeat.idempotency_key) == ("send_email", 2, first.idempotency_key)
+    assert repeat.input_json == first.input_json
+    d = commit(state, "send_email", 2, {"message_id": "m"}, now=T0 + 10_000)
+    assert kinds(d) == ["canceled"] and state.steps["send_email"].status == "committed"
+    assert commands(d) == []
 
 
 def test_a_cancel_whose_in_flight_call_times_out_is_quarantined_as_unknown():
@@ -248,12 +264,16 @@ def test_a_cancel_with_nothing_in_flight_ends_the_run_at_once():
     assert due(state, T0 + 10**9, CATALOG, MODES).outputs == []
 
 
-def test_a_cancel_while_a_tool_step_waits_to_retry_an_unknown_outcome_is_quarantined():
+def test_a_cancel_while_a_tool_step_waits_to_repeat_an_unknown_outcome_lets_the_repeat_settle_it():
     state = started()
     _at_send(state)
-    decide(state, send_failed(state, "unknown_outcome"), 0, T0, CATALOG)
+    decide(state, send_failed(state, "unknown_outcome"), 0, T0, CATALOG)  # provider_key: a retry waits
     d = cancel(state)
-    assert kinds(d) == ["quarantined"] and state.status == "quarantined" and next_timer(state) is None
+    assert d.outputs == [] and state.status == "canceling" and next_timer(state) is not None
+    [repeat] = commands(due(state, next_timer(state), CATALOG, MODES))
+    assert repeat.attempt == 2
+    d = decide(state, send_failed(state, "unknown_outcome", attempt=2, mode="none"), 0, T0 + 9_000, CATALOG)
+    assert kinds(d) == ["quarantined"]  # a repeat that cannot settle it either: held, never forgotten
 
 
 # --- item 19 and retention -------------------------------------------------------------------------
