@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Message
 
+from keel.batchobs import BatchObserver
 from keel.claimcheck import offload
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
@@ -30,10 +31,12 @@ class MessageHandler:
         dead_letter_topic: str,
         max_bytes: int,
         poisoned: dict[Coord, str],
+        observer: BatchObserver | None = None,
     ) -> None:
         self.serde, self.processor = serde, processor
         self.group_id, self.dead_letter_topic, self.max_bytes = group_id, dead_letter_topic, max_bytes
         self.poisoned = poisoned  # messages to settle by reference (keel.splitting), shared with the loop
+        self.observer = observer  # sees what is encoded; counts it once the loop commits (keel.batchobs)
 
     def outputs_for(self, msg: Message) -> tuple[list[Encoded], list[Work]]:
         """Decode and handle one message; whatever can never be is turned into a dead letter. Raises
@@ -102,6 +105,8 @@ class MessageHandler:
             " (by reference)" if letter.value_truncated else "",
             reason,
         )
+        if self.observer is not None:
+            self.observer.dead_letter(letter)
         return (
             self.dead_letter_topic,
             letter.dead_letter_id,
@@ -111,7 +116,7 @@ class MessageHandler:
         )
 
     def encoded(self, outs: Sequence[Output]) -> list[Encoded]:
-        return [
+        encoded = [
             (
                 o.topic,
                 o.key,
@@ -124,3 +129,6 @@ class MessageHandler:
             )
             for o in outs
         ]
+        if self.observer is not None:
+            self.observer.staged(outs)
+        return encoded

@@ -17,7 +17,7 @@ from keel.definitions.view import live_workflows
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
-from services.api import blobs, costs, definitions, docs, errors, operators, runs, tool_definitions
+from services.api import blobs, costs, definitions, docs, errors, metrics, operators, runs, tool_definitions
 from services.api.apikeys import ApiKeys
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Tenant, Workflows, deps_of
@@ -68,6 +68,7 @@ def create_app(
     app.include_router(tool_definitions.router)
     app.include_router(costs.router)
     operators.install(app)
+    metrics.install(app, deps)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})
     def workflows(_: Tenant) -> dict[str, Any]:
