@@ -63,6 +63,9 @@ E2E_ENV = {
     "KEEL_BREAKER_OPEN_MS": "1500",
     "KEEL_API_URL": "http://127.0.0.1:18080",
     "KEEL_WORKFLOW_DIRS": str(Path(__file__).parent / "workflows"),
+    # Every service serves /metrics on base + 10 x its slot + its instance (keel.metricsserver).
+    "KEEL_METRICS_BASE_PORT": "19400",
+    "KEEL_METRICS_LAG_INTERVAL_S": "1",
 }
 # Tenants with a small day budget each (docs/budgets.md), unique per test session: the enforcer's day
 # scopes outlive a session on a shared broker.
