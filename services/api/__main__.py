@@ -25,7 +25,8 @@ def main() -> None:
     if not os.environ.get(ENV):
         logging.warning("%s is not set: accepting the development keys (acme-dev-key, globex-dev-key)", ENV)
     app = create_app(get_settings(), api)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # log_config=None: uvicorn's own lines go through the process's handler (text or JSON lines).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
 
 
 if __name__ == "__main__":
