@@ -2,8 +2,8 @@
 
 Sampled every `interval_s` (KEEL_METRICS_LAG_INTERVAL_S), not per batch: reading committed offsets is a
 round trip to the group coordinator. On the loop's thread because a consumer is not to be shared with
-another thread across its close. A read_committed partition at rest may show 1: the last transaction's
-commit marker takes an offset that no consumer ever reads past.
+another thread across its close. A partition written by transactions shows 1 at rest: the last
+transaction's commit marker takes an offset that no consumer ever reads past.
 """
 
 from __future__ import annotations
