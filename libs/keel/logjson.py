@@ -12,6 +12,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,8 @@ EVENTS_LOGGER = "keel.events"
 RUN_FIELDS = ("event", "tenant", "workflow", "run", "step", "call", "attempt", "trace_id", "span_id")
 # Attributes every LogRecord has: anything else on a record came from `extra=` and is kept.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# The run a thread is handling a message of: its lines carry the run's fields (see `run_context`).
+_RUN: ContextVar[dict[str, Any] | None] = ContextVar("keel_log_run", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,6 +50,8 @@ class JsonFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in line:
                 line[name] = value
+        for name, value in (_RUN.get() or {}).items():
+            line.setdefault(name, value)  # a field the call passed itself wins
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -88,6 +95,30 @@ def run_fields(e: RunEvent) -> dict[str, Any]:
         "trace_id": e.trace_id,
         "span_id": e.span_id,
     }
+
+
+def command_fields(value: object) -> dict[str, Any] | None:
+    """The run fields of a consumed record (a command, request or event), or None for one about no run."""
+    run = getattr(value, "run_id", None)
+    if not isinstance(run, str):
+        return None
+    return {
+        "tenant": getattr(value, "tenant_id", None),
+        "run": run,
+        "step": getattr(value, "step", None),
+        "attempt": getattr(value, "attempt", None),
+        "trace_id": getattr(value, "trace_id", None),
+    }
+
+
+@contextmanager
+def run_context(value: object) -> Iterator[None]:
+    """Lines logged while handling `value` (on this thread) carry its run's fields in JSON."""
+    token = _RUN.set(command_fields(value))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
 
 
 def log_run_event(e: RunEvent, service: str) -> None:

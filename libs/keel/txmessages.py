@@ -11,6 +11,7 @@ from keel.batchobs import BatchObserver
 from keel.claimcheck import offload
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
+from keel.logjson import run_context
 from keel.registryerrors import RegistryUnavailable, registry_unavailable
 from keel.serde import Serde
 from keel.splitting import Coord
@@ -76,6 +77,10 @@ class MessageHandler:
             value,
             msg.timestamp()[1],
         )
+        with run_context(value):  # JSON log lines of this handling name its run
+            return self._handled(msg, record)
+
+    def _handled(self, msg: Message, record: Record) -> tuple[list[Encoded], list[Work]]:
         try:
             handled = self.processor.handle(record)
             outs = [h for h in handled if isinstance(h, Output)]
@@ -86,7 +91,7 @@ class MessageHandler:
             if registry_unavailable(exc):
                 raise
             # One bad message must not stop the loop: keep it, with the reason, for an operator.
-            log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
+            log.exception("processing %s:%s:%s failed", record.topic, msg.partition(), msg.offset())
             return [self.dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")], []
 
     def dead(self, msg: Message, reason: str, error_class: str, by_reference: bool = False) -> Encoded:

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from keel.contracts import RunEvent
-from keel.logjson import EVENTS_LOGGER, JsonFormatter, configure_logging, log_format, log_run_event
+from keel.logjson import (
+    EVENTS_LOGGER,
+    JsonFormatter,
+    configure_logging,
+    log_format,
+    log_run_event,
+    run_context,
+)
 
 
 def capture(formatter: logging.Formatter, logger_name: str) -> tuple[logging.Logger, io.StringIO]:
@@ -96,3 +103,23 @@ def test_the_format_comes_from_the_environment(monkeypatch):
     finally:
         root.handlers = saved[0]
         root.setLevel(saved[1])
+
+
+def test_lines_logged_while_handling_a_command_carry_its_run():
+    logger, out = capture(JsonFormatter("executor", "0"), "keel.test.context")
+    command = event(event="step_started")  # any record with run_id, tenant_id, step, attempt, trace_id
+    try:
+        with run_context(command):
+            logger.warning("model answer unusable")
+            logger.warning("explicit", extra={"run": "other-run"})
+        logger.warning("after")
+        with run_context(object()):  # a record about no run
+            logger.warning("no run")
+    finally:
+        logger.handlers, logger.propagate = [], True
+    inside, explicit, after, none = (json.loads(line) for line in out.getvalue().splitlines())
+    assert (inside["tenant"], inside["run"]) == ("acme", "run-1")
+    assert (inside["step"], inside["attempt"]) == ("send_email", 2)
+    assert inside["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert explicit["run"] == "other-run"  # the call's own field wins
+    assert "run" not in after and "run" not in none
