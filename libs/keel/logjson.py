@@ -126,5 +126,5 @@ def log_run_event(e: RunEvent, service: str) -> None:
     fields = run_fields(e)
     where = f"{e.step}#{e.attempt}" if e.step else "(run)"
     logging.getLogger(EVENTS_LOGGER).info(
-        "%s %s %s run=%s", service, where, e.event, e.run_id, extra={**fields, "event_id": e.event_id}
+        "%s %s run=%s", where, e.event, e.run_id, extra={**fields, "event_id": e.event_id}
     )
