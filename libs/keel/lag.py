@@ -68,7 +68,11 @@ class LagSampler:
         lags: dict[TP, int] = {}
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
+            # The fetcher's cached watermarks cost no round trip (the loop is waiting); a partition
+            # not fetched yet has none, and is asked for.
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if low < 0 or high < 0:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
             at = committed.get(key)
             # Nothing committed yet: the group will read the partition from its start (low watermark).
             start = at if at is not None else low
