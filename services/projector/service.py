@@ -57,9 +57,14 @@ def to_projection(serde: Serde, msg: Message) -> Projection:
         )
 
 
-def _count_errors(projections: list[Projection]) -> None:
-    """The projector's dead letters: messages kept as projection_errors rows instead of projected."""
+def _count_errors(projections: list[Projection], written: dict[TP, int | None]) -> None:
+    """The projector's dead letters: messages kept as projection_errors rows instead of projected, on
+    the partitions whose batch was written (one whose stored offset had moved wrote nothing)."""
+    ends = {(p.at.topic, p.at.partition): p.at.offset + 1 for p in projections}
     for p in projections:
+        tp = (p.at.topic, p.at.partition)
+        if written.get(tp) != ends[tp]:
+            continue
         for change in p.changes:
             if change.table == "projection_errors":
                 metrics().dead_letters.labels("projector", p.at.topic, change.values["error_class"]).inc()
@@ -196,7 +201,7 @@ class Projector:
             self._database_failed(exc, firsts)
             return
         self._failures = 0
-        _count_errors(projections)
+        _count_errors(projections, stored)
         for tp, now in stored.items():
             self.positions[tp] = now
             if now != ends[tp]:

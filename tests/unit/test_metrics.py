@@ -190,3 +190,18 @@ def test_instances_of_every_service_on_one_machine_never_share_a_port():
 
     ports = [port_for(settings, s, str(i)) for s in SLOTS for i in range(10)]
     assert len(set(ports)) == len(ports)
+
+
+def test_the_projectors_error_rows_count_as_its_dead_letters_once_written():
+    from prometheus_client import REGISTRY
+
+    from services.projector.core import Position, error_projection
+    from services.projector.service import _count_errors
+
+    topic = "keel.run-events.test-count"
+    labels = {"service": "projector", "topic": topic, "error_class": "undecodable"}
+    rows = [error_projection(Position(topic, 0, 5), "cannot decode", "undecodable", None, b"x")]
+    _count_errors(rows, {(topic, 0): 3})  # the stored offset had moved: nothing was written
+    assert (REGISTRY.get_sample_value("keel_dead_letters_total", labels) or 0) == 0
+    _count_errors(rows, {(topic, 0): 6})
+    assert REGISTRY.get_sample_value("keel_dead_letters_total", labels) == 1
