@@ -71,6 +71,9 @@ E2E_ENV = {
     "KEEL_WEBHOOK_TIMEOUT_S": "1.0",
     "KEEL_WEBHOOK_BACKOFF_S": "0.2",
     "KEEL_WEBHOOK_BACKOFF_MAX_S": "2.0",
+    # Every service serves /metrics on base + 10 x its slot + its instance (keel.metricsserver).
+    "KEEL_METRICS_BASE_PORT": "19400",
+    "KEEL_METRICS_LAG_INTERVAL_S": "1",
 }
 WEBHOOK_SECRETS = {"acme": "e2e-acme-webhook-secret", "hooks-other": "e2e-other-webhook-secret"}
 E2E_ENV["KEEL_WEBHOOKS"] = json.dumps(

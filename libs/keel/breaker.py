@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -179,6 +181,7 @@ class BreakerRegistry:
         self._overrides = dict(overrides or {})
         self._lock = threading.Lock()  # guards the map only; each breaker has its own lock
         self._breakers: dict[str, CircuitBreaker] = {}
+        _LIVE.add(self)  # for the metrics collector (keel.metricsserver); weak: never keeps one alive
 
     def get(self, name: str) -> CircuitBreaker:
         with self._lock:
@@ -192,3 +195,11 @@ class BreakerRegistry:
         with self._lock:
             breakers = list(self._breakers.values())
         return {b.name: b.snapshot() for b in breakers}
+
+
+_LIVE: weakref.WeakSet[BreakerRegistry] = weakref.WeakSet()
+
+
+def live_breakers() -> Iterator[BreakerRegistry]:
+    """Every breaker registry alive in this process (what /metrics reports)."""
+    yield from list(_LIVE)

@@ -7,7 +7,9 @@ import logging
 from collections.abc import Callable
 
 from keel.lease import hold_or_exit
+from keel.logjson import configure_logging
 from keel.looplife import keep_running
+from keel.metricsserver import serve_metrics
 from keel.serde import Serde, registry_client
 from keel.settings import Settings, get_settings
 from keel.txloop import Processor, TransactionalLoop
@@ -38,13 +40,14 @@ def serve(
 ) -> None:
     """Run one instance in the loop until SIGTERM: consumer group `keel-NAME`, transactional id and
     static membership `keel-NAME-INSTANCE`, held under its instance lease."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}-{instance} %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(name, instance)  # text, or JSON lines under KEEL_LOG_FORMAT=json
     settings = get_settings()
     serde = Serde(registry_client(settings.schema_registry_url))
     member = f"keel-{name}-{instance}"
     # Refuses to start (exit 78) while another live process runs under this instance id.
     lease = hold_or_exit(settings, member)
+    # Bound only once the lease is ours: a refused duplicate never takes the holder's metrics port.
+    serve_metrics(name, instance)
 
     def build() -> TransactionalLoop:
         logging.info("consuming %s", ", ".join(topics))
@@ -56,6 +59,7 @@ def serve(
             topics=topics,
             transactional_id=member,
             instance_id=member,
+            service=name,
         )
 
     loop = keep_running(build)  # returns on SIGTERM/SIGINT, after the batch in hand

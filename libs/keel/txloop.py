@@ -36,7 +36,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 import keel.events as ev
+from keel.batchobs import BatchObserver
+from keel.lag import LagSampler
 from keel.looplife import raise_if_fatal, subscribed
+from keel.metricsserver import MetricsSettings
 from keel.producer import consumer_config, producer_config
 from keel.registryerrors import RegistryUnavailable, registry_unavailable
 from keel.serde import Serde
@@ -90,6 +93,7 @@ class TransactionalLoop:
         instance_id: str | None = None,
         dead_letter_topic: str = DEAD_LETTERS,
         before_commit: Callable[[], None] | None = None,
+        service: str | None = None,
     ) -> None:
         self.settings = settings
         self.serde = serde
@@ -105,8 +109,17 @@ class TransactionalLoop:
         workers = max(1, processor.concurrency)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="handle") if workers > 1 else None
         self.splitter = Splitter(settings.split_after_aborts)
+        # Metrics and event logs of what commits (keel.batchobs), named by service (default: the group).
+        self.observer = BatchObserver(service or group_id.removeprefix("keel-"))
+        self.lag = LagSampler(self.consumer, group_id, MetricsSettings().lag_interval_s)
         self.messages = MessageHandler(
-            serde, processor, group_id, dead_letter_topic, settings.max_message_bytes, self.splitter.poisoned
+            serde,
+            processor,
+            group_id,
+            dead_letter_topic,
+            settings.max_message_bytes,
+            self.splitter.poisoned,
+            self.observer,
         )
         self.committed_batches = 0
         self.last_progress = time.monotonic()
@@ -144,6 +157,7 @@ class TransactionalLoop:
                     limit = self.splitter.limit(self._batch_limit())
                     self.process_batch(self._next_batch(limit))
                     self.last_progress = time.monotonic()
+                    self.lag.maybe_sample()
                 self._commit_deferred()
             finally:
                 self.producer.flush(10)
@@ -194,6 +208,7 @@ class TransactionalLoop:
     # -- one batch --------------------------------------------------------------------------------
     def process_batch(self, msgs: list[Message]) -> bool:
         """Process and commit one batch. Returns False when it was aborted (and rewound)."""
+        self.observer.dropped()  # whatever a failed turn staged: that turn is being repeated now
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
         good = []
@@ -256,11 +271,13 @@ class TransactionalLoop:
         except StuckTransaction as exc:
             log.error("%s: abandoning this producer for a new one under the same transactional id", exc)
             self.aborted_batches += 1
+            self.observer.aborted()
             self.producer = self._new_producer()  # fences the stuck one; its transaction is aborted
             self.processor.on_abort()
             self._rewind(first)
             return False
         self.committed_batches += 1
+        self.observer.committed()
         self._deferred.clear()
         self.splitter.committed(coords, self._batch_limit())
         if ticked:
@@ -345,10 +362,13 @@ class TransactionalLoop:
                 for out in outputs:
                     self._produce(*out)
                 commit(self.producer, self.settings.txn_timeout_s)
+                self.observer.committed()
                 return
             except KafkaException as exc:
                 log.warning("publishing after-commit results failed (try %d of 3): %s", attempt, exc)
+                self.observer.metrics.aborts.labels(self.observer.service).inc()
                 self._reset_producer(exc.args[0])
+        self.observer.dropped()
         log.error("gave up publishing %d after-commit results; timeouts will retry their steps", len(outputs))
 
     def _produce(
@@ -383,6 +403,7 @@ class TransactionalLoop:
         self, exc: KafkaException, first: dict[tuple[str, int], int], coords: list[Coord], ticked: bool
     ) -> None:
         self.aborted_batches += 1
+        self.observer.aborted()
         err: KafkaError = exc.args[0]
         self.producer.poll(0)  # serve the delivery reports that say which records were refused
         rejection = next((e for e in [err, *self._delivery_errors] if is_rejection(e)), None)

@@ -7,9 +7,11 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Message
 
+from keel.batchobs import BatchObserver
 from keel.claimcheck import offload
 from keel.deadletter import dead_letter_for
 from keel.dlq import history_of
+from keel.logjson import run_context
 from keel.registryerrors import RegistryUnavailable, registry_unavailable
 from keel.serde import Serde
 from keel.splitting import Coord
@@ -30,10 +32,12 @@ class MessageHandler:
         dead_letter_topic: str,
         max_bytes: int,
         poisoned: dict[Coord, str],
+        observer: BatchObserver | None = None,
     ) -> None:
         self.serde, self.processor = serde, processor
         self.group_id, self.dead_letter_topic, self.max_bytes = group_id, dead_letter_topic, max_bytes
         self.poisoned = poisoned  # messages to settle by reference (keel.splitting), shared with the loop
+        self.observer = observer  # sees what is encoded; counts it once the loop commits (keel.batchobs)
 
     def outputs_for(self, msg: Message) -> tuple[list[Encoded], list[Work]]:
         """Decode and handle one message; whatever can never be is turned into a dead letter. Raises
@@ -73,6 +77,10 @@ class MessageHandler:
             value,
             msg.timestamp()[1],
         )
+        with run_context(value):  # JSON log lines of this handling name its run
+            return self._handled(msg, record)
+
+    def _handled(self, msg: Message, record: Record) -> tuple[list[Encoded], list[Work]]:
         try:
             handled = self.processor.handle(record)
             outs = [h for h in handled if isinstance(h, Output)]
@@ -83,7 +91,7 @@ class MessageHandler:
             if registry_unavailable(exc):
                 raise
             # One bad message must not stop the loop: keep it, with the reason, for an operator.
-            log.exception("processing %s:%s:%s failed", topic, msg.partition(), msg.offset())
+            log.exception("processing %s:%s:%s failed", record.topic, msg.partition(), msg.offset())
             return [self.dead(msg, f"processing failed: {type(exc).__name__}: {exc}", "processing_error")], []
 
     def dead(self, msg: Message, reason: str, error_class: str, by_reference: bool = False) -> Encoded:
@@ -102,6 +110,8 @@ class MessageHandler:
             " (by reference)" if letter.value_truncated else "",
             reason,
         )
+        if self.observer is not None:
+            self.observer.dead_letter(letter)
         return (
             self.dead_letter_topic,
             letter.dead_letter_id,
@@ -111,7 +121,7 @@ class MessageHandler:
         )
 
     def encoded(self, outs: Sequence[Output]) -> list[Encoded]:
-        return [
+        encoded = [
             (
                 o.topic,
                 o.key,
@@ -124,3 +134,6 @@ class MessageHandler:
             )
             for o in outs
         ]
+        if self.observer is not None:
+            self.observer.staged(outs)
+        return encoded

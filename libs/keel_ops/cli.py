@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from functools import partial
 from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
+from keel.metricsserver import DEFAULT_BASE_PORT
 from keel.serde import register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
@@ -43,6 +45,8 @@ def _processes(settings: Settings) -> list[Background]:
 
 def cmd_up(settings: Settings, _: Args) -> int:
     t0 = time.monotonic()
+    # The local stack serves /metrics: every service instance on its own port (docs/observability.md).
+    os.environ.setdefault("KEEL_METRICS_BASE_PORT", str(DEFAULT_BASE_PORT))
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
     created = ensure_topics(
@@ -63,6 +67,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
             cli_workflows.apply_local_files(settings)  # the local default: every workflow file, registered
     logs = settings.data_dir / "logs"
     say(f"up in {time.monotonic() - t0:.1f}s: API on {settings.api_url}; logs under {logs}")
+    say(f"metrics: {settings.api_url}/metrics and ports from {os.environ['KEEL_METRICS_BASE_PORT']} up")
     return 0
 
 

@@ -8,6 +8,7 @@ import os
 
 import uvicorn
 
+from keel.logjson import configure_logging
 from keel.settings import get_settings
 from services.api.apikeys import ENV
 from services.api.app import create_app
@@ -20,11 +21,12 @@ def main() -> None:
     parser.add_argument("--host", default=api.host, help=f"address to listen on (default {api.host})")
     parser.add_argument("--port", type=int, default=api.port, help=f"port to listen on (default {api.port})")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(message)s")
+    configure_logging("api")  # text, or JSON lines under KEEL_LOG_FORMAT=json
     if not os.environ.get(ENV):
         logging.warning("%s is not set: accepting the development keys (acme-dev-key, globex-dev-key)", ENV)
     app = create_app(get_settings(), api)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # log_config=None: uvicorn's own lines go through the process's handler (text or JSON lines).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
 
 
 if __name__ == "__main__":

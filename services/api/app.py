@@ -25,6 +25,7 @@ from services.api import (
     definitions,
     docs,
     errors,
+    metrics,
     operators,
     runs,
     tool_definitions,
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(cases.router)
     app.include_router(control.router)
     operators.install(app)
+    metrics.install(app, deps)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})
     def workflows(_: Tenant) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from keel.logjson import configure_logging
 from keel.looplife import keep_running
+from keel.metricsserver import serve_metrics
 from keel.settings import get_settings
 from keel.topics import RUN_EVENTS
 from services.projector.rebuild import rebuild
@@ -27,7 +29,8 @@ def main() -> None:
         "--rebuild", action="store_true", help="rebuild the schema from the topics, swap it in, exit"
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s projector %(levelname)s %(message)s")
+    number = None if args.instance is None else str(args.instance)
+    configure_logging("projector", number)  # text, or JSON lines under KEEL_LOG_FORMAT=json
     settings, topics = get_settings(), args.topic or [RUN_EVENTS]
     if args.rebuild:
         ends = rebuild(settings, topics, args.schema)
@@ -36,6 +39,7 @@ def main() -> None:
         )
         return
     instance = f"{args.group}-{args.instance}" if args.instance is not None else None
+    serve_metrics("projector", number)
     announced: list[bool] = []
 
     def build() -> Projector:

@@ -19,7 +19,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from keel import db
 from keel.contracts import RunEvent
+from keel.lag import LagSampler
 from keel.looplife import raise_if_fatal, subscribed
+from keel.metrics import metrics
+from keel.metricsserver import MetricsSettings
 from keel.producer import consumer_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
@@ -54,6 +57,19 @@ def to_projection(serde: Serde, msg: Message) -> Projection:
         )
 
 
+def _count_errors(projections: list[Projection], written: dict[TP, int | None]) -> None:
+    """The projector's dead letters: messages kept as projection_errors rows instead of projected, on
+    the partitions whose batch was written (one whose stored offset had moved wrote nothing)."""
+    ends = {(p.at.topic, p.at.partition): p.at.offset + 1 for p in projections}
+    for p in projections:
+        tp = (p.at.topic, p.at.partition)
+        if written.get(tp) != ends[tp]:
+            continue
+        for change in p.changes:
+            if change.table == "projection_errors":
+                metrics().dead_letters.labels("projector", p.at.topic, change.values["error_class"]).inc()
+
+
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     return psycopg.connect(db.database_url(settings, start=False), autocommit=True, connect_timeout=10)
 
@@ -85,6 +101,10 @@ class Projector:
         self.batches = 0
         self._stop = threading.Event()
         self._failures = 0
+        # Lag from the offsets stored in Postgres: this group commits none to Kafka.
+        self.lag = LagSampler(
+            self.consumer, group_id, MetricsSettings().lag_interval_s, self._stored_positions
+        )
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -109,6 +129,7 @@ class Projector:
                     if msgs:
                         self.process_batch(msgs)
                     self.last_progress = time.monotonic()
+                    self.lag.maybe_sample()
                     if time.monotonic() >= next_check:
                         self.follow_stored_offsets()
                         next_check = time.monotonic() + self.check_interval_s
@@ -130,6 +151,9 @@ class Projector:
             if tp in self.positions and self.positions[tp] != offset:
                 log.info("stored offset of %s[%d] moved to %s: seeking there", *tp, offset)
                 self._seek(tp, offset)
+
+    def _stored_positions(self, partitions: list[TopicPartition]) -> dict[TP, int | None]:
+        return {tp: (at if at != UNKNOWN else None) for tp, at in self.positions.items()}
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
@@ -177,6 +201,7 @@ class Projector:
             self._database_failed(exc, firsts)
             return
         self._failures = 0
+        _count_errors(projections, stored)
         for tp, now in stored.items():
             self.positions[tp] = now
             if now != ends[tp]:
