@@ -8,7 +8,9 @@ sink (services.dashboard.store) keeps the ids it has counted and skips a copy it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keel import events as ev
@@ -121,3 +123,30 @@ class Window:
     @staticmethod
     def last_hours(now: datetime, hours: int) -> Window:
         return Window(hour_of(now) - timedelta(hours=hours - 1))
+
+
+@dataclass
+class Increments:
+    """What a batch of first-seen tallies adds, folded per bucket: one upsert per bucket, not per event."""
+
+    runs: Counter[tuple[datetime, str]] = field(default_factory=Counter)  # (minute, status)
+    spend: Counter[tuple[str, datetime]] = field(default_factory=Counter)  # (tenant, hour) -> micros
+    spend_events: Counter[tuple[str, datetime]] = field(default_factory=Counter)
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (failure class, event kind)
+
+
+def fold(tallies: Iterable[Tally]) -> Increments:
+    """Fold tallies into increments, each event id once (the first copy in the batch)."""
+    out, seen = Increments(), set()
+    for t in tallies:
+        if t.event_id in seen:
+            continue
+        seen.add(t.event_id)
+        if t.status is not None:
+            out.runs[(t.status.minute, t.status.status)] += 1
+        if t.spend is not None:
+            out.spend[(t.spend.tenant_id, t.spend.hour)] += t.spend.cost_micros
+            out.spend_events[(t.spend.tenant_id, t.spend.hour)] += 1
+        for f in t.failures:
+            out.failures[(f.failure_class, f.event)] += 1
+    return out

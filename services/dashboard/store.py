@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from services.dashboard.core import Tally, Window
+from services.dashboard.core import Increments, Tally, Window, fold
 
 SCHEMA = "keel_dashboard"
 # One statement per table; IF NOT EXISTS: every start may run them, several instances at once.
@@ -63,20 +63,26 @@ class Applied:
 
 def apply(conn: psycopg.Connection[Any], scope: str, tallies: list[Tally], undecodable: int = 0) -> Applied:
     """Count each tally whose event id this scope has not counted yet, all in one transaction. Events that
-    add nothing to any figure are delivered but leave no id behind."""
-    counted, relevant = 0, [t for t in tallies if not t.empty]
+    add nothing to any figure are delivered but leave no id behind.
+
+    Rows are locked in one fixed order (ids sorted, then buckets sorted, table by table), so two
+    instances sharing a scope and its buckets wait for each other instead of deadlocking."""
+    relevant = [t for t in tallies if not t.empty]
+    ids = sorted({t.event_id for t in relevant})
     with conn.transaction():
-        for t in relevant:
-            first = conn.execute(
-                f"INSERT INTO {SCHEMA}.counted_events (scope, event_id) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING RETURNING 1",
-                (scope, t.event_id),
-            ).fetchone()
-            if first is None:
-                continue  # counted before: a redelivered or duplicated copy adds nothing
-            counted += 1
-            _add(conn, scope, t)
-        duplicates = len(relevant) - counted
+        fresh = {
+            row[0]
+            for row in conn.execute(
+                f"INSERT INTO {SCHEMA}.counted_events (scope, event_id) SELECT %s, unnest(%s::text[]) "
+                "ON CONFLICT DO NOTHING RETURNING event_id",
+                (scope, ids),
+            )
+        }
+        # Only ids inserted just now count: a copy counted before (redelivered, replayed, duplicated on
+        # the topic) adds nothing.
+        add = fold(t for t in relevant if t.event_id in fresh)
+        _upsert(conn, scope, add)
+        duplicates = len(relevant) - len(fresh)
         conn.execute(
             f"INSERT INTO {SCHEMA}.deliveries AS d (scope, delivered, duplicates, undecodable) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (scope) DO UPDATE SET "
@@ -84,28 +90,26 @@ def apply(conn: psycopg.Connection[Any], scope: str, tallies: list[Tally], undec
             "undecodable = d.undecodable + excluded.undecodable",
             (scope, len(tallies) + undecodable, duplicates, undecodable),
         )
-    return Applied(counted, duplicates, undecodable)
+    return Applied(len(fresh), duplicates, undecodable)
 
 
-def _add(conn: psycopg.Connection[Any], scope: str, t: Tally) -> None:
-    if t.status is not None:
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.runs_by_status AS r VALUES (%s, %s, %s, 1) "
-            "ON CONFLICT (scope, minute, status) DO UPDATE SET runs = r.runs + 1",
-            (scope, t.status.minute, t.status.status),
+def _upsert(conn: psycopg.Connection[Any], scope: str, add: Increments) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {SCHEMA}.runs_by_status AS r VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (scope, minute, status) DO UPDATE SET runs = r.runs + excluded.runs",
+            [(scope, minute, status, n) for (minute, status), n in sorted(add.runs.items())],
         )
-    if t.spend is not None:
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.spend AS s VALUES (%s, %s, %s, %s, 1) "
+        cur.executemany(
+            f"INSERT INTO {SCHEMA}.spend AS s VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (scope, tenant_id, hour) DO UPDATE SET "
-            "cost_micros = s.cost_micros + excluded.cost_micros, events = s.events + 1",
-            (scope, t.spend.tenant_id, t.spend.hour, t.spend.cost_micros),
+            "cost_micros = s.cost_micros + excluded.cost_micros, events = s.events + excluded.events",
+            [(scope, t, h, micros, add.spend_events[(t, h)]) for (t, h), micros in sorted(add.spend.items())],
         )
-    for f in t.failures:
-        conn.execute(
-            f"INSERT INTO {SCHEMA}.failure_classes AS f VALUES (%s, %s, %s, 1) "
-            "ON CONFLICT (scope, failure_class, event) DO UPDATE SET events = f.events + 1",
-            (scope, f.failure_class, f.event),
+        cur.executemany(
+            f"INSERT INTO {SCHEMA}.failure_classes AS f VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (scope, failure_class, event) DO UPDATE SET events = f.events + excluded.events",
+            [(scope, c, e, n) for (c, e), n in sorted(add.failures.items())],
         )
 
 

@@ -151,7 +151,12 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
     # Facts of a transaction that never committed: they must never count.
     ghosts = stream(unique("ghost"), 5, datetime.now(UTC) - timedelta(minutes=30), seed=11)
     produce(stack, topic, serde, ghosts, abort=True)
-    total = len(events) + len(copies)
+    # Values that are not run events: skipped and counted, never fatal.
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    producer.produce(topic, key=b"poison", value=b"not avro at all")
+    producer.produce(topic, key=b"poison", value=b"\x00\x00\x00\x00\x02garbage")
+    assert producer.flush(10) == 0
+    total = len(events) + len(copies) + 2
     truth = figures(events)
 
     interrupted = Dashboard(stack, topic, f"{topic}.interrupted")
@@ -168,7 +173,7 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
     interrupted.start()
     try:
         wait_for(
-            lambda: interrupted.delivered() == before_kill + total,
+            lambda: interrupted.delivered() >= before_kill + total,
             timeout=90,
             what="the restart to reach the end",
         )
@@ -181,9 +186,10 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
     single.start()
     try:
         wait_for(
-            lambda: single.delivered() == total, timeout=90, what="one uninterrupted pass to reach the end"
+            lambda: single.delivered() >= total, timeout=90, what="one uninterrupted pass to reach the end"
         )
         one_pass = single.figures()
+        single_deliveries = single.get("/dashboard/deliveries")
     finally:
         single.stop()
 
@@ -193,5 +199,5 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
     # Every event counted before the kill came again after the reset, and copies were on the topic:
     # all of them were delivered and none was counted twice.
     assert redelivered["duplicates"] >= before_kill - len(copies)
-    assert redelivered["undecodable"] == 0
+    assert redelivered["undecodable"] >= 2 and single_deliveries["undecodable"] == 2
     assert sum(truth["failures"].values()) > 20 and len(truth["spend"]) >= 3 and truth["runs"]

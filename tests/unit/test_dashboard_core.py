@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 
 from dashboard_stream import figures, stream
 
 from keel import events as ev
 from keel.contracts import RetryDetail, RunEvent, StepDetail, ToolDetail
-from services.dashboard.core import Window, cost_micros_of, tally
+from services.dashboard.core import Window, cost_micros_of, fold, tally
 
 T0 = datetime(2026, 3, 1, 10, 17, 42, 123000, tzinfo=UTC)
 
@@ -69,20 +68,10 @@ def test_windows_include_the_current_partial_bucket() -> None:
 def test_folding_the_tallies_gives_the_figures_computed_directly_from_the_events() -> None:
     events = stream("u", 30, T0)
     events += events[:10]  # copies of the same event ids count once
-    runs: Counter[tuple[object, ...]] = Counter()
-    spend: Counter[tuple[object, ...]] = Counter()
-    failures: Counter[tuple[object, ...]] = Counter()
-    seen: set[str] = set()
-    for t in map(tally, events):
-        if t.event_id in seen:
-            continue
-        seen.add(t.event_id)
-        if t.status:
-            runs[(t.status.minute, t.status.status)] += 1
-        if t.spend:
-            spend[(t.spend.tenant_id, t.spend.hour)] += t.spend.cost_micros
-        for f in t.failures:
-            failures[(f.failure_class, f.event)] += 1
+    add = fold(map(tally, events))
     truth = figures(events)
-    assert (runs, spend, failures) == (truth["runs"], truth["spend"], truth["failures"])
-    assert sum(failures.values()) > 10 and len(spend) > 3 and runs  # the stream exercises every figure
+    assert (add.runs, add.spend, add.failures) == (truth["runs"], truth["spend"], truth["failures"])
+    assert sum(add.failures.values()) > 10 and len(add.spend) > 3 and add.runs  # every figure exercised
+    assert sum(add.spend_events.values()) == sum(
+        1 for e in {e.event_id: e for e in events}.values() if e.event == "model_called"
+    )
