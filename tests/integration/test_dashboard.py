@@ -190,6 +190,12 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
         )
         one_pass = single.figures()
         single_deliveries = single.get("/dashboard/deliveries")
+        # A window keeps the buckets from its start on; a window of no time is refused.
+        recent = single.get("/dashboard/runs-by-status?minutes=30")
+        since = at(recent["since"])
+        in_window = sum(n for (minute, _), n in truth["runs"].items() if minute >= since)  # type: ignore[operator]
+        assert sum(b["runs"] for b in recent["buckets"]) == in_window > 0
+        assert httpx.get(single.url("/dashboard/spend?hours=0")).status_code == 422
     finally:
         single.stop()
 
