@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from dashboard_stream import figures, stream
 from helpers import make_topics, unique, wait_for
@@ -207,3 +207,51 @@ def test_killed_mid_stream_and_replayed_from_the_start_the_figures_equal_one_pas
     assert redelivered["duplicates"] >= before_kill - len(copies)
     assert redelivered["undecodable"] >= 2 and single_deliveries["undecodable"] == 2
     assert sum(truth["failures"].values()) > 20 and len(truth["spend"]) >= 3 and truth["runs"]
+
+
+def committed_to_end(settings: Settings, group: str, topic: str) -> bool:
+    """Whether the group's committed offsets have reached the end of every partition."""
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        committed = probe.committed(parts, timeout=10)
+        ends = [probe.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+        return all(c.offset == end for c, end in zip(committed, ends, strict=True))
+    finally:
+        probe.close()
+
+
+def members_assigned(settings: Settings, group: str) -> int:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(10)
+    return sum(1 for m in described.members if m.assignment and m.assignment.topic_partitions)
+
+
+def test_two_instances_sharing_a_scope_one_killed_the_survivor_ends_with_the_figures_of_the_events(
+    stack: Settings, events_topic: tuple[str, Serde]
+) -> None:
+    topic, serde = events_topic
+    events = stream(unique("pair"), 60, datetime.now(UTC) - timedelta(minutes=100), seed=3)
+    group = f"{topic}.pair"
+    first, second = Dashboard(stack, topic, group), Dashboard(stack, topic, group)
+    first.start()
+    second.start()
+    try:
+        wait_for(lambda: members_assigned(stack, group) == 2, timeout=30, what="both to own partitions")
+        produce(stack, topic, serde, events[: len(events) // 2])
+        wait_for(lambda: first.delivered() > 100, timeout=60, what="the pair to be under way")
+        first.stop(signal.SIGKILL)  # its partitions go to the survivor once its session expires
+        produce(stack, topic, serde, events[len(events) // 2 :] + events[::9])  # with copies of both halves
+        wait_for(
+            lambda: committed_to_end(stack, group, topic),
+            timeout=90,
+            what="the survivor to commit to the end",
+        )
+        together = second.figures()
+    finally:
+        for d in (first, second):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
+    truth = figures(events)
+    for figure, expected in truth.items():
+        assert together[figure] == expected, f"{figure}: two instances, one killed, differ from the events"
