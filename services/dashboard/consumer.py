@@ -37,7 +37,8 @@ def to_tally(serde: Serde, msg: Message) -> Tally | None:
         log.warning("undecodable %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
         return None
     if not isinstance(event, RunEvent):
-        log.warning("%s[%s]@%s holds a %s, not a RunEvent", msg.topic(), msg.partition(), msg.offset(), event)
+        kind = type(event).__name__
+        log.warning("%s[%s]@%s holds a %s, not a RunEvent", msg.topic(), msg.partition(), msg.offset(), kind)
         return None
     return tally(event)
 
