@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class OpenCases(Collector):
-    """keel_quarantine_cases_open{tenant}: runs the projection shows held in quarantine."""
+    """keel_quarantine_cases_open{tenant}: quarantine cases the projection shows open (undecided)."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -35,11 +35,13 @@ class OpenCases(Collector):
         return [self._family({})]
 
     def collect(self) -> Iterator[Any]:
-        query = sql.SQL("SELECT tenant_id, count(*) AS n FROM {} WHERE status = %s GROUP BY tenant_id")
-        table = sql.Identifier(self.deps.api.projection_schema, "runs")
+        query = sql.SQL(
+            "SELECT tenant_id, count(*) AS n FROM {} WHERE status = 'open' AND kind = %s GROUP BY tenant_id"
+        )
+        table = sql.Identifier(self.deps.api.projection_schema, "cases")
         try:
             with self.deps.pool.connection() as conn:
-                rows = conn.execute(query.format(table), (vocab.QUARANTINED,)).fetchall()
+                rows = conn.execute(query.format(table), (vocab.CASE_QUARANTINE,)).fetchall()
         except Exception as exc:  # a scrape must answer: the gauge is left out, the failure logged
             log.warning("open quarantine cases not read: %s", exc)
             return
@@ -49,7 +51,7 @@ class OpenCases(Collector):
     def _family(counts: dict[str, int]) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
             "keel_quarantine_cases_open",
-            "Runs held in quarantine, by tenant (read from the projection when scraped)",
+            "Open quarantine cases, by tenant (read from the cases projection when scraped)",
             labels=["tenant"],
         )
         for tenant, n in sorted(counts.items()):
