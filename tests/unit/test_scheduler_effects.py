@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pytest
 from test_scheduler_core import (
     CATALOG,
     MODES,
