@@ -68,6 +68,7 @@ SKIP: Final = "skip"  # quarantine: the step commits with a supplied output (che
 FAIL: Final = "fail"  # quarantine or approval: the run ends failed
 APPROVE: Final = "approve"  # approval: the exact payload and key shown may be sent
 DENY: Final = "deny"  # approval: it may not (the step's on_timeout/denial rule applies)
+CANCEL: Final = "cancel"  # any open case: its run was canceled (the decision names who canceled it)
 EXPIRE: Final = "expire"  # approval: its deadline passed with no decision (the scheduler decides)
 QUARANTINE_DECISIONS: Final = frozenset({RETRY, EDIT, SKIP, FAIL})
 APPROVAL_DECISIONS: Final = frozenset({APPROVE, DENY, FAIL})

@@ -4,11 +4,12 @@ commit kept, an unknown outcome quarantined); then the run ends canceled with wh
 from __future__ import annotations
 
 from keel import events as ev
-from keel.contracts import ControlCommand, RunEvent, StepCommand
-from keel.vocab import SAFE_TO_REPEAT_MODES, UNKNOWN_OUTCOME
+from keel.contracts import ControlCommand, QuarantineDetail, RunEvent, StepCommand
+from keel.vocab import CANCEL, SAFE_TO_REPEAT_MODES, UNKNOWN_OUTCOME
 from keel.workflows import WorkflowSpec
 from services.scheduler.outcomes import KeyRetention, no_retention, on_failure
 from services.scheduler.state import (
+    AWAITING_APPROVAL,
     CANCELING,
     COMMITTED,
     DISPATCHED,
@@ -21,7 +22,7 @@ from services.scheduler.state import (
     StepState,
 )
 from services.scheduler.units import Unit, command, unit_state, units_of
-from services.scheduler.verdicts import Decision, end, quarantine
+from services.scheduler.verdicts import Decision, Emitted, end, event, quarantine
 
 
 def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: int) -> Decision:
@@ -31,6 +32,12 @@ def on_cancel(state: RunState, cmd: ControlCommand, spec: WorkflowSpec, now_ms: 
     if state.status == CANCELING:
         return Decision(state, [])
     state.canceled_by, state.cancel_reason = cmd.issued_by, cmd.reason
+    closed = _close_cases(state, cmd, now_ms)
+    decision = _cancel(state, spec, now_ms)
+    return Decision(decision.state, closed + decision.outputs)
+
+
+def _cancel(state: RunState, spec: WorkflowSpec, now_ms: int) -> Decision:
     if state.status == PAUSED:  # the pause ends with the run; an answer held for the resume is recorded
         state.paused_by = state.pause_reason = None
         _record_held_turns(state)
@@ -135,6 +142,48 @@ def _end_canceled(state: RunState, now_ms: int) -> Decision:
             step.status, step.fire_at = STEP_CANCELED, None
     reason = f"canceled by {_who(state)}: {state.cancel_reason or 'no reason given'}"
     return end(state, ev.CANCELED, now_ms, reason)
+
+
+def _close_cases(state: RunState, cmd: ControlCommand, now_ms: int) -> list[Emitted]:
+    """A canceled run's open cases close with it (decision `cancel`, by whoever canceled it): a held step
+    or a waiting approval is not left in the queue of a run that has ended. A step waiting for its
+    approval is canceled: nothing was sent."""
+    closed: list[Emitted] = []
+    who = cmd.issued_by or "an unnamed operator"
+    for case_id, case in state.cases.items():
+        if case.get("decision"):
+            continue
+        case.update(decision=CANCEL, decided_by=who, command_id=cmd.command_id, decided_at=now_ms)
+        step = state.steps.get(case["step"])
+        if step is not None and step.status == AWAITING_APPROVAL:
+            step.status, step.fire_at = STEP_CANCELED, None
+        reason = f"the run was canceled: {cmd.reason or 'no reason given'}"
+        record = {
+            "case_id": case_id,
+            "decision": CANCEL,
+            "reason": reason,
+            "decided_by": who,
+            "command_id": cmd.command_id,
+            "previous_key": case.get("key"),
+            "key": case.get("key"),
+        }
+        out_json, out_ref = ev.inline(record)
+        closed.append(
+            event(
+                state,
+                ev.QUARANTINE_RESOLVED,
+                now_ms,
+                case["step"],
+                case.get("attempt") or 0,
+                cmd.command_id,
+                call=case.get("call"),
+                idempotency_key=case.get("key"),
+                output_json=out_json,
+                output_ref=out_ref,
+                quarantine=QuarantineDetail(case_id=case_id, reason=reason, decision=CANCEL, decided_by=who),
+            )
+        )
+    return closed
 
 
 def _record_held_turns(state: RunState) -> None:

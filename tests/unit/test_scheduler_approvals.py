@@ -370,3 +370,24 @@ def test_a_decision_while_the_run_is_being_canceled_is_refused():
     state.status = "canceling"
     [refused] = events(judge(state, spec, "approve", requested.quarantine.case_id, shown(requested)))
     assert refused.event == ev.DECISION_REFUSED
+
+
+def test_a_cancel_while_an_approval_waits_closes_the_case_and_sends_nothing():
+    spec = workflow()
+    state, requested = approved_ask(spec)
+    cancel = ControlCommand(
+        command_id="c-cancel",
+        run_id=state.run_id,
+        tenant_id=state.tenant_id,
+        action="cancel",
+        reason="customer withdrew",
+        issued_by="tenant:acme",
+        issued_at=datetime.now(UTC),
+    )
+    d = decide(state, cancel, 0, T0 + 30, catalog(spec))
+    assert [e.event for e in events(d)] == [ev.QUARANTINE_RESOLVED, ev.CANCELED] and commands(d) == []
+    [closed] = events(d, ev.QUARANTINE_RESOLVED)
+    assert closed.quarantine.case_id == requested.quarantine.case_id
+    assert closed.quarantine.decision == "cancel"
+    assert state.status == "canceled" and state.steps["refund"].status == "canceled"
+    assert next_timer(state) is None  # the approval's deadline went with it

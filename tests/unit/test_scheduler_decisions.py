@@ -213,7 +213,8 @@ def test_decisions_on_an_ended_run_are_refused_with_a_fact():
     assert state.status == "canceled"
     d = decide_case(state, case_id, "retry", cid="c-late")
     [refused] = events(d, ev.DECISION_REFUSED)
-    assert "has ended (canceled)" in (refused.error or "") and commands(d) == []
+    # The cancel closed the case (decision `cancel`): a later decision finds it decided.
+    assert "already decided: cancel by" in (refused.error or "") and commands(d) == []
     assert control(state, "pause", cid="c-p").outputs == []  # other commands on an ended run: nothing
     kept = retention.marker(state, T0 + 2000)  # what the scheduler keeps of an ended run: no cases
     [refused] = events(decide_case(kept, case_id, "retry", cid="c-later"), ev.DECISION_REFUSED)
@@ -424,7 +425,8 @@ def test_a_case_opened_while_canceling_takes_no_new_attempt_and_a_skip_ends_the_
     _at_send(state)
     control(state, "cancel", cid="c-cancel", by="tenant:acme")
     assert state.status == "canceling"
-    d = decide(state, send_failed(state, "unknown_outcome", "provider_key"), 0, T0, CATALOG, tools=tools)
+    # Under no safe mode the unknown outcome cannot be settled by repeating it: it is held.
+    d = decide(state, send_failed(state, "unknown_outcome", "none"), 0, T0, CATALOG, tools=tools)
     [held] = events(d, ev.QUARANTINED)
     case_id = held.quarantine.case_id
     d = decide_case(state, case_id, "retry")
@@ -432,3 +434,12 @@ def test_a_case_opened_while_canceling_takes_no_new_attempt_and_a_skip_ends_the_
     d = decide_case(state, case_id, "skip", output=SENT, cid="c-2")
     assert kinds(d) == ["quarantine_resolved", "step_committed", "canceled"] and commands(d) == []
     assert state.steps["send_email"].output == SENT  # the effect that happened is kept
+
+
+def test_a_cancel_closes_the_runs_open_case_naming_who_canceled():
+    state, case_id, _ = held_send()
+    d = control(state, "cancel", cid="c-cancel", by="tenant:acme")
+    assert kinds(d) == ["quarantine_resolved", "canceled"]
+    [closed] = events(d, ev.QUARANTINE_RESOLVED)
+    assert closed.quarantine.case_id == case_id and closed.quarantine.decision == "cancel"
+    assert closed.quarantine.decided_by == "tenant:acme" and state.cases[case_id]["decision"] == "cancel"
