@@ -148,7 +148,8 @@ class BreakerCollector(Collector):
     def collect(self) -> Iterator[Any]:
         snapshots: dict[str, dict[str, Any]] = {}
         for breakers in live_breakers():
-            snapshots.update(breakers.snapshot())
+            for name, snap in breakers.snapshot().items():
+                snapshots[name] = _merged(snapshots.get(name), snap)
         return self._families(snapshots)
 
     @staticmethod
@@ -172,6 +173,22 @@ class BreakerCollector(Collector):
             opens.add_metric([name], snap["opens_total"])
             rejections.add_metric([name], snap["rejections_total"])
         yield from (state, opens, rejections)
+
+
+# A breaker of one name in several registries of a process (a process that calls a provider from more
+# than one place): the worst state is its state, and the counts add up.
+_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _merged(seen: dict[str, Any] | None, snap: dict[str, Any]) -> dict[str, Any]:
+    if seen is None:
+        return snap
+    worst = max(seen, snap, key=lambda s: _SEVERITY.get(s["state"], 0))
+    return {
+        **worst,
+        "opens_total": seen["opens_total"] + snap["opens_total"],
+        "rejections_total": seen["rejections_total"] + snap["rejections_total"],
+    }
 
 
 _metrics: Metrics | None = None

@@ -9,6 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from keel.looplife import keep_running
+from keel.metricsserver import serve_metrics
 from services.notifier.config import ConfigError, NotifierSettings
 from services.notifier.service import Notifier
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"keel notifier: {exc}", file=sys.stderr)
         return EX_CONFIG  # keel_ops.supervise does not restart it: no restart can fix the configuration
     logging.info("webhooks for tenants: %s", ", ".join(sorted(endpoints)) or "none (log lines only)")
+    serve_metrics("notifier", args.instance)  # /metrics when configured (docs/observability.md)
     group = settings.notifier_group
     keep_running(lambda: Notifier(settings, group_id=group, instance_id=f"{group}-{args.instance}"))
     return 0

@@ -205,3 +205,28 @@ def test_the_projectors_error_rows_count_as_its_dead_letters_once_written():
     assert (REGISTRY.get_sample_value("keel_dead_letters_total", labels) or 0) == 0
     _count_errors(rows, {(topic, 0): 6})
     assert REGISTRY.get_sample_value("keel_dead_letters_total", labels) == 1
+
+
+def test_a_breaker_in_two_registries_reports_its_worst_state_and_the_sum_of_its_counts(registry):
+    Metrics(registry)
+    quiet = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
+    quiet.get("email")  # closed: created later or earlier, it must not hide the open one
+    tripped = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
+    breaker = tripped.get("email")
+    permit = breaker.before_call(0)
+    assert isinstance(permit, Permit)
+    breaker.record(permit, False, "transient", 1)
+    again = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
+    again.get("email")
+    assert value(registry, "keel_circuit_breaker_state", breaker="email", state="open") == 1
+    assert value(registry, "keel_circuit_breaker_opens_total", breaker="email") == 1
+
+
+def test_merging_breaker_snapshots_keeps_the_worst_state_whatever_the_order():
+    from keel.metrics import _merged
+
+    closed = {"name": "email", "state": "closed", "opens_total": 0, "rejections_total": 0}
+    opened = {"name": "email", "state": "open", "opens_total": 1, "rejections_total": 2}
+    for first, second in ((closed, opened), (opened, closed)):
+        merged = _merged(_merged(None, first), second)
+        assert merged["state"] == "open" and merged["opens_total"] == 1 and merged["rejections_total"] == 2
