@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-agent up down status test test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \
+.PHONY: help setup demo demo-agent up down status test test-slow test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \
         schemas schema-release codegen clean bench bench-scale
 
 help: ## list the commands
@@ -38,8 +38,11 @@ down: ## stop everything `make up` started
 status: ## show what runs
 	@$(VENV)/bin/keel status
 
-test: setup ## the whole suite (unit, integration, e2e, small chaos) on a real broker and database
+test: setup ## the suite (unit, integration, e2e) on a real broker and database; the slow tier is test-slow
 	@$(PY) -m pytest
+
+test-slow: setup ## the slow tier: small chaos under kill -9, fifty concurrent runs against one budget (CI runs it too)
+	@$(PY) -m pytest -m slow
 
 test-unit: setup ## only the unit tests (no processes)
 	@$(PY) -m pytest tests/unit

@@ -10,7 +10,7 @@ delivery for every committed step and none twice, the ledger once per key (read 
 non-compacted run-event log too), every run's log a valid lifecycle, rebuilt projections equal the
 live ones, nothing stuck; recovery measured from outside.
 
-`make test` runs a small variant; `make chaos` the full one (KEEL_CHAOS_RUNS, KEEL_CHAOS_SECONDS).
+`make test-slow` runs a small variant; `make chaos` the full one (KEEL_CHAOS_RUNS, KEEL_CHAOS_SECONDS).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from keel.settings import Settings
 from keel.workflows import Catalog
 from keel_ops.stack import api_process, service_process, start_background, stop_background
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 RUNS = int(os.environ.get("KEEL_CHAOS_RUNS", "40"))
 SECONDS = float(os.environ.get("KEEL_CHAOS_SECONDS", "25"))
 KILL_EVERY = float(os.environ.get("KEEL_CHAOS_KILL_EVERY", "3"))

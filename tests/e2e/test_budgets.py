@@ -97,6 +97,7 @@ def _load(stack, events, tenant: str, runs: int, kill_midway: bool) -> dict[str,
     return {r: events.wait_terminal(r, 240) for r in run_ids}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_midway", [False, True], ids=["steady", "enforcer-killed"])
 def test_fifty_concurrent_runs_of_one_tenant_never_pass_its_day_limit(stack, sims, events, kill_midway):
     tenant, limit = BUDGET_TENANTS[1 if kill_midway else 0]
