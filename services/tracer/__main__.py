@@ -13,6 +13,7 @@ import sys
 from pydantic import ValidationError
 
 from keel.looplife import keep_running
+from keel.topics import RUN_EVENTS
 from services.tracer.config import TracerSettings
 from services.tracer.export import endpoint_configured, otlp_exporter
 from services.tracer.service import Tracer
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instance", default="0", help="instance id: its static group membership (default 0)"
     )
+    parser.add_argument("--topic", default=RUN_EVENTS, help=f"run-event topic to read (default {RUN_EVENTS})")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s tracer-{args.instance} %(levelname)s %(message)s"
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     exporter = otlp_exporter()
     try:
         keep_running(
-            lambda: Tracer(settings, exporter, group_id=group, instance_id=f"{group}-{args.instance}")
+            lambda: Tracer(
+                settings, exporter, topic=args.topic, group_id=group, instance_id=f"{group}-{args.instance}"
+            )
         )
     finally:
         exporter.shutdown()

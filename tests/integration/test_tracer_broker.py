@@ -9,43 +9,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from helpers import make_topics, unique, wait_for
+from confluent_kafka import Consumer, TopicPartition
+from helpers import unique, wait_for
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from tracer_topic import PARTITIONS, events_topic, produce  # noqa: F401 - a fixture
 from unit.agent_stories import AGENT, support_triage
 from unit.test_projection_core import completed_after_retry
 
-from keel.contracts import RunEvent
-from keel.schemas import TOPIC_ENVELOPES
-from keel.serde import Serde, register_contracts, registry_client
+from keel.serde import Serde
 from keel.settings import Settings
-from keel.topics import RUN_EVENTS
 from keel.tracing import spans_of
 from services.tracer.config import TracerSettings
 from services.tracer.service import Tracer
 
 pytestmark = pytest.mark.integration
-PARTITIONS = 2
-
-
-@pytest.fixture
-def events_topic(stack: Settings) -> tuple[str, Serde]:
-    topic = unique("test.tracer-events")
-    make_topics(stack, topic, partitions=PARTITIONS)
-    client = registry_client(stack.schema_registry_url)
-    register_contracts(client, {topic: TOPIC_ENVELOPES[RUN_EVENTS]})
-    return topic, Serde(client, {topic: TOPIC_ENVELOPES[RUN_EVENTS]})
-
-
-def produce(settings: Settings, topic: str, serde: Serde, events: list[RunEvent]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    for e in events:
-        producer.produce(topic, key=e.run_id, value=serde.encode(topic, e))
-    producer.produce(topic, key=b"poison", value=b"not avro at all")  # skipped, never fatal
-    assert producer.flush(10) == 0
 
 
 class Refusing(InMemorySpanExporter):
@@ -111,7 +91,9 @@ def as_tuples(spans: list[ReadableSpan]) -> set[tuple[Any, ...]]:
 
 
 def test_a_runs_events_become_its_trace_and_a_refused_export_is_read_again(
-    stack: Settings, events_topic: tuple[str, Serde], running: Any
+    stack: Settings,
+    events_topic: tuple[str, Serde],  # noqa: F811 - the imported fixture
+    running: Any,
 ) -> None:
     topic, serde = events_topic
     agent, plain = (
