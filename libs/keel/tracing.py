@@ -58,8 +58,9 @@ def _attempt(trace: int, parent: int, events: list[RunEvent]) -> list[SpanData]:
     base = step_attrs(events) | {"keel.attempt": attempt}
     if call:
         base["keel.call"] = call
-    if first.agent_id:
-        base["keel.agent_id"] = first.agent_id
+    agent = next((e.agent_id for e in events if e.agent_id), None)  # the executor names it on model_called
+    if agent:
+        base["keel.agent_id"] = agent
     children = [chat_span(trace, sid, e, base) for e in events if e.event == ev.MODEL_CALLED]
     children += tool_spans(trace, sid, events, base)
     commit = commit_attrs(events)
@@ -162,13 +163,14 @@ def _run(trace: int, events: list[RunEvent], children: list[SpanData]) -> SpanDa
             attrs[error_attributes.ERROR_TYPE] = why
     else:
         attrs["keel.run.open"] = True  # exported before its end (held past the idle timeout)
+    start = min([ns(first)] + [c.start_ns for c in children])
     return SpanData(
         name=f"keel.run {first.workflow}",
         trace_id=trace,
         span_id=run_span_id(first.run_id),
         parent_span_id=None,
-        start_ns=min([ns(first)] + [c.start_ns for c in children]),
-        end_ns=ns(end),
+        start_ns=start,
+        end_ns=max(ns(end), start),  # clocks of different services may disagree by a little
         attributes=attrs,
         status=status,
         status_description=why,
