@@ -76,6 +76,11 @@ class RunBuffer:
         self._exporting += out
         return out
 
+    def touch(self, now_s: float) -> None:
+        """Restart every held run's idle clock (reading was paused: their quiet says nothing)."""
+        for b in self._held.values():
+            b.last_read_s = now_s
+
     def settle(self, batches: list[RunBatch]) -> None:
         """These batches' spans were accepted by the exporter: their offsets may be committed."""
         done = {id(b) for b in batches}
@@ -83,6 +88,10 @@ class RunBuffer:
 
     def held(self) -> int:
         return len(self._held) + len(self._exporting)
+
+    def run_ids(self) -> set[str]:
+        """The runs held or being exported."""
+        return {b.run_id for b in [*self._held.values(), *self._exporting]}
 
     def positions(self) -> dict[TP, int]:
         """Per owned partition, the offset to commit, when it moved since the last `committed`."""

@@ -4,8 +4,9 @@ A plain read_committed consumer in group `keel-tracer`, off every run's path. Ea
 (core.RunBuffer) until the run ends or goes idle, turned into spans (keel.tracing.spans_of) and handed
 to the exporter; a partition's offset is committed only up to its oldest run not yet accepted by the
 exporter, so a crash re-reads and re-exports (same span ids) what was not accepted. A collector that
-refuses a batch is tried again every KEEL_TRACER_RETRY_S; meanwhile reading goes on and nothing of the
-refused runs is committed. A message that is not a readable run event is logged and skipped.
+refuses a batch is tried again every KEEL_TRACER_RETRY_S; meanwhile reading is paused (held runs would
+pile up in memory) and nothing of the refused runs is committed. A message that is not a readable run
+event is logged and skipped.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from keel.registryerrors import registry_unavailable
 from keel.schemas import TOPIC_ENVELOPES
 from keel.serde import Serde, registry_client
 from keel.topics import RUN_EVENTS
-from keel.tracing import spans_of
+from keel.tracing import SpanData, spans_of
 from services.tracer.config import TracerSettings
 from services.tracer.core import TP, RunBatch, RunBuffer
 from services.tracer.export import export, resource
 
 log = logging.getLogger(__name__)
+# Spans per OTLP request, about: collectors refuse requests past a few MB (4 MB by default).
+SPANS_PER_EXPORT = 512
 
 
 class Tracer:
@@ -56,6 +59,7 @@ class Tracer:
         self.buffer = RunBuffer(settings.tracer_idle_s, settings.tracer_max_run_events)
         self.to_export: list[RunBatch] = []
         self.retry_at = 0.0
+        self.paused = False
         self.exported_runs = 0
         self.last_progress = time.monotonic()
         self._stop = threading.Event()
@@ -77,6 +81,7 @@ class Tracer:
             next_commit = time.monotonic() + self.settings.tracer_commit_interval_s
             try:
                 while not self._stop.is_set():
+                    self.pace()
                     first = self.consumer.poll(self.settings.poll_timeout_s)
                     if first is not None:
                         rest = self.consumer.consume(self.settings.batch_max_messages - 1, 0)
@@ -92,6 +97,7 @@ class Tracer:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.buffer.assign((tp.topic, tp.partition))
+        self.paused = False  # a new assignment reads; pace() pauses it again while exports are refused
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -139,28 +145,50 @@ class Tracer:
         return event if isinstance(event, RunEvent) else None
 
     def flush(self, now: float) -> None:
-        """Export the runs that are ready (and those the collector refused before, when it is time)."""
+        """Export the runs that are ready (and those the collector refused before, when it is time), in
+        requests of about SPANS_PER_EXPORT spans; the runs of a refused request and after wait."""
         self.to_export += self.buffer.ready(now)
         if not self.to_export or now < self.retry_at:
             return
-        spans = [s for b in self.to_export for s in spans_of(b.events)]
-        try:
-            accepted = export(self.exporter, spans, self.resource)
-        except Exception as exc:  # an exporter bug must not stop the loop; the runs stay unexported
-            log.exception("exporting %d spans failed: %s", len(spans), exc)
-            accepted = False
-        if not accepted:
-            log.warning(
-                "%d spans of %d runs not accepted; again in %.0fs",
-                len(spans),
-                len(self.to_export),
-                self.settings.tracer_retry_s,
-            )
-            self.retry_at = now + self.settings.tracer_retry_s
-            return
-        self.buffer.settle(self.to_export)
-        self.exported_runs += len(self.to_export)
-        self.to_export = []
+        while self.to_export:
+            chunk: list[RunBatch] = []
+            spans: list[SpanData] = []
+            while self.to_export and (not chunk or len(spans) < SPANS_PER_EXPORT):
+                batch = self.to_export.pop(0)
+                chunk.append(batch)
+                spans += spans_of(batch.events)
+            try:
+                accepted = export(self.exporter, spans, self.resource)
+            except Exception as exc:  # an exporter bug must not stop the loop; the runs stay unexported
+                log.exception("exporting %d spans failed: %s", len(spans), exc)
+                accepted = False
+            if not accepted:
+                self.to_export[:0] = chunk
+                self.retry_at = now + self.settings.tracer_retry_s
+                log.warning(
+                    "%d spans of %d runs not accepted (%d runs wait); again in %.1fs",
+                    len(spans),
+                    len(chunk),
+                    len(self.to_export),
+                    self.settings.tracer_retry_s,
+                )
+                return
+            self.buffer.settle(chunk)
+            self.exported_runs += len(chunk)
+
+    def pace(self) -> None:
+        """Stop reading while the collector refuses (held runs would only pile up in memory), and go on
+        once it accepts again; the consumer keeps polling, so the group keeps this member."""
+        assignment = self.consumer.assignment()
+        if not self.paused and self.to_export and assignment:
+            self.consumer.pause(assignment)
+            self.paused = True
+            log.warning("the collector refuses spans: reading paused")
+        elif self.paused and not self.to_export:
+            self.consumer.resume(assignment)
+            self.paused = False
+            self.buffer.touch(time.monotonic())  # runs were quiet because reading was paused, not idle
+            log.info("the collector accepts spans again: reading resumed")
 
     def commit(self) -> None:
         positions = self.buffer.positions()

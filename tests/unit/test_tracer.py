@@ -51,7 +51,9 @@ def test_an_idle_run_leaves_after_the_timeout_and_a_big_one_at_the_cap() -> None
     for i, e in enumerate(events[:3]):
         buf.read(TP, i, e, now_s=0)
     assert buf.ready(now_s=9.9) == []
-    assert [len(r.events) for r in buf.ready(now_s=10)] == [3]
+    buf.touch(now_s=5)  # reading was paused meanwhile: the quiet does not count
+    assert buf.ready(now_s=14.9) == []
+    assert [len(r.events) for r in buf.ready(now_s=15)] == [3]
     for i, e in enumerate(events[3:7], start=3):
         buf.read(TP, i, e, now_s=11)
     assert [len(r.events) for r in buf.ready(now_s=11)] == [4]
@@ -102,3 +104,49 @@ class Refusing(InMemorySpanExporter):
 def test_an_export_the_collector_refused_is_reported() -> None:
     assert not export(Refusing(), spans_of(completed_after_retry("run-z").events), Resource.create({}))
     assert export(Refusing(), [], Resource.create({}))
+
+
+class Counting(InMemorySpanExporter):
+    """Accepts the first `accept` requests, refuses the next ones; records each request's size."""
+
+    def __init__(self, accept: int) -> None:
+        super().__init__()
+        self.accept, self.sizes = accept, []
+
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        self.sizes.append(len(spans))
+        if len(self.sizes) > self.accept:
+            return SpanExportResult.FAILURE
+        return super().export(spans)
+
+
+def test_the_shell_exports_in_bounded_requests_and_keeps_what_was_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from services.tracer import service
+    from services.tracer.config import TracerSettings
+
+    monkeypatch.setattr(service, "SPANS_PER_EXPORT", 40)
+    exporter = Counting(accept=1)
+    # The consumer is built but never used here: nothing connects.
+    tracer = service.Tracer(TracerSettings(kafka_bootstrap="127.0.0.1:9"), exporter, topic="t", group_id="g")
+    per_run = len(spans_of(completed_after_retry("r").events))
+    for i in range(5):
+        for offset, e in enumerate(completed_after_retry(f"run-{i}").events):
+            tracer.buffer.read(TP, i * 100 + offset, e, now_s=0)
+    try:
+        tracer.flush(now=0)
+        # Runs are added until a request holds 40 spans or more; the second request is refused.
+        assert per_run < 40 and exporter.sizes == [4 * per_run, per_run]
+        assert tracer.exported_runs == 4 and len(tracer.to_export) == 1 and tracer.retry_at == 5.0
+        assert tracer.buffer.positions() == {TP: 400}  # the refused run holds the partition
+        tracer.flush(now=4.9)  # not yet time
+        assert len(exporter.sizes) == 2
+        exporter.accept = 10
+        tracer.flush(now=5.0)
+        last = 400 + len(completed_after_retry("r").events)
+        assert (
+            tracer.exported_runs == 5 and tracer.to_export == [] and tracer.buffer.positions() == {TP: last}
+        )
+        ids = [s.context.span_id for s in exporter.get_finished_spans()]
+        assert len(ids) == len(set(ids)) == 5 * per_run
+    finally:
+        tracer.consumer.close()
