@@ -12,6 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
+from keel.logjson import configure_logging
 from keel.looplife import keep_running
 from keel.topics import RUN_EVENTS
 from services.tracer.config import TracerSettings
@@ -28,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--topic", default=RUN_EVENTS, help=f"run-event topic to read (default {RUN_EVENTS})")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s tracer-{args.instance} %(levelname)s %(message)s"
-    )
+    configure_logging("tracer", args.instance)  # text, or JSON lines under KEEL_LOG_FORMAT=json
     endpoint = endpoint_configured()
     if endpoint is None:
         print(

@@ -150,3 +150,12 @@ def test_the_shell_exports_in_bounded_requests_and_keeps_what_was_refused(monkey
         assert len(ids) == len(set(ids)) == 5 * per_run
     finally:
         tracer.consumer.close()
+
+
+def test_without_an_otlp_endpoint_the_tracer_refuses_to_start(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from services.tracer.__main__ import EX_CONFIG, main
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    assert main([]) == EX_CONFIG == 78  # keel_ops.supervise does not restart it
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in capsys.readouterr().err
