@@ -125,19 +125,20 @@ def test_the_observer_counts_only_what_committed(registry):
 
 
 def test_breaker_states_are_read_when_scraped(registry):
+    # Breaker names of their own: every registry alive in the process is read (other tests' too).
     Metrics(registry)
     breakers = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
-    breaker = breakers.get("email")
+    breaker = breakers.get("email-scraped")
     breakers.get("crm")
     permit = breaker.before_call(0)
     assert isinstance(permit, Permit)
     breaker.record(permit, False, "transient", 1)
     breaker.before_call(2)  # rejected while open
-    assert value(registry, "keel_circuit_breaker_state", breaker="email", state="open") == 1
-    assert value(registry, "keel_circuit_breaker_state", breaker="email", state="closed") == 0
+    assert value(registry, "keel_circuit_breaker_state", breaker="email-scraped", state="open") == 1
+    assert value(registry, "keel_circuit_breaker_state", breaker="email-scraped", state="closed") == 0
     assert value(registry, "keel_circuit_breaker_state", breaker="crm", state="closed") == 1
-    assert value(registry, "keel_circuit_breaker_opens_total", breaker="email") == 1
-    assert value(registry, "keel_circuit_breaker_rejections_total", breaker="email") == 1
+    assert value(registry, "keel_circuit_breaker_opens_total", breaker="email-scraped") == 1
+    assert value(registry, "keel_circuit_breaker_rejections_total", breaker="email-scraped") == 1
 
 
 def test_the_metric_families_and_their_labels(registry):
@@ -210,16 +211,16 @@ def test_the_projectors_error_rows_count_as_its_dead_letters_once_written():
 def test_a_breaker_in_two_registries_reports_its_worst_state_and_the_sum_of_its_counts(registry):
     Metrics(registry)
     quiet = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
-    quiet.get("email")  # closed: created later or earlier, it must not hide the open one
+    quiet.get("email-twice")  # closed: created later or earlier, it must not hide the open one
     tripped = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
-    breaker = tripped.get("email")
+    breaker = tripped.get("email-twice")
     permit = breaker.before_call(0)
     assert isinstance(permit, Permit)
     breaker.record(permit, False, "transient", 1)
     again = BreakerRegistry(BreakerPolicy(failure_threshold=1, open_ms=60_000))
-    again.get("email")
-    assert value(registry, "keel_circuit_breaker_state", breaker="email", state="open") == 1
-    assert value(registry, "keel_circuit_breaker_opens_total", breaker="email") == 1
+    again.get("email-twice")
+    assert value(registry, "keel_circuit_breaker_state", breaker="email-twice", state="open") == 1
+    assert value(registry, "keel_circuit_breaker_opens_total", breaker="email-twice") == 1
 
 
 def test_merging_breaker_snapshots_keeps_the_worst_state_whatever_the_order():
