@@ -3,12 +3,14 @@ with the recorded timestamps as the clock), and what it decides compared with wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from keel import events as ev
 from keel.contracts import RunEvent, RunRequested
+from keel.idempotency import canonical_json
 from keel.tooldefs import ToolDefinition
 from keel.workflows import Catalog, WorkflowSpec
 from keel_ops.recording import Recording, RecordingError
@@ -74,10 +76,23 @@ def _request(rec: Recording, created: RunEvent) -> RunRequested:
         workflow_version=created.workflow_version,
         task_id=created.task_id,
         input_json=json.dumps(run_input),
+        # A large input came by reference: the ref lets the scheduler admit it past the inline limit.
+        input_ref=created.input_ref if created.input_json is None else None,
         requested_at=created.ts,
         requested_by=run.requested_by if run else None,
         trace_id=created.trace_id,
     )
+
+
+def _resolved(rec: Recording, e: RunEvent) -> RunEvent:
+    """A fact with its payloads in place, as the scheduler's shell hands it to the core (the core reads
+    payloads, never refs): from the recording, never from a blob store."""
+    changes: dict[str, Any] = {}
+    if e.input_json is None and e.input_ref is not None:
+        changes["input_json"] = canonical_json(rec.input_of(e))
+    if e.output_json is None and e.output_ref is not None:
+        changes["output_json"] = canonical_json(rec.output_of(e))
+    return dataclasses.replace(e, **changes) if changes else e
 
 
 def _ms(e: RunEvent) -> int:
@@ -128,7 +143,7 @@ def replay_scheduler(
         if e.source == SCHEDULER:
             continue
         state = fire_until(state, _ms(e))
-        state = take(decide(state, e, 0, _ms(e), catalog, **kwargs))
+        state = take(decide(state, _resolved(rec, e), 0, _ms(e), catalog, **kwargs))
     if rec.events:
         state = fire_until(state, _ms(rec.events[-1]))
     recorded = [decision_of(e) for e in rec.events if e.source == SCHEDULER and e.event in DECISIONS]

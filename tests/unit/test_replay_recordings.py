@@ -5,6 +5,7 @@ what today's code decides and parses, with no network at all."""
 from __future__ import annotations
 
 import copy
+import json
 import socket
 
 import pytest
@@ -29,7 +30,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.mark.parametrize("name", ["drifted_refund", "retried_refund", "llm_note"])
+@pytest.mark.parametrize("name", ["drifted_refund", "retried_refund", "llm_note", "agent_triage"])
 def test_todays_scheduler_core_decides_what_was_decided(name):
     assert_decides_the_same(load(name))
 
@@ -121,3 +122,23 @@ def test_a_recording_of_another_format_version_is_refused():
     doc = dict(load("llm_note").doc, format_version=99)
     with pytest.raises(RecordingError, match="version 99"):
         Recording(doc)
+
+
+def test_an_agent_turn_and_its_tool_call_replay_from_the_recording():
+    rec = load("agent_triage")
+    turn = assert_replays(rec, "triage", call="turn-2")
+    [asked] = turn.now.output["tool_calls"]
+    assert turn.kind == "turn" and asked["function"]["name"] == "refund_charge"
+    call = assert_replays(rec, "triage", call="turn-2.call-0")
+    assert call.kind == "tool" and call.now.output["refund_id"].startswith("re_")
+
+
+def test_a_turn_answer_the_executor_cannot_read_today_is_shown_as_a_diff():
+    doc = copy.deepcopy(load("agent_triage").doc)
+    called = next(e for e in doc["events"] if e["event"] == "model_called" and e["call"] == "turn-2")
+    message = json.loads(called["output_json"])
+    message["tool_calls"] = message["tool_calls"][0]  # one call, not a list: a drifted answer
+    called["output_json"] = json.dumps(message)
+    found = replay_step(Recording(doc), "triage", call="turn-2")
+    assert not found.now.ok and "tool_calls is a dict, not a list" in (found.now.error or "")
+    assert found.diff and found.diff[0].startswith("recorded: succeeded")
