@@ -142,3 +142,24 @@ def test_a_turn_answer_the_executor_cannot_read_today_is_shown_as_a_diff():
     found = replay_step(Recording(doc), "triage", call="turn-2")
     assert not found.now.ok and "tool_calls is a dict, not a list" in (found.now.error or "")
     assert found.diff and found.diff[0].startswith("recorded: succeeded")
+
+
+def test_keel_replay_checks_a_fixed_definition_file_against_the_recording(tmp_path, capsys):
+    from replay_kit import RECORDINGS
+
+    from keel_ops import cli
+
+    rec = load("drifted_refund")
+    fixed = rec.tools["refund@1"].model_dump(mode="json", by_alias=True, exclude_unset=True)
+    fixed["output_schema"]["properties"]["refund_id"] = {"type": ["string", "null"]}
+    fixed["output_schema"]["required"] = ["charge_id", "amount_cents", "status"]
+    fixed["external_id"] = "charge_id"
+    path = tmp_path / "refund.v1.yaml"
+    path.write_text(json.dumps(fixed))  # JSON is YAML
+    recording = str(RECORDINGS / "drifted_refund.json")
+    assert cli.main(["replay", recording, "--step", "refund", "--as-recorded"]) == 0
+    assert "diff: none" in capsys.readouterr().out
+    assert cli.main(["replay", recording, "--step", "refund", "--tool-file", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"recorded: failed: {DRIFT}" in out and "today:    succeeds" in out
+    assert f"parsed with the definition in {path}" in out
