@@ -67,6 +67,8 @@ def replay(
     with `as_recorded`) the recorded one."""
     spec = rec.workflow.step(step) if rec.workflow is not None else None
     tool_call = call is not None and ".call-" in call
+    if spec is not None and spec.kind == "agent" and call is None:
+        raise ValueError(f"{step} is an agent step: name a turn or tool call with --call (turn-N[.call-I])")
     if (spec is not None and spec.kind == "tool") or tool_call:
         definition, source = None, "today's definition"
         if tool_file:

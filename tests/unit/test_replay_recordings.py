@@ -163,3 +163,12 @@ def test_keel_replay_checks_a_fixed_definition_file_against_the_recording(tmp_pa
     out = capsys.readouterr().out
     assert f"recorded: failed: {DRIFT}" in out and "today:    succeeds" in out
     assert f"parsed with the definition in {path}" in out
+
+
+def test_an_agent_step_without_a_call_is_refused_with_what_to_name(capsys):
+    from replay_kit import RECORDINGS
+
+    from keel_ops import cli
+
+    assert cli.main(["replay", str(RECORDINGS / "agent_triage.json"), "--step", "triage"]) == 1
+    assert "name a turn or tool call with --call" in capsys.readouterr().err
