@@ -17,7 +17,16 @@ from keel.serde import register_contracts, register_worker_topics, registry_clie
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
-from keel_ops import cli_cases, cli_costs, cli_credentials, cli_runs, cli_tools, cli_workflows, workers
+from keel_ops import (
+    cli_cases,
+    cli_costs,
+    cli_credentials,
+    cli_replay,
+    cli_runs,
+    cli_tools,
+    cli_workflows,
+    workers,
+)
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -226,6 +235,8 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "submit": (cmd_submit, "submit a run through the API and print its run id"),
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
+    "record": (cli_replay.cmd_record, cli_replay.RECORD_HELP),
+    "replay": (cli_replay.cmd_replay, cli_replay.REPLAY_HELP),
     "costs": (cli_costs.run, cli_costs.HELP),
     "quarantine": (cli_cases.run_quarantine, cli_cases.QUARANTINE_HELP),
     "approvals": (cli_cases.run_approvals, cli_cases.APPROVALS_HELP),
@@ -281,6 +292,10 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
     elif name == "tools":
         cli_tools.arguments(p)
+    elif name == "record":
+        cli_replay.record_arguments(p)
+    elif name == "replay":
+        cli_replay.replay_arguments(p)
     elif name == "credentials":
         cli_credentials.arguments(p)
     elif name == "costs":

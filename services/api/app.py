@@ -27,6 +27,7 @@ from services.api import (
     errors,
     metrics,
     operators,
+    recordings,
     runs,
     tool_definitions,
 )
@@ -77,6 +78,7 @@ def create_app(
     errors.install(app)
     app.include_router(runs.router)
     app.include_router(blobs.router)
+    app.include_router(recordings.router)
     app.include_router(definitions.router)
     app.include_router(tool_definitions.router)
     app.include_router(costs.router)
