@@ -47,3 +47,38 @@ def parse_origin_keys(text: str | None) -> dict[str, dict[str, str]]:
     if not ok:
         raise ValueError('origin_keys_json must be a JSON object {step: {"key": str, "input_ref": str}}')
     return value
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: `patch`'s members replace `target`'s, null removes one, objects merge."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = merge_patch(out.get(name), value)
+    return out
+
+
+def origin_fields(
+    spec: WorkflowSpec,
+    from_step: str,
+    outputs: dict[str, Any],
+    started: dict[str, tuple[str | None, str | None]],
+) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """(reused, origin keys) of a re-run of an origin run from `from_step`.
+
+    `outputs`: the origin's committed output of each committed step (or its claim check);
+    `started`: per step, the idempotency key and rendered-input ref of its first attempt. Steps not
+    at or after `from_step` that committed are reused; each step at or after it that had a key keeps
+    a record of it (an llm or approval step has no key: it is simply run again)."""
+    live = at_or_after(spec, from_step)
+    reused = {name: out for name, out in outputs.items() if name not in live}
+    keys = {
+        name: {"key": key, "input_ref": ref}
+        for name, (key, ref) in started.items()
+        if name in live and key is not None and ref is not None
+    }
+    return reused, keys

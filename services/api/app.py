@@ -27,6 +27,7 @@ from services.api import (
     errors,
     metrics,
     operators,
+    reruns,
     runs,
     tool_definitions,
 )
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(costs.router)
     app.include_router(cases.router)
     app.include_router(control.router)
+    app.include_router(reruns.router)
     operators.install(app)
     metrics.install(app, deps)
 
