@@ -17,7 +17,16 @@ from keel.serde import register_contracts, register_worker_topics, registry_clie
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
-from keel_ops import cli_cases, cli_costs, cli_credentials, cli_runs, cli_tools, cli_workflows, workers
+from keel_ops import (
+    cli_cases,
+    cli_costs,
+    cli_credentials,
+    cli_rerun,
+    cli_runs,
+    cli_tools,
+    cli_workflows,
+    workers,
+)
 from keel_ops.stack import (
     SERVICES,
     Background,
@@ -226,6 +235,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "submit": (cmd_submit, "submit a run through the API and print its run id"),
     "runs": (cmd_runs, "list your tenant's runs, newest first"),
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
+    "rerun": (cli_rerun.run, cli_rerun.HELP),
     "costs": (cli_costs.run, cli_costs.HELP),
     "quarantine": (cli_cases.run_quarantine, cli_cases.QUARANTINE_HELP),
     "approvals": (cli_cases.run_approvals, cli_cases.APPROVALS_HELP),
@@ -279,6 +289,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--all", action="store_true", help="list: include redriven ones; redrive: every waiting one"
         )
+    elif name == "rerun":
+        cli_rerun.arguments(p)
     elif name == "tools":
         cli_tools.arguments(p)
     elif name == "credentials":
