@@ -23,6 +23,11 @@ def acme(stack: Settings) -> Settings:
     return stack.model_copy(update={"api_url": URL, "api_key": "acme-dev-key"})
 
 
+@pytest.fixture
+def globex(stack: Settings) -> Settings:
+    return stack.model_copy(update={"api_url": URL, "api_key": "globex-dev-key"})
+
+
 def counts(sims) -> dict[str, tuple[int, int]]:
     """(requests, deliveries) each simulator has seen: what reached the outside world at all."""
     return {name: (sims.stats(name)["requests"], sims.stats(name)["deliveries"]) for name in SIMS}
@@ -93,9 +98,13 @@ def test_rerun_from_the_last_step_with_a_patched_input_sends_it_once_and_calls_n
     assert {e["body"]["commit"]["reused_from"] for e in reused_facts} == {origin}
 
 
-def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answers(acme, sims, keel):
+def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answers(acme, globex, sims, keel):
     origin, before_steps = completed_origin(acme)
     before = counts(sims)
+    with pytest.raises(cli_runs.ApiError, match="404"):  # another tenant's run is not there for it
+        cli_runs.api(globex, "POST", f"/v1/runs/{origin}/rerun", json={"from_step": "log_to_crm"})
+    with pytest.raises(cli_runs.ApiError, match="422"):
+        cli_runs.api(acme, "POST", f"/v1/runs/{origin}/rerun", json={"from_step": "no_such_step"})
     new = rerun(acme, origin, "log_to_crm")
     after = counts(sims)
 
