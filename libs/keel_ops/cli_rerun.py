@@ -33,6 +33,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failure-class", help="bulk: runs with an attempt that failed with this class")
     p.add_argument("--rate", default="1/s", help="bulk: at most N re-runs per second, as N/s (default 1/s)")
     p.add_argument("--dry-run", action="store_true", help="bulk: list the matching runs, re-run none")
+    p.add_argument(
+        "--idempotency-key",
+        help="sent as Idempotency-Key: repeating the command with it re-runs no run twice (per origin)",
+    )
 
 
 @dataclass
@@ -108,12 +112,13 @@ def _failed_with(settings: Settings, run: dict[str, Any], failure_class: str) ->
 
 
 def rerun_one(
-    settings: Settings, run_id: str, from_step: str, patch: dict[str, Any] | None
+    settings: Settings, run_id: str, from_step: str, patch: dict[str, Any] | None, key: str | None = None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"from_step": from_step}
     if patch is not None:
         body["patch"] = patch
-    reply: dict[str, Any] = api(settings, "POST", f"/v1/runs/{run_id}/rerun", json=body)
+    headers = {"Idempotency-Key": key} if key else {}
+    reply: dict[str, Any] = api(settings, "POST", f"/v1/runs/{run_id}/rerun", json=body, headers=headers)
     return reply
 
 
@@ -131,7 +136,7 @@ def run(settings: Settings, args: argparse.Namespace, pacer: Pacer | None = None
     if args.run_id:
         if args.workflow or args.status:
             raise ValueError("give a RUN, or a filter (--workflow and --status), not both")
-        print(_line(rerun_one(settings, args.run_id, args.from_step, patch)))
+        print(_line(rerun_one(settings, args.run_id, args.from_step, patch, args.idempotency_key)))
         return 0
     if not (args.workflow and args.status):
         raise ValueError("keel rerun needs a RUN, or --workflow and --status to re-run every match")
@@ -152,7 +157,8 @@ def run(settings: Settings, args: argparse.Namespace, pacer: Pacer | None = None
             continue
         pacer.wait()
         try:
-            print(f"[{n}/{len(found)}] {_line(rerun_one(settings, origin['run_id'], args.from_step, patch))}")
+            reply = rerun_one(settings, origin["run_id"], args.from_step, patch, args.idempotency_key)
+            print(f"[{n}/{len(found)}] {_line(reply)}")
         except Exception as exc:  # one refusal (say, a run without that step) does not stop the rest
             failed += 1
             print(f"[{n}/{len(found)}] {origin['run_id']}: not re-run: {exc}")

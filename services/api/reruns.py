@@ -9,12 +9,13 @@ tenant is a 404, like a run that does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,7 @@ from services.api import docs
 from services.api.control import Caller, Caller_, own_run
 from services.api.deps import Deps, deps_of
 from services.api.errors import ApiError
+from services.api.runs import KEY_PATTERN
 from services.api.submit import DeliveryFailed, new_run_id
 
 router = APIRouter()
@@ -82,7 +84,15 @@ def origin_input(deps: Deps, conn: Conn, run: dict[str, Any]) -> tuple[dict[str,
     return (value if isinstance(value, dict) else {}), body.get("task_id")
 
 
-def build(deps: Deps, who: Caller, run_id: str, body: RerunBody) -> dict[str, Any]:
+def rerun_id_for(tenant: str, origin: str, idempotency_key: str) -> str:
+    # FROZEN FORMAT: a client that retries a re-run with the same Idempotency-Key must name the same
+    # re-run (the scheduler takes a repeated run id as a no-op). "rerun:" cannot begin a tenant slug,
+    # so these never collide with the ids of POST /v1/runs.
+    digest = hashlib.sha256(f"rerun:{tenant}\n{origin}\n{idempotency_key}".encode()).hexdigest()
+    return "run-" + digest[:32]
+
+
+def build(deps: Deps, who: Caller, run_id: str, body: RerunBody, key: str | None = None) -> dict[str, Any]:
     run = own_run(deps, who, run_id)
     if run["status"] not in vocab.TERMINAL_RUN_STATUSES:
         raise ApiError(409, "run_not_ended", f"run {run_id} is {run['status']}: only an ended run is re-run")
@@ -111,9 +121,9 @@ def build(deps: Deps, who: Caller, run_id: str, body: RerunBody) -> dict[str, An
     if problems:
         raise ApiError(422, "invalid_input", "; ".join(problems))
     reused, keys = rerun.origin_fields(spec, body.from_step, outputs, started)
-    new_id = new_run_id()
+    new_id = rerun_id_for(tenant, run["run_id"], key) if key else new_run_id()
     request = RunRequested(
-        request_id=f"req-{uuid.uuid4().hex}",
+        request_id=f"{new_id}:request" if key else f"req-{uuid.uuid4().hex}",
         run_id=new_id,
         tenant_id=tenant,  # the origin's, whoever asks
         workflow=spec.name,
@@ -149,10 +159,22 @@ def build(deps: Deps, who: Caller, run_id: str, body: RerunBody) -> dict[str, An
     response_model=None,
     responses=docs.errors(400, 401, 404, 409, 422, 503),
 )
-async def rerun_run(request: Request, run_id: str, who: Caller_, body: RerunBody) -> JSONResponse:
+async def rerun_run(
+    request: Request,
+    run_id: str,
+    who: Caller_,
+    body: RerunBody,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", min_length=1, max_length=intake.IDEMPOTENCY_KEY_MAX, pattern=KEY_PATTERN
+        ),
+    ] = None,
+) -> JSONResponse:
     """A new run of the origin's workflow version that reuses the committed outputs of the steps before
     `from_step` (nothing is called for them) and continues live from it; a live step whose rendered
     input is unchanged keeps the origin's idempotency key, so an effect the origin committed is answered
-    by the ledger. 202 with the new run's id; 409 while the origin has not ended."""
-    found = await run_in_threadpool(build, deps_of(request), who, run_id, body)
+    by the ledger. 202 with the new run's id; 409 while the origin has not ended. With an
+    Idempotency-Key, a repeated request names the same re-run (the first one's body wins)."""
+    found = await run_in_threadpool(build, deps_of(request), who, run_id, body, idempotency_key)
     return JSONResponse(found, status_code=202, headers={"Location": f"/v1/runs/{found['run_id']}"})

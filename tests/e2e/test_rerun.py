@@ -3,6 +3,9 @@ origin's key and is answered by the ledger, a changed one is sent once under a k
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import pytest
 from harness import E2E_ENV
 from helpers import read_topic, wait_for
@@ -122,3 +125,43 @@ def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answer
     assert {e["step"] for e in answered} == {"log_to_crm", "send_email"}
     assert all(e["body"]["tool"]["already_committed"] for e in answered)
     assert ledger_count(acme, keys) == dict.fromkeys(keys, 1)  # one effect per key, the origin's
+
+
+def keel_cli(monkeypatch, capsys, *argv: str) -> str:
+    """Run `keel ARGV` as the acme tenant; its standard output."""
+    from keel_ops import cli
+
+    monkeypatch.setenv("KEEL_API_URL", URL)
+    monkeypatch.setenv("KEEL_API_KEY", "acme-dev-key")
+    capsys.readouterr()
+    assert cli.main(list(argv)) == 0, capsys.readouterr().err
+    return str(capsys.readouterr().out)
+
+
+def test_keel_rerun_one_run_with_a_patch_file_and_in_bulk_once_per_key(
+    acme, sims, keel, monkeypatch, capsys, tmp_path
+):
+    since = datetime.now(UTC)
+    first, _ = completed_origin(acme)
+    second, _ = completed_origin(acme)
+    until = datetime.now(UTC)
+    patch = tmp_path / "patch.json"
+    patch.write_text(json.dumps({"lead_name": "Grace"}))  # only draft_email's prompt uses it
+    out = keel_cli(monkeypatch, capsys, "rerun", first, "--from-step", "draft_email", "--patch", str(patch))
+    new = out.split(" -> ")[1].split()[0]
+    assert cli_runs.wait(acme, new, 60, quiet=True)["status"] == "completed"
+
+    before = counts(sims)
+    bulk = [
+        "rerun", "--workflow", "outbound_email", "--status", "completed", "--since", since.isoformat(),
+        "--until", until.isoformat(), "--from-step", "log_to_crm", "--rate", "5/s",
+        "--idempotency-key", "bulk-1",
+    ]  # fmt: skip
+    out = keel_cli(monkeypatch, capsys, *bulk)
+    assert "2 run(s) match" in out and "[2/2]" in out and "done: 2 re-run(s), 0 refused" in out
+    made = sorted(line.split(" -> ")[1].split()[0] for line in out.splitlines() if " -> " in line)
+    for run_id in made:
+        assert cli_runs.wait(acme, run_id, 60, quiet=True)["status"] == "completed"
+    assert counts(sims) == before  # unchanged inputs: the ledger answered every write
+    again = keel_cli(monkeypatch, capsys, *bulk)  # the same key: the same re-runs, nothing new
+    assert sorted(line.split(" -> ")[1].split()[0] for line in again.splitlines() if " -> " in line) == made
