@@ -10,6 +10,7 @@ import pytest
 from harness import E2E_ENV
 from helpers import read_topic, wait_for
 
+from keel.lifecycle import lifecycle_problems
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import LEDGER
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.e2e
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada", "product": "Keel"}
 URL = E2E_ENV["KEEL_API_URL"]
 SIMS = ("model", "crm", "email")
+WRITES = {"log_to_crm", "send_email"}
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def rerun(acme: Settings, origin: str, from_step: str, patch: dict | None = None
 
 
 def test_rerun_from_the_last_step_with_a_patched_input_sends_it_once_and_calls_nothing_before(
-    acme, sims, keel
+    acme, sims, keel, events
 ):
     origin, before_steps = completed_origin(acme)
     before = counts(sims)
@@ -99,9 +101,13 @@ def test_rerun_from_the_last_step_with_a_patched_input_sends_it_once_and_calls_n
     reused_facts = [e for e in timeline if e["event"] == "step_committed" and e["source"] == "scheduler"]
     assert {e["step"] for e in reused_facts} == {"draft_email", "log_to_crm"}
     assert {e["body"]["commit"]["reused_from"] for e in reused_facts} == {origin}
+    assert events.wait_terminal(new) == "completed"
+    assert lifecycle_problems(events.of(new), WRITES) == []  # each step committed once, in order
 
 
-def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answers(acme, globex, sims, keel):
+def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answers(
+    acme, globex, sims, keel, events
+):
     origin, before_steps = completed_origin(acme)
     before = counts(sims)
     with pytest.raises(cli_runs.ApiError, match="404"):  # another tenant's run is not there for it
@@ -125,6 +131,8 @@ def test_rerun_with_unchanged_inputs_keeps_the_origin_keys_and_the_ledger_answer
     assert {e["step"] for e in answered} == {"log_to_crm", "send_email"}
     assert all(e["body"]["tool"]["already_committed"] for e in answered)
     assert ledger_count(acme, keys) == dict.fromkeys(keys, 1)  # one effect per key, the origin's
+    assert events.wait_terminal(new) == "completed"
+    assert lifecycle_problems(events.of(new), WRITES) == []  # the ledger's answers are not second commits
 
 
 def keel_cli(monkeypatch, capsys, *argv: str) -> str:
