@@ -302,12 +302,14 @@ class RunDetail:
     status: str | None = None
     reason: str | None = None
     requested_by: str | None = None
+    rerun_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             'status': self.status,
             'reason': self.reason,
             'requested_by': self.requested_by,
+            'rerun_of': self.rerun_of,
         }
 
     @classmethod
@@ -316,6 +318,7 @@ class RunDetail:
             status=d.get('status', None),
             reason=d.get('reason', None),
             requested_by=d.get('requested_by', None),
+            rerun_of=d.get('rerun_of', None),
         )
 
 
@@ -469,12 +472,14 @@ class CommitDetail:
     external_id: str | None = None
     committed_at: datetime
     duplicate: bool = False
+    reused_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             'external_id': self.external_id,
             'committed_at': self.committed_at,
             'duplicate': self.duplicate,
+            'reused_from': self.reused_from,
         }
 
     @classmethod
@@ -483,6 +488,7 @@ class CommitDetail:
             external_id=d.get('external_id', None),
             committed_at=d['committed_at'],
             duplicate=d.get('duplicate', False),
+            reused_from=d.get('reused_from', None),
         )
 
 
@@ -695,6 +701,10 @@ class RunRequested:
     requested_by: str | None = None
     trace_id: str | None = None
     budget_usd: float | None = None
+    rerun_of: str | None = None
+    from_step: str | None = None
+    reused_json: str | None = None
+    origin_keys_json: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -710,6 +720,10 @@ class RunRequested:
             'requested_by': self.requested_by,
             'trace_id': self.trace_id,
             'budget_usd': self.budget_usd,
+            'rerun_of': self.rerun_of,
+            'from_step': self.from_step,
+            'reused_json': self.reused_json,
+            'origin_keys_json': self.origin_keys_json,
         }
 
     @classmethod
@@ -727,6 +741,10 @@ class RunRequested:
             requested_by=d.get('requested_by', None),
             trace_id=d.get('trace_id', None),
             budget_usd=d.get('budget_usd', None),
+            rerun_of=d.get('rerun_of', None),
+            from_step=d.get('from_step', None),
+            reused_json=d.get('reused_json', None),
+            origin_keys_json=d.get('origin_keys_json', None),
         )
 
 

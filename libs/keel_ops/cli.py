@@ -22,6 +22,7 @@ from keel_ops import (
     cli_costs,
     cli_credentials,
     cli_replay,
+    cli_rerun,
     cli_runs,
     cli_tools,
     cli_workflows,
@@ -237,6 +238,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "timeline": (cmd_timeline, "print a run's ordered timeline of events"),
     "record": (cli_replay.cmd_record, cli_replay.RECORD_HELP),
     "replay": (cli_replay.cmd_replay, cli_replay.REPLAY_HELP),
+    "rerun": (cli_rerun.run, cli_rerun.HELP),
     "costs": (cli_costs.run, cli_costs.HELP),
     "quarantine": (cli_cases.run_quarantine, cli_cases.QUARANTINE_HELP),
     "approvals": (cli_cases.run_approvals, cli_cases.APPROVALS_HELP),
@@ -290,6 +292,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--all", action="store_true", help="list: include redriven ones; redrive: every waiting one"
         )
+    elif name == "rerun":
+        cli_rerun.arguments(p)
     elif name == "tools":
         cli_tools.arguments(p)
     elif name == "record":

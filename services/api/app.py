@@ -28,6 +28,7 @@ from services.api import (
     metrics,
     operators,
     recordings,
+    reruns,
     runs,
     tool_definitions,
 )
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(costs.router)
     app.include_router(cases.router)
     app.include_router(control.router)
+    app.include_router(reruns.router)
     operators.install(app)
     metrics.install(app, deps)
 

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from keel import intake
 from keel.idempotency import canonical_json
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
-from services.api import claims, docs, errors, payload_refs, queries
+from services.api import claims, docs, errors, payload_refs, queries, rerun_links
 from services.api.claims import Claim
 from services.api.deps import Deps, Tenant, deps_of
 from services.api.errors import ApiError
@@ -118,7 +118,8 @@ def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
         found = queries.run_detail(conn, deps.api.projection_schema, tenant, keel_id)
         if found is None:
             raise not_found(run_id)
-        detail = _ids(found, client_id)
+        linked = rerun_links.links(conn, deps.api.projection_schema, tenant, keel_id)
+        detail = {**_ids(found, client_id), **linked}
         return payload_refs.with_claim_checks(conn, deps.api.projection_schema, tenant, detail)
 
 

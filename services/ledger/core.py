@@ -54,9 +54,12 @@ def commit(
 
 
 def _reissued(result: RunEvent, held: LedgerRecord, now_ms: int) -> list[RunEvent]:
-    # The key names its tenant, run and step, so a match on the key alone should imply these; a result
-    # that disagrees is not answered, so one tenant's commit never shows up in another's run.
-    if (held.tenant_id, held.run_id, held.step) != (result.tenant_id, result.run_id, result.step or ""):
+    # The key names its tenant, workflow and step, so a match on the key alone should imply these; a
+    # result that disagrees is not answered, so one tenant's commit never shows up in another's run. The
+    # run may differ: a re-run keeps its origin's key for a step whose input is unchanged (the scheduler
+    # admits only keys of its own tenant, workflow and step; docs/rerun.md), and is answered with the
+    # origin's commit, the effect the origin made.
+    if (held.tenant_id, held.workflow, held.step) != (result.tenant_id, result.workflow, result.step or ""):
         return []
     # The output is the committed one: the record's copy, else the result's when it is the same content.
     same = result.output_json is not None and ev.content_ref_of_json(result.output_json) == held.output_ref

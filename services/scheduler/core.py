@@ -22,7 +22,7 @@ from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
 from keel.vocab import CREATED, SCHEDULED, UNKNOWN_OUTCOME
 from keel.workflows import StepSpec, WorkflowSpec
-from services.scheduler import agent, approvals, budgets, cancel, control, dispatch, pause
+from services.scheduler import agent, approvals, budgets, cancel, control, dispatch, pause, rerun
 from services.scheduler.admission import Rejected, admit, check_fields
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.dispatch import dispatch_ready, issue
@@ -102,6 +102,8 @@ def start_run(
         steps={s.name: StepState() for s in spec.steps},
         budget_micros=_run_limit(spec.budget_usd, req.budget_usd),
     )
+    if rerun.is_rerun(req):  # the origin's steps before from_step: committed now, never issued
+        rerun.prepare(req, spec, state)
     input_json, input_ref = ev.inline(run_input)
     outputs: list[Emitted] = [
         event(
@@ -110,10 +112,11 @@ def start_run(
             now_ms,
             input_json=input_json,
             input_ref=input_ref,
-            run=RunDetail(status=CREATED, requested_by=req.requested_by),
+            run=RunDetail(status=CREATED, requested_by=req.requested_by, rerun_of=state.rerun_of),
         ),
         event(state, ev.SCHEDULED, now_ms, run=RunDetail(status=SCHEDULED)),
         event(state, ev.STARTED, now_ms, run=RunDetail(status=RUNNING)),
+        *rerun.reused_facts(state, now_ms),
     ]
     outputs += dispatch_ready(state, spec, now_ms, env or Env())
     return Decision(state, outputs)

@@ -17,7 +17,7 @@ from keel.workflows import (
     render,
     render_text,
 )
-from services.scheduler import agent, approvals, budgets, fallbacks
+from services.scheduler import agent, approvals, budgets, fallbacks, rerun
 from services.scheduler.env import Env
 from services.scheduler.state import PENDING, RUNNING, RunState
 from services.scheduler.units import Unit
@@ -98,7 +98,8 @@ def issue(state: RunState, spec: StepSpec, attempt: int, now_ms: int, env: Env) 
     step = state.steps[spec.name]
     if step.input_json is None:
         try:
-            step.input_json, step.idempotency_key = _render(state, spec)
+            step.input_json, key = _render(state, spec)
+            step.idempotency_key = rerun.key_for(state, spec.name, step.input_json, key)
             step.first_issued_at = now_ms
             # What an attempt may cost at most, fixed with its input (its retries reserve the same).
             if spec.kind == "llm":

@@ -5,7 +5,8 @@ idempotency key from the whole rendered payload: it must see the values, never t
 the same whether a payload travelled inline or by reference. Its state must stay small, though: it is
 held in memory and written to the changelog after every change. So the shell
 
-- resolves what a message carries by reference (a request's input_ref, a commit's output_ref);
+- resolves what a message carries by reference (a request's input_ref and a re-run's reused outputs,
+  a commit's output_ref);
 - before a message that can render a step (a request, a commit), puts the values back in the state;
 - after the decision, puts every value above the blob threshold back in the blob store, leaving a
   claim-check object (`{"$keel_blob": ref}`) in its place; a step's rendered command input, kept for its
@@ -48,7 +49,14 @@ def resolve_message(store: BlobStore, message: Any) -> Any:
     """The message with the payload the core reads in place: a request's input, a commit's output."""
     if isinstance(message, RunRequested) and message.input_json is None and message.input_ref:
         text = resolved_json(store, message.tenant_id, None, message.input_ref)
-        return dataclasses.replace(message, input_json=text)
+        message = dataclasses.replace(message, input_json=text)
+    if isinstance(message, RunRequested) and message.reused_json:  # a re-run: its reused outputs' values
+        reused = json.loads(message.reused_json)
+        if isinstance(reused, dict):
+            values = {step: _value(store, message.tenant_id, out) for step, out in reused.items()}
+            return dataclasses.replace(message, reused_json=canonical_json(values))
+    if isinstance(message, RunRequested):
+        return message
     if (
         isinstance(message, RunEvent)
         and renders(message)

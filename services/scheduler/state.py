@@ -24,7 +24,7 @@ TERMINAL = vocab.TERMINAL_RUN_STATUSES
 
 # The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
 # upcaster below: the changelog holds records of every version ever written, and a restore reads them all.
-STATE_VERSION = 4
+STATE_VERSION = 5
 
 
 @dataclass
@@ -118,6 +118,10 @@ class RunState:
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     paused_by: str | None = None  # who paused the run, and why (while PAUSED)
     pause_reason: str | None = None
+    # A re-run (docs/rerun.md): the origin run, and per step at or after from_step the origin's key and
+    # the content ref of its rendered input (a step rendering the same input keeps that key).
+    rerun_of: str | None = None
+    origin_keys: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def committed(self) -> set[str]:
@@ -223,11 +227,18 @@ def _v3_to_v4(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v4_to_v5(raw: dict[str, Any]) -> dict[str, Any]:
+    # v5 added re-runs (rerun_of, origin_keys); a v4 record is an ordinary run.
+    raw.setdefault("origin_keys", {})
+    return raw
+
+
 # version -> the function that lifts a record of that version to the next one.
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 

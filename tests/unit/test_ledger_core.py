@@ -13,10 +13,10 @@ T0 = 1_800_000_000_000
 
 
 def succeeded(attempt: int, already: bool = False, external_id: str = "msg_1", **over: str) -> RunEvent:
-    fields = {"run_id": "run-1", "tenant_id": "acme", "step": "send_email", **over}
+    fields = {"run_id": "run-1", "tenant_id": "acme", "step": "send_email", "workflow": "outbound_email"}
+    fields.update(over)
     return RunEvent(
         event_id=f"e{attempt}",
-        workflow="outbound_email",
         workflow_version=1,
         event=ev.TOOL_SUCCEEDED,
         ts=ev.at_ms(T0),
@@ -70,10 +70,19 @@ def test_a_key_the_adapters_found_committed_is_never_recorded_again_even_if_forg
     assert fact.commit is not None and fact.commit.duplicate and fact.commit.external_id == "msg_1"
 
 
-def test_a_key_held_for_another_run_or_tenant_is_not_answered() -> None:
+def test_a_key_held_for_another_tenant_workflow_or_step_is_not_answered() -> None:
     held, _ = commit(succeeded(1), None, T0)
-    for other in ({"tenant_id": "globex"}, {"run_id": "run-2"}, {"step": "log_to_crm"}):
+    for other in ({"tenant_id": "globex"}, {"workflow": "support_triage"}, {"step": "log_to_crm"}):
         assert commit(succeeded(2, already=True, **other), held, T0) == (None, [])
+
+
+def test_a_rerun_carrying_its_origins_key_is_answered_with_the_origins_commit() -> None:
+    held, _ = commit(succeeded(1), None, T0)
+    record, [fact] = commit(succeeded(1, already=True, run_id="run-2"), held, T0 + 5000)
+    assert record is None  # the origin's effect, never a second record
+    assert fact.run_id == "run-2" and fact.event == ev.STEP_COMMITTED and fact.idempotency_key == KEY
+    assert fact.commit is not None and fact.commit.duplicate and fact.commit.external_id == "msg_1"
+    assert held is not None and fact.output_json == held.output_json
 
 
 def test_keys_leave_memory_after_the_retention_horizon() -> None:
