@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from keel.settings import Settings
@@ -43,7 +43,7 @@ class KafkaStore:
             }
         )
         try:
-            _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout_s)
+            high = high_watermark(consumer, TopicPartition(self.topic, 0), timeout_s)
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             position, deadline = 0, time.monotonic() + timeout_s
             while position < high:
@@ -74,3 +74,30 @@ class KafkaStore:
         if errors:
             raise errors[0]
         self.state.apply(record)
+
+
+# What a broker answers while a topic it has just created has no leader yet: asking again soon is right.
+_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def high_watermark(consumer: Any, partition: TopicPartition, timeout_s: float) -> int:
+    """The partition's high watermark, asked again while the broker says its leader is not ready (a
+    topic created a moment ago, a broker just started) until `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, high = consumer.get_watermark_offsets(partition, timeout=max(1.0, deadline - time.monotonic()))
+            return int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NOT_READY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
