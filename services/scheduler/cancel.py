@@ -110,7 +110,7 @@ def timed_out_while_canceling(state: RunState, unit: Unit, now_ms: int) -> Decis
 
 
 def settle_cancel(state: RunState, now_ms: int) -> Decision:
-    if state.in_flight() or any(_settling(sub) for sub in _subs(state)):
+    if state.in_flight() or any(_settling(sub) for sub in state.all_units()):
         return Decision(state, [])
     return _end_canceled(state, now_ms)
 
@@ -125,13 +125,6 @@ def _settling(sub: StepState) -> bool:
     """A unit waiting to repeat an attempt whose outcome is unknown, under a mode that makes it safe
     (only such a unit waits to retry after an unknown outcome: otherwise it is held at once)."""
     return sub.status == WAITING_RETRY and sub.last_failure == UNKNOWN_OUTCOME
-
-
-def _subs(state: RunState) -> list[StepState]:
-    found: list[StepState] = []
-    for step in state.steps.values():
-        found += list(step.agent.units().values()) if step.agent is not None else [step]
-    return found
 
 
 def _end_canceled(state: RunState, now_ms: int) -> Decision:

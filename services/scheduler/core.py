@@ -291,18 +291,10 @@ def _due(
     return Decision(state, outputs)
 
 
-def _subs(state: RunState) -> list[StepState]:
-    """Every unit's state: the plain steps, and the current sub-steps of the agent steps."""
-    found: list[StepState] = []
-    for step in state.steps.values():
-        found += list(step.agent.units().values()) if step.agent is not None else [step]
-    return found
-
-
 def next_timer(state: RunState) -> int | None:
     if state.status not in (RUNNING, CANCELING):
         return None
-    subs = _subs(state)
+    subs = state.all_units()
     waiting = (WAITING_RETRY, RESERVING, AWAITING_APPROVAL)
     times = [s.fire_at for s in subs if s.status in waiting and s.fire_at is not None]
     times += [s.deadline for s in subs if s.status == DISPATCHED and s.deadline is not None]

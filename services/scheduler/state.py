@@ -140,6 +140,13 @@ class RunState:
             and (s.agent is None or any(u.status == DISPATCHED for u in s.agent.units().values()))
         ]
 
+    def all_units(self) -> list[StepState]:
+        """Every unit's state: the plain steps, and the current sub-steps of the agent steps."""
+        found: list[StepState] = []
+        for step in self.steps.values():
+            found += list(step.agent.units().values()) if step.agent is not None else [step]
+        return found
+
     def outputs(self) -> dict[str, Any]:
         """The outputs the steps after each step see: a committed step's own, and for a step that fell
         back, its fallback's once that has committed (the fallback stands in for it)."""
