@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keel.recording import Recording
+from keel.replay import StepReplay, replay_model, replay_tool
 from keel.tooldefs import ToolDefinition
-from keel_ops.recording import Recording
 from keel_ops.replay_core import CoreReplay, replay_scheduler
-from keel_ops.replay_step import StepReplay, replay_model, replay_tool
 
 RECORDINGS = Path(__file__).parent / "golden" / "recordings"
 

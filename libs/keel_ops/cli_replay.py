@@ -8,10 +8,11 @@ import json
 import os
 from typing import Any
 
+from keel import replay as sandbox
+from keel.recording import Recording, record
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry, load_definition
-from keel_ops import cli_runs, replay_core, replay_step
-from keel_ops.recording import Recording, record
+from keel_ops import cli_runs, replay_core
 
 RECORD_HELP = "write a run's recording (events, payloads, workflow and tools) as JSON"
 REPLAY_HELP = "re-execute a step of a run from its recording, with no network, and diff the outcome"
@@ -61,7 +62,7 @@ def replay(
     call: str | None = None,
     as_recorded: bool = False,
     tool_file: str | None = None,
-) -> tuple[replay_step.StepReplay, replay_core.CoreReplay]:
+) -> tuple[sandbox.StepReplay, replay_core.CoreReplay]:
     """The step's attempt re-executed, and the scheduler core replayed over the whole recording. A tool
     step's answer is parsed by `tool_file`, else today's loaded definition (KEEL_TOOL_DIRS), else (or
     with `as_recorded`) the recorded one."""
@@ -77,9 +78,9 @@ def replay(
             tool = _tool_of(rec, step, call)
             current = ToolRegistry.configured()
             definition = current.get(tool) if tool in current.names() else None
-        result = replay_step.replay_tool(rec, step, definition, attempt, call, source)
+        result = sandbox.replay_tool(rec, step, definition, attempt, call, source)
     else:
-        result = replay_step.replay_model(rec, step, attempt, call)
+        result = sandbox.replay_model(rec, step, attempt, call)
     return result, replay_core.replay_scheduler(rec)
 
 
@@ -100,7 +101,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if step.same and core.same else 2
 
 
-def format_replay(rec: Recording, step: replay_step.StepReplay, core: replay_core.CoreReplay) -> str:
+def format_replay(rec: Recording, step: sandbox.StepReplay, core: replay_core.CoreReplay) -> str:
     where = step.step + (f" {step.call}" if step.call else "")
     lines = [f"replay of {rec.run_id} step {where} attempt {step.attempt} ({step.kind}), no network"]
     lines.append(f"  input:    {json.dumps(step.input)[:300]}")
@@ -112,7 +113,7 @@ def format_replay(rec: Recording, step: replay_step.StepReplay, core: replay_cor
     )
     lines += [f"  diff: {d}" for d in step.diff] or ["  diff: none (today's code gives the recorded outcome)"]
     lines.append("  attempts as recorded:")
-    for a in replay_core.attempts_of(rec, step.step, step.call):
+    for a in sandbox.attempts_of(rec, step.step, step.call):
         why = a.get("retry_reason") or a.get("quarantine_reason") or a.get("ended") or ""
         fail = f" failure={a['failure_class']}" if a.get("failure_class") else ""
         lines.append(f"    #{a['attempt']}{fail}  {why}")
@@ -121,5 +122,5 @@ def format_replay(rec: Recording, step: replay_step.StepReplay, core: replay_cor
     return "\n".join(lines)
 
 
-def _outcome(o: replay_step.Outcome) -> str:
+def _outcome(o: sandbox.Outcome) -> str:
     return f"ok {json.dumps(o.output)[:300]}" if o.ok else f"failed: {o.error}"

@@ -102,9 +102,9 @@ def _common(e: dict[str, Any], cost: bool = True) -> list[str]:
 def _agent_parts(e: dict[str, Any], asks: dict[str, str]) -> list[str]:
     """An agent sub-step's line: its own parts (tokens, choice, tool, refusal), the common ones, then
     what came back."""
-    if e["event"] == agent_trace.TOOL_CALL_REFUSED:
+    if e["event"] == ev.TOOL_CALL_REFUSED:
         return agent_trace.detail(e, asks)  # its error is the reason, shown in full there
-    common = _common(e, cost=e["event"] != agent_trace.MODEL_CALLED)
+    common = _common(e, cost=e["event"] != ev.MODEL_CALLED)
     return [p for p in (*agent_trace.detail(e, asks), *common, agent_trace.result(e)) if p]
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from keel import events as ev
 from keel.contracts import RunEvent, RunRequested
 from keel.idempotency import canonical_json
+from keel.recording import Recording, RecordingError
 from keel.tooldefs import ToolDefinition
 from keel.workflows import Catalog, WorkflowSpec
-from keel_ops.recording import Recording, RecordingError
 from services.scheduler.budgets import BudgetPolicy
 from services.scheduler.core import decide, due, next_timer
 from services.scheduler.state import RunState
@@ -161,25 +161,3 @@ def _diff(recorded: list[dict[str, Any]], replayed: list[dict[str, Any]]) -> lis
                 f"decision {i + 1}: recorded {json.dumps(was)}\n            today    {json.dumps(now)}"
             )
     return lines
-
-
-def attempts_of(rec: Recording, step: str, call: str | None = None) -> list[dict[str, Any]]:
-    """The step's attempts as recorded: how each ended, and why the next one was chosen."""
-    found: dict[int, dict[str, Any]] = {}
-    for e in rec.events:
-        if e.step != step or (call is not None and e.call != call) or not e.attempt:
-            continue
-        a = found.setdefault(e.attempt, {"attempt": e.attempt, "facts": []})
-        a["facts"].append(e.event)
-        if e.event in (ev.TOOL_FAILED, ev.STEP_FAILED):
-            a["failure_class"] = (e.tool.failure_class if e.tool else None) or (
-                e.step_detail.failure_class if e.step_detail else None
-            )
-            a["error"] = e.error
-        if e.event == ev.RETRY_SCHEDULED and e.retry is not None:
-            a["retry_reason"] = e.retry.reason
-        if e.event == ev.QUARANTINED and e.quarantine is not None:
-            a["quarantine_reason"] = e.quarantine.reason
-        if e.event in (ev.TOOL_SUCCEEDED, ev.STEP_COMMITTED):
-            a["ended"] = e.event
-    return [found[k] for k in sorted(found)]

@@ -6,22 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from keel.tooldefs import Contract, ToolDefinition
+from keel.tooldefs.output import check_output, value_at
 from keel.tooldefs.templates import KEY, render
 from keel.vocab import FailureClass
 from services.adapters.base import Adapter, ContractViolation, Effect, HttpCall, Json
 from services.adapters.classify import classify_http, parse_retry_after
-
-
-def _at(value: Any, dotted: str) -> Any:
-    """The value at a dotted path (`data.0.id`); None when any step is missing."""
-    for part in [p for p in dotted.split(".") if p]:
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
 
 
 class HttpToolAdapter(Adapter):
@@ -52,15 +41,7 @@ class HttpToolAdapter(Adapter):
         return filled
 
     def check_output(self, raw: Any) -> Json:
-        breaks = self.output_contract.violations(raw)
-        if breaks:
-            raise ContractViolation("; ".join(breaks))
-        output: Json = self.output_contract.project(raw)
-        found = _at(output, self.definition.external_id)
-        if found is None or found == "":
-            path = "$." + self.definition.external_id
-            raise ContractViolation(f"{path}: the provider's id of the effect is missing")
-        return output
+        return check_output(self.definition, raw, self.output_contract)
 
     def request(self, payload: Json, idempotency_key: str, effect: Effect) -> HttpCall:
         spec = self.spec
@@ -84,7 +65,7 @@ class HttpToolAdapter(Adapter):
         return {name: render(value, {}, credential) for name, value in headers.items()}
 
     def external_id(self, output: Json) -> str:
-        return str(_at(output, self.definition.external_id))
+        return str(value_at(output, self.definition.external_id))
 
     def classify(self, status: int, error_type: str | None, body: str) -> FailureClass:
         for rule in self.definition.failures.rules:
@@ -126,4 +107,4 @@ class HttpToolAdapter(Adapter):
         if self.is_not_found(status):
             return None
         lookup = self.definition.idempotency.lookup
-        return _at(body, lookup.record_path) if lookup and lookup.record_path else body
+        return value_at(body, lookup.record_path) if lookup and lookup.record_path else body

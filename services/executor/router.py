@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keel.breaker import BreakerRegistry, Rejection, Transition
+from keel.completion import Drift, message_of, parse_json_object, usage_of
 from keel.events import now_ms
 from keel.pricing import cost_decimal, decimal_to_micros, price_of
 from keel.routing import NoAllowedModel, RoutePlan, plan
 from keel.vocab import AUTH, RATE_LIMITED, TRANSIENT, VALIDATION
-from services.executor.completion import Drift, message_of, parse_json_object, usage_of
 
 # The classes of keel.vocab.FailureClass a model call can have: it has no side effect, so it never has an
 # unknown outcome; budget trips happen elsewhere.
@@ -89,7 +89,7 @@ class ModelResponse(BaseModel):
 
     content: str | None  # the message's text; None when it holds tool calls only
     parsed: dict[str, Any] | None  # the JSON object, for response_format "json"
-    # The assistant message, normalised (services/executor/completion.py): role, content, tool_calls.
+    # The assistant message, normalised (keel/completion.py): role, content, tool_calls.
     # Left out, it is the text answer `content` (how a fake router in a test answers).
     message: dict[str, Any] = Field(default_factory=dict)
     model: str  # the model that answered (a fallback, if the requested one failed)

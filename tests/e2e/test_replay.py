@@ -13,11 +13,11 @@ from harness import E2E_ENV
 from helpers import wait_for
 from test_runs import submit
 
+from keel.recording import Recording
+from keel.replay import NotRecorded, replay_tool
 from keel_ops import cli
 from keel_ops.cli_runs import ApiError
 from keel_ops.cli_runs import api as call
-from keel_ops.recording import Recording
-from keel_ops.replay_step import NotRecorded, replay_tool
 
 pytestmark = pytest.mark.e2e
 REFUND = {"charge_id": "ch_1a2b3c", "amount_cents": 1250}

@@ -11,10 +11,10 @@ import socket
 import pytest
 from replay_kit import assert_decides_the_same, assert_replays, load, replay_step
 
+from keel.recording import Recording, RecordingError, record
+from keel.replay import NotRecorded
 from keel.tooldefs import parse_definition
-from keel_ops.recording import Recording, RecordingError, record
 from keel_ops.replay_core import replay_scheduler
-from keel_ops.replay_step import NotRecorded
 
 DRIFT = "$.refund_id: None is not of type 'string'"
 
@@ -87,7 +87,7 @@ def test_an_llm_step_replays_over_the_recorded_model_answer():
 
 
 def test_an_output_schema_the_recorded_answer_breaks_is_shown_as_a_diff():
-    from keel_ops.replay_step import replay_model
+    from keel.replay import replay_model
 
     schema = {"type": "object", "required": ["summary"]}
     found = replay_model(load("llm_note"), "note", output_schema=schema)

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from keel.tooldefs.credentials import CredentialSource, MissingCredential, TenantCredentials
+from keel.tooldefs.output import value_at
 from keel.toolrun.result import ContractViolation, Json, ToolRequest, ToolResult
 from keel.vocab import AUTH, LOOKUP, NONE, TRANSIENT, UNKNOWN_OUTCOME, VALIDATION, FailureClass
 from keel.worker.sdk import Tool, ToolContext, ToolError
@@ -34,12 +35,6 @@ def violations(exc: ValidationError) -> str:
         path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         parts.append(f"{path}: {err['msg']}")
     return "; ".join(parts)
-
-
-def _at(value: Any, dotted: str) -> Any:
-    for part in [p for p in dotted.split(".") if p]:
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 class WorkerInvoker:
@@ -85,7 +80,7 @@ class WorkerInvoker:
             latency = round((time.monotonic() - started) * 1000)
             return ToolResult(
                 True,
-                str(_at(output, tool.external_id)),
+                str(value_at(output, tool.external_id)),
                 output,
                 latency_ms=latency,
                 request_sent=sent,
@@ -147,7 +142,7 @@ class WorkerInvoker:
         except ValidationError as exc:
             raise ContractViolation(violations(exc)) from None
         output: Json = model.model_dump(mode="json")
-        found = _at(output, self.tool.external_id)
+        found = value_at(output, self.tool.external_id)
         if found is None or found == "":
             raise ContractViolation(f"$.{self.tool.external_id}: the provider's id of the effect is missing")
         return output

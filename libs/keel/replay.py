@@ -1,9 +1,11 @@
 """One step attempt re-executed in a sandbox from its recording: today's parsing code over the recorded
 answer, and the difference from what was recorded then.
 
-A tool step's recorded provider answer goes through the adapter's output contract (check_output of the
-tool definition given: the one loaded now, or the recorded one); an llm step's or agent turn's recorded
-model answer goes through the executor's completion reading and the step's output schema. Nothing here
+A tool step's recorded provider answer goes through the adapters' reading of it (keel.tooldefs.output,
+with the tool definition given: the one loaded now, or the recorded one); an llm step's or agent turn's
+recorded model answer goes through the executor's completion reading (keel.completion) and the step's
+output schema. Both are the services' own code, kept in the runtime library so that `keel replay` and
+the API's `POST /v1/runs/{run_id}/replay` run exactly what the services run. Nothing here
 is handed an HTTP client or a model router: a sandbox that wanted to call out has nothing to call with,
 and an attempt whose answer was not recorded is an error (NotRecorded), never a live call."""
 
@@ -14,13 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel import events as ev
+from keel.completion import Drift, message_of, parse_json_object
 from keel.contracts import RunEvent
+from keel.recording import Recording, RecordingError
 from keel.tooldefs import Contract, ToolDefinition
-from keel_ops.recording import Recording, RecordingError
-from services.adapters.base import ContractViolation
-from services.adapters.http_tool import HttpToolAdapter
-from services.executor.completion import Drift, message_of, parse_json_object
-from services.executor.specs import schema_violations
+from keel.tooldefs.output import check_output as read_output
+from keel.toolrun.result import ContractViolation
 
 
 class NotRecorded(RecordingError):
@@ -71,18 +72,9 @@ def _facts(rec: Recording, step: str, attempt: int | None, call: str | None) -> 
 
 
 def check_output(definition: ToolDefinition, raw: Any) -> Outcome:
-    """The adapter's own check of a provider's answer (services/adapters http_tool.check_output)."""
+    """The adapters' own reading of a provider's answer (keel.tooldefs.output.check_output)."""
     try:
-        if definition.request is not None:
-            adapter = HttpToolAdapter(definition)
-            output = adapter.check_output(raw)
-            return Outcome(True, output)
-        # A worker's tool: the same output contract, applied as the worker's runner applies it.
-        contract = Contract(definition.output_schema)
-        breaks = contract.violations(raw)
-        if breaks:
-            raise ContractViolation("; ".join(breaks))
-        return Outcome(True, contract.project(raw))
+        return Outcome(True, read_output(definition, raw))
     except ContractViolation as exc:
         return Outcome(False, error=str(exc))
 
@@ -194,7 +186,7 @@ def _read_completion(message: Any, tools_offered: bool, schema: dict[str, Any] |
     except Drift as exc:
         return Outcome(False, error=str(exc))
     if schema is not None:
-        broken = schema_violations(schema, output)
+        broken = Contract(schema).violations(output)
         if broken:
             return Outcome(
                 False, output, "the answer does not match the step's output schema: " + "; ".join(broken)
@@ -216,3 +208,25 @@ def diff(recorded: Outcome, now: Outcome) -> list[str]:
             f"recorded output: {json.dumps(recorded.output)}\ntoday's output:  {json.dumps(now.output)}"
         )
     return lines
+
+
+def attempts_of(rec: Recording, step: str, call: str | None = None) -> list[dict[str, Any]]:
+    """The step's attempts as recorded: how each ended, and why the next one was chosen."""
+    found: dict[int, dict[str, Any]] = {}
+    for e in rec.events:
+        if e.step != step or (call is not None and e.call != call) or not e.attempt:
+            continue
+        a = found.setdefault(e.attempt, {"attempt": e.attempt, "facts": []})
+        a["facts"].append(e.event)
+        if e.event in (ev.TOOL_FAILED, ev.STEP_FAILED):
+            a["failure_class"] = (e.tool.failure_class if e.tool else None) or (
+                e.step_detail.failure_class if e.step_detail else None
+            )
+            a["error"] = e.error
+        if e.event == ev.RETRY_SCHEDULED and e.retry is not None:
+            a["retry_reason"] = e.retry.reason
+        if e.event == ev.QUARANTINED and e.quarantine is not None:
+            a["quarantine_reason"] = e.quarantine.reason
+        if e.event in (ev.TOOL_SUCCEEDED, ev.STEP_COMMITTED):
+            a["ended"] = e.event
+    return [found[k] for k in sorted(found)]
