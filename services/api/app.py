@@ -28,6 +28,7 @@ from services.api import (
     metrics,
     operators,
     recordings,
+    replays,
     reruns,
     runs,
     tool_definitions,
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(runs.router)
     app.include_router(blobs.router)
     app.include_router(recordings.router)
+    app.include_router(replays.router)
     app.include_router(definitions.router)
     app.include_router(tool_definitions.router)
     app.include_router(costs.router)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from keel.tooldefs import UnknownTool
 from keel.workflows.catalog import UnknownWorkflow
 from services.api import docs, queries
-from services.api.deps import Tenant, deps_of
+from services.api.deps import Deps, Tenant, deps_of
 from services.api.errors import ApiError
 from services.api.runs import not_found, resolve
 
@@ -30,7 +30,12 @@ def definitions(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]
         found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id)
     if not found:
         raise not_found(run_id)
-    first = found[0]["body"]
+    return definitions_of(deps, [e["body"] for e in found])
+
+
+def definitions_of(deps: Deps, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workflow version the run's first event names, and the tools its steps and calls used."""
+    first = events[0]
     try:
         spec = deps.catalog.get(first["workflow"], first.get("workflow_version"))
     except UnknownWorkflow as exc:
@@ -38,7 +43,7 @@ def definitions(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]
     named = {s.tool for s in spec.steps if getattr(s, "tool", None)}
     for s in spec.steps:
         named.update(getattr(s, "tools", None) or [])
-    named.update(((e["body"].get("tool") or {}).get("tool")) for e in found)
+    named.update(((e.get("tool") or {}).get("tool")) for e in events)
     tools: dict[str, Any] = {}
     for tool in sorted(t for t in named if t):
         try:

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 from harness import E2E_ENV
 from helpers import wait_for
@@ -151,3 +152,45 @@ def test_record_over_the_api_resolves_claim_checked_payloads(
     assert cli.main(["replay", str(path), "--step", "log"]) == 0
     assert "diff: none" in capsys.readouterr().out
     assert _deliveries(sims) == before
+
+
+def test_the_api_twin_replays_a_step_and_checks_a_fix_with_no_call(stack, sims, events, api, tmp_path):
+    """`POST /v1/runs/{id}/replay`: the recorded drift comes back, a fixed definition in the body is checked
+    against the recorded bad answer, a turn and its tool call replay, and no simulator sees a request."""
+    sims.fault("payments", kind="null_field", field="refund_id")
+    run_id = submit(stack, "refund_once", REFUND)
+    assert events.wait_terminal(run_id) == "quarantined"
+    _recorded(api, run_id, "quarantined", "api_drift", tmp_path, golden=False)  # projected by now
+    before = _deliveries(sims)
+
+    found = call(api, "POST", f"/v1/runs/{run_id}/replay", json={"step": "refund"})
+    assert found["kind"] == "tool" and found["attempt"] == 1 and found["same"] is True
+    assert found["input"]["charge_id"] == REFUND["charge_id"] and found["answer"]["refund_id"] is None
+    assert (
+        not found["recorded"]["ok"] and "$.refund_id: None is not of type 'string'" in found["today"]["error"]
+    )
+    assert found["parsed_with"] == "the deployed definition of refund@1"
+    assert [a["attempt"] for a in found["attempts"]] == [1]
+
+    fixed = call(api, "GET", f"/v1/runs/{run_id}/definitions")["tools"]["refund@1"]
+    fixed["output_schema"]["properties"]["refund_id"] = {"type": ["string", "null"]}
+    fixed["output_schema"]["required"] = ["charge_id", "amount_cents", "status"]
+    fixed["external_id"] = "charge_id"
+    checked = call(
+        api, "POST", f"/v1/runs/{run_id}/replay", json={"step": "refund", "tool_definition": fixed}
+    )
+    assert checked["today"]["ok"] and checked["today"]["output"]["charge_id"] == REFUND["charge_id"]
+    assert checked["same"] is False and checked["diff"][0].startswith("recorded: failed:")
+    assert checked["parsed_with"] == "the definition in the request of refund@1"
+
+    def post(body: dict[str, object], key: str = "acme-dev-key") -> httpx.Response:
+        url = f"{api.api_url}/v1/runs/{run_id}/replay"
+        return httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, trust_env=False)
+
+    missing = post({"step": "refund", "attempt": 7})  # never recorded: an error, never a call
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_recorded"
+    bad = post({"step": "refund", "tool_definition": {"tool": "refund"}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_definition"
+    foreign = post({"step": "refund"}, key="globex-dev-key")  # another tenant's run is not there at all
+    assert foreign.status_code == 404
+    assert _deliveries(sims) == before  # ground truth: no provider saw a request
