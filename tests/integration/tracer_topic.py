@@ -24,9 +24,18 @@ def events_topic(stack: Settings) -> tuple[str, Serde]:
     return topic, Serde(client, {topic: TOPIC_ENVELOPES[RUN_EVENTS]})
 
 
-def produce(settings: Settings, topic: str, serde: Serde, events: list[RunEvent]) -> None:
+def produce(settings: Settings, topic: str, serde: Serde, events: list[RunEvent]) -> dict[int, int]:
+    """The events keyed by run, then one message that is no run event; per partition, the offset of the
+    first run event written there."""
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    first: dict[int, int] = {}
+
+    def delivered(err: object, msg: object) -> None:
+        if err is None:
+            first.setdefault(msg.partition(), msg.offset())  # type: ignore[attr-defined]
+
     for e in events:
-        producer.produce(topic, key=e.run_id, value=serde.encode(topic, e))
+        producer.produce(topic, key=e.run_id, value=serde.encode(topic, e), on_delivery=delivered)
     producer.produce(topic, key=b"poison", value=b"not avro at all")  # skipped, never fatal
     assert producer.flush(10) == 0
+    return first
