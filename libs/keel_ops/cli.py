@@ -48,8 +48,12 @@ Args = argparse.Namespace
 
 def _processes(settings: Settings) -> list[Background]:
     """Everything `keel up` starts after the broker and database, in start order; the services run
-    under keel_ops.supervise, which restarts them if they die."""
-    services = [supervised(service_process(s)) for s in SERVICES]
+    under keel_ops.supervise, which restarts them if they die. The tracer runs only when an OTLP endpoint
+    is configured (OTEL_EXPORTER_OTLP_ENDPOINT): traces are off by default."""
+    from services.tracer.export import endpoint_configured  # OpenTelemetry loads only for `keel up`
+
+    names = [*SERVICES, *(["tracer"] if endpoint_configured() else [])]
+    services = [supervised(service_process(s)) for s in names]
     return [registry_process(settings), *simulator_processes(), *services, api_process(settings.api_url)]
 
 
