@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import keel.events as ev
+from keel import provenance
 from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
@@ -82,6 +83,9 @@ class ExecutorProcessor(BackgroundProcessor):
 
     def handle(self, record: Record) -> Sequence[Output]:
         cmd: StepCommand = record.value
+        problem = provenance.command_problem(cmd.tenant_id, cmd.idempotency_key)
+        if problem:  # before its payload is read back or a model is called
+            raise Reject(problem, provenance.TENANT_MISMATCH)
         try:  # an input above the blob threshold travels by reference: read it back
             cmd = resolved_command(self.blobs, cmd)
         except BlobMissing as exc:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from confluent_kafka import TopicPartition
 
 from keel import events as ev
+from keel import provenance
 from keel.claimcheck import offload
 from keel.contracts import LedgerRecord, RunEvent
 from keel.serde import Serde
@@ -83,6 +84,9 @@ class LedgerProcessor(Processor):
         result: RunEvent = record.value
         if result.event != ev.TOOL_SUCCEEDED or not result.idempotency_key:
             return []
+        problem = provenance.command_problem(result.tenant_id, result.idempotency_key, "tool result")
+        if problem:  # another tenant's commit must never answer, or be answered by, this key
+            raise Reject(problem, provenance.TENANT_MISMATCH)
         held = self.commits.get(result.idempotency_key)
         new, facts = commit(result, held, ev.now_ms())
         if held is not None and not facts:

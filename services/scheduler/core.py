@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from keel import events as ev
+from keel import provenance
 from keel.contracts import ControlCommand, RunDetail, RunEvent, RunRequested
 from keel.intake import MAX_INLINE_INPUT_BYTES
 from keel.routing import RouteConfig
@@ -142,6 +143,7 @@ def decide(
 ) -> Decision:
     """`tools` gives agent steps their tools' definitions (name@version -> ToolDefinition); with a
     `budget_policy`, paid attempts reserve their worst case first (docs/budgets.md)."""
+    _check_tenant(state, message)
     env = Env(tools, budget_policy, routes)
     # Every cost on the log is spent, and every ended attempt closed, whatever the run is doing.
     spent: list[Emitted] = []
@@ -151,6 +153,17 @@ def decide(
     decision = _decide(state, message, partition, now_ms, workflows, key_retention, env)
     decision = _start_fallbacks(decision, workflows, now_ms, env)
     return _with_budgets(decision, before, spent, env, now_ms)
+
+
+def _check_tenant(state: RunState | None, message: Any) -> None:
+    """A request, fact or control command of another tenant than the run's never touches it."""
+    tenant = getattr(message, "tenant_id", None)
+    if state is None or tenant is None:
+        return
+    what = type(message).__name__
+    problem = provenance.run_problem(state.tenant_id, tenant, what, state.run_id)
+    if problem:
+        raise Rejected(problem, provenance.TENANT_MISMATCH)
 
 
 def _with_budgets(

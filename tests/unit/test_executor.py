@@ -50,7 +50,7 @@ def command(kind: str = "llm", deadline: datetime | None = None, **spec: object)
         kind=kind,
         attempt=1,
         input_json=json.dumps(body),
-        idempotency_key="k" if kind == "tool" else None,
+        idempotency_key="acme|w|run-1|s|k" if kind == "tool" else None,
         issued_at=datetime.now(UTC),
         deadline=deadline,
     )

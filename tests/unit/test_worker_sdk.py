@@ -242,7 +242,7 @@ def test_nothing_runs_past_the_deadline() -> None:
 
 
 # -- the worker's processor: the tool runner's semantics ------------------------------------------
-def command(tool_name: str = "refund@1", key: str = "key-1") -> ToolCommand:
+def command(tool_name: str = "refund@1", key: str = "acme|w|run-1|refund|key-1") -> ToolCommand:
     return ToolCommand(
         command_id="c1",
         run_id="run-1",
@@ -283,13 +283,13 @@ def test_the_worker_commits_tool_called_before_the_call_and_the_result_after(
     wait_for(lambda: processor.calls.pending() == 0 and processor.calls.busy(), 10, "the call to finish")
     [result] = processor.tick(0)
     assert result.value.event == "tool_succeeded" and result.value.tool.external_id == "re_1"
-    assert calls == ["key-1"]
+    assert calls == ["acme|w|run-1|refund|key-1"]
 
 
 def test_a_committed_key_is_answered_from_the_ledger_without_a_call() -> None:
     calls: list[int] = []
     committed = LedgerRecord(
-        idempotency_key="key-1",
+        idempotency_key="acme|w|run-1|refund|key-1",
         run_id="run-1",
         tenant_id="acme",
         workflow="w",
@@ -301,7 +301,7 @@ def test_a_committed_key_is_answered_from_the_ledger_without_a_call() -> None:
         committed_at=datetime.now(UTC),
     )
     t = declare(lambda d, c: calls.append(1), description="R.")
-    [fact] = handled(WorkerProcessor("pay", [t], {"key-1": committed}), command())
+    [fact] = handled(WorkerProcessor("pay", [t], {"acme|w|run-1|refund|key-1": committed}), command())
     event: RunEvent = fact.value
     assert event.event == "tool_succeeded" and event.tool.already_committed and not calls
 

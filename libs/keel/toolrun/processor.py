@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 import keel.events as ev
+from keel import provenance
 from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.breaker import BreakerPolicy, BreakerRegistry, Rejection, Transition
@@ -96,6 +97,9 @@ class ToolProcessor(BackgroundProcessor):
     def handle(self, record: Record) -> Sequence[Handled]:
         cmd: ToolCommand = record.value
         src = self.source
+        problem = provenance.command_problem(cmd.tenant_id, cmd.idempotency_key)
+        if problem:  # before the ledger, the credentials or the tool: nothing of either tenant is read
+            raise Reject(problem, provenance.TENANT_MISMATCH)
         try:
             invoker = self.resolve(cmd.tool)
         except UnknownTool as exc:
