@@ -1,5 +1,5 @@
 """Cases over the API (docs/quarantine.md): list and read quarantine cases and approvals; decide a
-quarantine case (operators); approve or deny an approval (the run's tenant or operators).
+quarantine case, approve or deny an approval (operators and admins); tenants' viewers read their own.
 
 A decision is checked here early (the case exists for this caller, is still open, an edited input or a
 supplied output meets its schema), then sent as a `decide` control command to the run's scheduler, which
@@ -20,8 +20,8 @@ from keel import vocab
 from services.api import case_checks, case_queries, docs
 from services.api.control import (
     Caller,
-    Caller_,
     OperatorCaller,
+    ViewerCaller,
     already_decided,
     await_decision,
     command,
@@ -94,7 +94,7 @@ def _list(deps: Deps, who: Caller, tenant: str | None, **filters: Any) -> dict[s
 @router.get("/v1/quarantine", response_model=None, responses=_READ)
 def list_quarantine(
     request: Request,
-    who: Caller_,
+    who: ViewerCaller,
     status: Status = "open",
     kind: Kind = None,
     run_id: RunFilter = None,
@@ -108,7 +108,11 @@ def list_quarantine(
 
 @router.get("/v1/approvals", response_model=None, responses=_READ)
 def list_approvals(
-    request: Request, who: Caller_, tenant: TenantFilter = None, run_id: RunFilter = None, limit: Limit = 100
+    request: Request,
+    who: ViewerCaller,
+    tenant: TenantFilter = None,
+    run_id: RunFilter = None,
+    limit: Limit = 100,
 ) -> dict[str, Any]:
     """Approvals waiting for a decision, oldest first, with what each would send (input_ref, key)."""
     deps = deps_of(request)
@@ -131,7 +135,7 @@ def _case(deps: Deps, who: Caller, case_id: str, kind: str | None = None) -> dic
     response_model=None,
     responses={**docs.ok(docs.Case), **docs.errors(401, 404, 503)},
 )
-def show_case(request: Request, case_id: str, who: Caller_) -> dict[str, Any]:
+def show_case(request: Request, case_id: str, who: ViewerCaller) -> dict[str, Any]:
     """A case: its reason and evidence (payload, response, error, key), the attempt history of its step,
     who opened it and when, and its decision once decided."""
     return _case(deps_of(request), who, case_id)
@@ -172,7 +176,7 @@ async def decide(request: Request, case_id: str, who: OperatorCaller, body: Deci
 
 
 @router.post("/v1/approvals/{case_id}/approve", response_model=None, responses=_DECIDE)
-async def approve(request: Request, case_id: str, who: Caller_, body: Approve) -> JSONResponse:
+async def approve(request: Request, case_id: str, who: OperatorCaller, body: Approve) -> JSONResponse:
     """Approve the exact payload and key the case shows (input_ref, idempotency_key): 409 when they are
     not the case's, so an approval for one payload can never release another."""
     return await run_in_threadpool(_approve, deps_of(request), who, case_id, body)
@@ -193,7 +197,7 @@ def _approve(deps: Deps, who: Caller, case_id: str, body: Approve) -> JSONRespon
 
 
 @router.post("/v1/approvals/{case_id}/deny", response_model=None, responses=_DECIDE)
-async def deny(request: Request, case_id: str, who: Caller_, body: Deny) -> JSONResponse:
+async def deny(request: Request, case_id: str, who: OperatorCaller, body: Deny) -> JSONResponse:
     """Deny an approval: the step does not act (its denial rule applies: fail, or its fallback)."""
     deps = deps_of(request)
     return await run_in_threadpool(_decide, deps, who, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason)
