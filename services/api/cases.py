@@ -1,5 +1,6 @@
 """Cases over the API (docs/quarantine.md): list and read quarantine cases and approvals; decide a
-quarantine case, approve or deny an approval (operators and admins); tenants' viewers read their own.
+quarantine case (operators); approve or deny an approval (the run's tenant's submitters, or operators);
+tenants' viewers read their own cases.
 
 A decision is checked here early (the case exists for this caller, is still open, an edited input or a
 supplied output meets its schema), then sent as a `decide` control command to the run's scheduler, which
@@ -20,6 +21,7 @@ from keel import vocab
 from services.api import case_checks, case_queries, docs
 from services.api.control import (
     Caller,
+    Caller_,
     OperatorCaller,
     ViewerCaller,
     already_decided,
@@ -176,7 +178,7 @@ async def decide(request: Request, case_id: str, who: OperatorCaller, body: Deci
 
 
 @router.post("/v1/approvals/{case_id}/approve", response_model=None, responses=_DECIDE)
-async def approve(request: Request, case_id: str, who: OperatorCaller, body: Approve) -> JSONResponse:
+async def approve(request: Request, case_id: str, who: Caller_, body: Approve) -> JSONResponse:
     """Approve the exact payload and key the case shows (input_ref, idempotency_key): 409 when they are
     not the case's, so an approval for one payload can never release another."""
     return await run_in_threadpool(_approve, deps_of(request), who, case_id, body)
@@ -197,7 +199,7 @@ def _approve(deps: Deps, who: Caller, case_id: str, body: Approve) -> JSONRespon
 
 
 @router.post("/v1/approvals/{case_id}/deny", response_model=None, responses=_DECIDE)
-async def deny(request: Request, case_id: str, who: OperatorCaller, body: Deny) -> JSONResponse:
+async def deny(request: Request, case_id: str, who: Caller_, body: Deny) -> JSONResponse:
     """Deny an approval: the step does not act (its denial rule applies: fail, or its fallback)."""
     deps = deps_of(request)
     return await run_in_threadpool(_decide, deps, who, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason)
