@@ -79,7 +79,7 @@ def test_a_drift_case_shows_its_evidence_and_a_retry_under_the_same_key_refunds_
     assert [a["attempt"] for a in shown["attempts"]] == [1]
 
     decided = _decide(ops, case["case_id"], decision="retry", reason="the provider fixed its answers")
-    assert decided["decision"] == "retry" and decided["decided_by"].startswith("operator:")
+    assert decided["decision"] == "retry" and decided["decided_by"] == "key:ops-dev"  # the principal id
     assert events.wait_terminal(run_id, 60) in ("quarantined",)  # the held event is still first
     wait_for(lambda: "completed" in events.kinds(run_id), 60, "the run to complete after the retry")
     assert _refunds(sims, run_id) == 1  # the provider answered the same key: no second refund

@@ -263,3 +263,41 @@ def test_tokens_and_keys_are_told_apart_by_shape():
 def test_a_half_configured_jwt_is_refused_at_start_up(env, problem):
     with pytest.raises(ApiKeyConfigError, match=problem):
         JwtVerifier.from_env(env)
+
+
+def test_tokens_are_checked_with_the_issuers_jwks():
+    """KEEL_JWT_JWKS_URL: the signing key is found by the token's kid in the issuer's key set (served
+    here on loopback), and a token signed by a key not in the set is refused."""
+    import http.server
+    import threading
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+        auth = Authenticator.from_env(
+            {"KEEL_JWT_JWKS_URL": url, "KEEL_JWT_ISSUER": ISS, "KEEL_JWT_AUDIENCE": AUD}
+        )
+        token = jwt.encode(claims(role="submitter"), private, algorithm="RS256", headers={"kid": "k1"})
+        assert auth.authenticate(token) == Principal(f"token:{ISS}#alice", "submitter", "acme")
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with pytest.raises(Unauthenticated, match="not accepted"):
+            auth.authenticate(jwt.encode(claims(), other, algorithm="RS256", headers={"kid": "k2"}))
+        with pytest.raises(Unauthenticated, match="Signature verification failed"):
+            auth.authenticate(jwt.encode(claims(), other, algorithm="RS256", headers={"kid": "k1"}))
+    finally:
+        server.shutdown()
