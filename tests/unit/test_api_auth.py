@@ -17,11 +17,16 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+from unit.test_api_unit import RecordingPublisher
 
 from keel.schemas import REPO_ROOT
+from keel.settings import Settings
 from services.api.apikeys import ApiKeyConfigError, ApiKeys, Principal, hash_key
+from services.api.app import create_app
 from services.api.auth import Authenticator, Unauthenticated
 from services.api.auth_jwt import JwtVerifier, looks_like_token
+from services.api.config import ApiSettings
 
 ISS, AUD = "https://id.example", "keel-api"
 SECRET = "s" * 40
@@ -301,3 +306,24 @@ def test_tokens_are_checked_with_the_issuers_jwks():
             auth.authenticate(jwt.encode(claims(), other, algorithm="RS256", headers={"kid": "k1"}))
     finally:
         server.shutdown()
+
+
+def test_over_http_an_expired_or_revoked_key_is_401_and_a_role_too_small_403():
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    auth = Authenticator(
+        keys(
+            key("v", "viewer", "acme", "viewer-secret"),
+            key("old", "submitter", "acme", "old-secret", expires_at=past),
+            key("gone", "submitter", "acme", "gone-secret", revoked=True),
+        )
+    )
+    with TestClient(create_app(Settings(), ApiSettings(), auth=auth, publisher=RecordingPublisher())) as c:
+        for secret in ("old-secret", "gone-secret", "unknown"):
+            reply = c.get("/v1/workflows", headers={"Authorization": f"Bearer {secret}"})
+            assert (reply.status_code, reply.headers["www-authenticate"]) == (401, "Bearer"), secret
+        viewer = {"Authorization": "Bearer viewer-secret"}
+        assert c.get("/v1/workflows", headers=viewer).status_code == 200
+        refused = c.post("/v1/runs", headers=viewer, json={"workflow": "outbound_email", "input": {}})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+        assert "key:v is a viewer" in refused.json()["error"]["message"]
+        assert c.get("/v1/dead-letters", headers=viewer).status_code == 403
