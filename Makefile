@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+# Every target runs the local development stack: the API accepts the development keys (docs/tenancy.md).
+export KEEL_ENV ?= dev
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo demo-agent up down status test test-slow test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \

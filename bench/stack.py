@@ -7,6 +7,7 @@ service itself and /proc tells its CPU time and peak memory.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
 
@@ -142,6 +143,7 @@ class BenchStack:
 
     def _start(self, proc: Background) -> None:
         self.started.append(proc.name)
+        os.environ.setdefault("KEEL_ENV", "dev")  # a loopback stack: its API takes the development keys
         start_background(self.settings, proc)
 
     def stop_services(self) -> None:

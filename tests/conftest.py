@@ -16,6 +16,9 @@ import pytest
 
 from keel.schemas import REPO_ROOT
 
+# The tests run the API with the development keys, which only KEEL_ENV=dev accepts (docs/tenancy.md).
+os.environ.setdefault("KEEL_ENV", "dev")
+
 TEST_DATA = REPO_ROOT / "var" / "test"
 NATIVE_KAFKA = "127.0.0.1:19092"
 NATIVE_REGISTRY = "http://127.0.0.1:18081"

@@ -92,6 +92,7 @@ E2E_ENV["KEEL_NOTIFIER_GROUP"] = unique("e2e-notifier")
 BUDGET_TENANTS = [(unique("budget-t"), 0.0001) for _ in range(3)]
 E2E_ENV["KEEL_BUDGET_LIMITS"] = json.dumps({"tenant_day_usd": dict(BUDGET_TENANTS)})
 E2E_ENV["KEEL_BUDGETS"] = "true"  # whatever the environment says: the enforcer runs here
+E2E_ENV["KEEL_ENV"] = "dev"  # the API accepts the development keys (docs/tenancy.md, section 1)
 CORE_SERVICES = ("scheduler", "executor", "adapters", "ledger", "budget", "projector", "notifier")
 
 

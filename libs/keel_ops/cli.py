@@ -61,6 +61,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
     t0 = time.monotonic()
     # The local stack serves /metrics: every service instance on its own port (docs/observability.md).
     os.environ.setdefault("KEEL_METRICS_BASE_PORT", str(DEFAULT_BASE_PORT))
+    os.environ.setdefault("KEEL_ENV", "dev")  # a loopback dev stack: the API takes the development keys
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
     created = ensure_topics(

@@ -1,5 +1,6 @@
 """The API: runs (submit, read, timeline, list, cancel, pause, resume), workflows, cases and approvals
-and health behind tenant API keys; dead letters and quarantine decisions behind operator keys."""
+and health; each route for the least role it needs (docs/tenancy.md, section 1): tenants' viewers and
+submitters, operators (dead letters, decisions, approvals), admins (definitions)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ from services.api import (
     runs,
     tool_definitions,
 )
-from services.api.apikeys import ApiKeys
+from services.api.auth import Authenticator
 from services.api.config import ApiSettings
-from services.api.deps import Deps, Tenant, Workflows, deps_of
+from services.api.deps import Deps, Reader, Workflows, deps_of
 from services.api.pool import Pool
 from services.api.submit import Publisher
 
@@ -46,7 +47,7 @@ def create_app(
     settings: Settings,
     api: ApiSettings | None = None,
     *,
-    keys: ApiKeys | None = None,
+    auth: Authenticator | None = None,
     catalog: Workflows | None = None,
     publisher: Publisher | None = None,
 ) -> FastAPI:
@@ -57,13 +58,14 @@ def create_app(
         envelopes = {topic: "run_request", api.control_topic: "control_command"}
         serde = Serde(registry_client(settings.schema_registry_url), envelopes)
         publisher = Publisher(settings, topic, serde, api.delivery_timeout_s)
-    keys = keys or ApiKeys.from_env()
+    # Credentials first: a malformed configuration, or none outside KEEL_ENV=dev, stops the start here.
+    auth = auth or Authenticator.from_env()
     # The workflow files plus the registered definitions, followed in the background.
     catalog = catalog or live_workflows(settings, api.definitions_topic)
     pool = Pool(lambda: db.database_url(settings, start=False), api.db_pool_size)
     # The tool files plus the registered tools, following the topic with the workflows' reader.
     tools = ToolView(ToolRegistry.configured(), getattr(catalog, "reader", None))
-    deps = Deps(settings, api, keys, catalog, pool, publisher, tools)
+    deps = Deps(settings, api, auth, catalog, pool, publisher, tools)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -92,7 +94,7 @@ def create_app(
     metrics.install(app, deps)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})
-    def workflows(_: Tenant) -> dict[str, Any]:
+    def workflows(_: Reader) -> dict[str, Any]:
         cat = deps.catalog
         specs = [cat.get(name, v) for name in cat.names() for v in cat.versions(name)]
         return {"workflows": [spec.model_dump(mode="json", exclude_defaults=False) for spec in specs]}

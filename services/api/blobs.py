@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keel.blobs import REF_PATTERN, BlobMissing, BlobStoreUnavailable, is_ref, store_for
 from services.api import docs
-from services.api.deps import Tenant, deps_of
+from services.api.deps import Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.runs import not_found, resolve
 
@@ -29,7 +29,7 @@ _JSON = {"description": "the payload's JSON, as stored", "content": {"applicatio
     response_model=None,
     responses={200: _JSON, **docs.errors(401, 404, 503)},
 )
-async def blob(request: Request, run_id: str, ref: str, tenant: Tenant) -> Response:
+async def blob(request: Request, run_id: str, ref: str, tenant: Viewer) -> Response:
     deps = deps_of(request)
 
     def read() -> bytes:

@@ -1,5 +1,6 @@
 """Cases over the API (docs/quarantine.md): list and read quarantine cases and approvals; decide a
-quarantine case (operators); approve or deny an approval (the run's tenant or operators).
+quarantine case (operators); approve or deny an approval (the run's tenant's submitters, or operators);
+tenants' viewers read their own cases.
 
 A decision is checked here early (the case exists for this caller, is still open, an edited input or a
 supplied output meets its schema), then sent as a `decide` control command to the run's scheduler, which
@@ -22,6 +23,7 @@ from services.api.control import (
     Caller,
     Caller_,
     OperatorCaller,
+    ViewerCaller,
     already_decided,
     await_decision,
     command,
@@ -94,7 +96,7 @@ def _list(deps: Deps, who: Caller, tenant: str | None, **filters: Any) -> dict[s
 @router.get("/v1/quarantine", response_model=None, responses=_READ)
 def list_quarantine(
     request: Request,
-    who: Caller_,
+    who: ViewerCaller,
     status: Status = "open",
     kind: Kind = None,
     run_id: RunFilter = None,
@@ -108,7 +110,11 @@ def list_quarantine(
 
 @router.get("/v1/approvals", response_model=None, responses=_READ)
 def list_approvals(
-    request: Request, who: Caller_, tenant: TenantFilter = None, run_id: RunFilter = None, limit: Limit = 100
+    request: Request,
+    who: ViewerCaller,
+    tenant: TenantFilter = None,
+    run_id: RunFilter = None,
+    limit: Limit = 100,
 ) -> dict[str, Any]:
     """Approvals waiting for a decision, oldest first, with what each would send (input_ref, key)."""
     deps = deps_of(request)
@@ -131,7 +137,7 @@ def _case(deps: Deps, who: Caller, case_id: str, kind: str | None = None) -> dic
     response_model=None,
     responses={**docs.ok(docs.Case), **docs.errors(401, 404, 503)},
 )
-def show_case(request: Request, case_id: str, who: Caller_) -> dict[str, Any]:
+def show_case(request: Request, case_id: str, who: ViewerCaller) -> dict[str, Any]:
     """A case: its reason and evidence (payload, response, error, key), the attempt history of its step,
     who opened it and when, and its decision once decided."""
     return _case(deps_of(request), who, case_id)

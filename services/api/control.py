@@ -2,13 +2,12 @@
 every control command leaves the API: a ControlCommand on keel.control keyed by run id, judged by the
 run's scheduler against the run's own state.
 
-Who may: the run's tenant or an operator. A run of another tenant is answered exactly like a run that
-does not exist (404), so a tenant never learns another's run ids.
+Who may: the run's tenant (a submitter) or an operator. A run of another tenant is answered exactly like a
+run that does not exist (404), so a tenant never learns another's run ids.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -23,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from keel import vocab
 from keel.contracts import ControlCommand
-from services.api import case_queries, docs, operators, runs
-from services.api.apikeys import is_operator
-from services.api.deps import Deps, bearer_key, deps_of
+from services.api import case_queries, docs, runs
+from services.api.apikeys import Principal
+from services.api.deps import Deps, at_least, deps_of
 from services.api.errors import ApiError
 from services.api.submit import DeliveryFailed
 
@@ -35,37 +34,37 @@ POLL_S = 0.2  # how often a decision looks for its outcome in the projections
 
 @dataclass(frozen=True)
 class Caller:
-    """Who calls: a tenant (its runs only) or an operator (every tenant's, `tenant` None)."""
+    """Who calls: a tenant's principal (its runs only) or an operator's (every tenant's, `tenant` None)."""
 
     tenant: str | None
-    issued_by: str  # `operator:<key fingerprint>` or `tenant:<tenant id>`
+    issued_by: str  # the principal id: `key:<key id>` or `token:<issuer>#<subject>`
+    role: str = "submitter"
 
     @property
     def operator(self) -> bool:
         return self.tenant is None
 
 
-def fingerprint(key: str) -> str:
-    """An operator's name in the audit trail: never the key, a short digest of it."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+def _caller(found: Principal) -> Caller:
+    return Caller(found.tenant, found.id, found.role)
+
+
+def viewer_caller(request: Request) -> Caller:
+    """Reads of cases: a tenant's viewer or above (its own), an operator (every tenant's)."""
+    return _caller(at_least(request, "viewer"))
 
 
 def caller(request: Request) -> Caller:
-    key = bearer_key(request, "api")
-    if is_operator(key, request.app.state.operator_hashes):
-        return Caller(None, f"operator:{fingerprint(key)}")
-    tenant = deps_of(request).keys.tenant_for(key)
-    if tenant is None:
-        raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
-    return Caller(tenant, f"tenant:{tenant}")
+    """Control of a run: a tenant's submitter (its own runs) or an operator; 403 for a viewer."""
+    return _caller(at_least(request, "submitter"))
 
 
 def operator_caller(request: Request) -> Caller:
-    """An operator only: 401 for a missing or unknown key, 403 for a tenant's."""
-    operators.operator(request)
-    return Caller(None, f"operator:{fingerprint(bearer_key(request, 'operator'))}")
+    """An operator only: 401 for a missing or unknown credential, 403 for a tenant's."""
+    return _caller(at_least(request, "operator"))
 
 
+ViewerCaller = Annotated[Caller, Depends(viewer_caller)]
 Caller_ = Annotated[Caller, Depends(caller)]
 OperatorCaller = Annotated[Caller, Depends(operator_caller)]
 

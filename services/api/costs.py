@@ -1,7 +1,7 @@
 """GET /v1/costs: what was spent, grouped as asked, from the costs projection in one SQL query.
 
-A tenant's key sees its own costs only (naming another tenant is 403); an operator's key sees every
-tenant's, or one tenant's with `tenant=`."""
+A tenant's principal (viewer and above) sees its own costs only (naming another tenant is 403); an
+operator's sees every tenant's, or one tenant's with `tenant=`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keel import intake
 from services.api import docs
-from services.api.apikeys import is_operator
+from services.api.apikeys import Principal
 from services.api.cost_query import (
     GROUP_COLUMNS,
     GROUP_PATTERN,
@@ -25,7 +25,7 @@ from services.api.cost_query import (
     instant_of,
     statement,
 )
-from services.api.deps import bearer_key, deps_of
+from services.api.deps import Reader, deps_of
 from services.api.errors import ApiError
 
 router = APIRouter()
@@ -41,17 +41,13 @@ From = Annotated[str | None, Query(alias="from", max_length=40, description=FROM
 To = Annotated[str | None, Query(alias="to", max_length=40, description=TO_HELP, json_schema_extra=AT)]
 
 
-def _scope(request: Request, tenant: str | None) -> str | None:
+def _scope(who: Principal, tenant: str | None) -> str | None:
     """The tenant the answer is about; None for every tenant (an operator who named none)."""
-    key = bearer_key(request, "api")
-    own = deps_of(request).keys.tenant_for(key)
-    if own is not None:
-        if tenant is not None and tenant != own:
+    if who.tenant is not None:
+        if tenant is not None and tenant != who.tenant:
             raise ApiError(403, "forbidden", "a tenant's key reads its own costs only")
-        return own
-    if is_operator(key, request.app.state.operator_hashes):
-        return tenant
-    raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
+        return who.tenant
+    return tenant
 
 
 class CostAmount(BaseModel):
@@ -80,13 +76,14 @@ class Costs(BaseModel):
 )
 async def costs(
     request: Request,
+    who: Reader,
     group_by: GroupBy = "tenant",
     start: From = None,
     end: To = None,
     tenant: Annotated[str | None, Query(pattern=intake.TENANT_PATTERN)] = None,
 ) -> dict[str, Any]:
     """Sums of cost_micros (exact integers) per group and in total, with USD as exact decimal text."""
-    scope = _scope(request, tenant)
+    scope = _scope(who, tenant)
     try:
         q = CostQuery(group_by_of(group_by), scope, instant_of("from", start), instant_of("to", end))
     except BadCostQuery as exc:

@@ -1,4 +1,4 @@
-"""Workflows registered at runtime: apply one (operators), list the versions of one (tenants). The apply
+"""Workflows registered at runtime: apply one (admins), list the versions of one (any role). The apply
 route is shared by every kind of definition (see services.api.tool_definitions)."""
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from keel.definitions.problems import DefinitionInvalid, load_text
 from keel.definitions.view import spec_digest
 from keel.workflows import UnknownWorkflow
 from services.api import docs
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Admin, Deps, Reader, deps_of
 from services.api.errors import ApiError, error_body
-from services.api.operators import Operator
 
 router = APIRouter(prefix="/v1/workflows")
 
@@ -46,7 +45,7 @@ SOURCE = "request body"
     status_code=201,
     responses={**docs.ok(Registered, 201), **docs.ok(Registered), **docs.errors(401, 403, 409, 413, 422)},
 )
-async def apply_workflow(request: Request, who: Operator) -> JSONResponse:
+async def apply_workflow(request: Request, who: Admin) -> JSONResponse:
     """Validate a workflow (YAML or JSON body) and register it: 201 with its digest when new, 200 when
     the same content is registered already, 409 when other content holds that version, 422 (with the
     JSON path and line of every problem) when it is invalid. Nothing invalid reaches the topic."""
@@ -115,7 +114,7 @@ def _conflict(kind: str, name: str, version: int, digest: str) -> ApiError:
 
 
 @router.get("/{name}/versions", response_model=None, responses={**docs.ok(Versions), **docs.errors(401, 404)})
-def workflow_versions(request: Request, name: str, _: Tenant) -> dict[str, Any]:
+def workflow_versions(request: Request, name: str, _: Reader) -> dict[str, Any]:
     """Every version of a workflow this service can run, with its digest and where it comes from."""
     deps = deps_of(request)
     try:

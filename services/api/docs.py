@@ -24,8 +24,8 @@ class ErrorBody(BaseModel):
 
 _WHY = {
     400: "a malformed parameter or header",
-    401: "a missing or invalid API key",
-    403: "a valid key that may not do this",
+    401: "a missing, unknown, expired or revoked API key or token",
+    403: "a valid key or token whose role (or tenant) may not do this",
     404: "no such resource for this caller",
     409: "a conflict with an earlier request",
     413: "the request body is too large",
@@ -157,13 +157,24 @@ SUBMIT_BODY = {
 }
 
 
+PUBLIC = {"/healthz"}
+
+
+def _error_ref(code: int) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {"description": _WHY[code], "content": {"application/json": {"schema": schema}}}
+
+
 def openapi(app: Any) -> dict[str, Any]:
     """FastAPI's document, less its default 422 for parameters: the API answers those with a 400."""
     if app.openapi_schema:
         return app.openapi_schema  # type: ignore[no-any-return]
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    for methods in doc["paths"].values():
+    for path, methods in doc["paths"].items():
         for op in methods.values():
+            if path not in PUBLIC:  # every other route checks a role (docs/tenancy.md, section 1)
+                for code in ("401", "403"):
+                    op["responses"].setdefault(code, _error_ref(int(code)))
             default = op["responses"].get("422", {}).get("content", {}).get("application/json", {})
             if default.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
                 del op["responses"]["422"]

@@ -1,5 +1,5 @@
-"""Operator endpoints: dead letters across tenants (list, inspect, redrive), behind operator keys; the
-operator dependency also guards registering definitions (services.api.definitions)."""
+"""Operator endpoints: dead letters across tenants (list, inspect, redrive), for the operator role and
+above (docs/tenancy.md, section 1)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from fastapi import APIRouter, Depends, Request
 
 from keel import dlq
 from services.api import docs
-from services.api.apikeys import is_operator, operator_hashes
 from services.api.deadletters import DeadLetterIndex, IndexUnavailable
-from services.api.deps import bearer_key, deps_of
+from services.api.deps import at_least
 from services.api.errors import ApiError
 
 AUTH = docs.errors(400, 401, 403, 503)
@@ -22,13 +21,9 @@ _DEAD_LETTER_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}:[0-9]{1,10}:[0-9]{1,19}$")
 
 
 def operator(request: Request) -> str:
-    """401 for a missing or unknown key; 403 for a tenant's key (known, but not an operator's)."""
-    key = bearer_key(request, "operator")
-    if not is_operator(key, request.app.state.operator_hashes):
-        if deps_of(request).keys.tenant_for(key) is None:
-            raise ApiError(401, "unauthenticated", "invalid API key", {"WWW-Authenticate": "Bearer"})
-        raise ApiError(403, "forbidden", "this route is for operators: this key is not an operator's")
-    return "operator"
+    """The operator's principal id (for the audit); 401 for a missing or unknown credential, 403 for a
+    role below operator."""
+    return at_least(request, "operator").id
 
 
 Operator = Annotated[str, Depends(operator)]
@@ -89,7 +84,6 @@ def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
 
 
 def install(app: Any) -> None:
-    app.state.operator_hashes = operator_hashes()
     app.state.dead_letters = DeadLetterIndex(app.state.deps.settings)
     app.include_router(router)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from keel.tooldefs import UnknownTool
 from keel.workflows.catalog import UnknownWorkflow
 from services.api import docs, queries
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Deps, Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.runs import not_found, resolve
 
@@ -22,7 +22,7 @@ def _dump(model: Any) -> Any:
 
 
 @router.get("/v1/runs/{run_id}/definitions", response_model=None, responses={**docs.errors(401, 404, 503)})
-def definitions(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
+def definitions(request: Request, run_id: str, tenant: Viewer) -> dict[str, Any]:
     """The run's workflow version and every tool its steps name or its calls used, as definitions."""
     deps = deps_of(request)
     with deps.pool.connection() as conn:

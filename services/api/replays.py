@@ -23,7 +23,7 @@ from keel.blobs import BlobMissing, BlobStoreUnavailable, store_for
 from keel.recording import Recording, RecordingError, record
 from keel.tooldefs import ToolDefinition, ToolDefinitionError, parse_definition
 from services.api import docs, queries
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Deps, Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.recordings import definitions_of
 from services.api.runs import not_found, resolve
@@ -91,7 +91,7 @@ def _definition(body: ReplayBody) -> ToolDefinition | None:
     response_model=None,
     responses={**docs.errors(400, 401, 404, 422, 503)},
 )
-def replay_step(request: Request, run_id: str, body: ReplayBody, tenant: Tenant) -> dict[str, Any]:
+def replay_step(request: Request, run_id: str, body: ReplayBody, tenant: Viewer) -> dict[str, Any]:
     """Re-execute one step attempt of the run from its recorded facts, with no network, and diff it."""
     deps = deps_of(request)
     with deps.pool.connection() as conn:

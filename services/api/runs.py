@@ -24,7 +24,7 @@ from keel.idempotency import canonical_json
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
 from services.api import claims, docs, errors, payload_refs, queries, rerun_links
 from services.api.claims import Claim
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Deps, Submitter, Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.submit import (
     DeliveryFailed,
@@ -59,7 +59,7 @@ CallFilter = Annotated[
 )
 async def submit(
     request: Request,
-    tenant: Tenant,
+    tenant: Submitter,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -82,7 +82,7 @@ async def submit(
 )
 def runs(
     request: Request,
-    tenant: Tenant,
+    tenant: Viewer,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     workflow: Annotated[str | None, Query(pattern=intake.WORKFLOW_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -111,7 +111,7 @@ def runs(
     response_model=None,
     responses={**docs.ok(docs.RunDetail), **docs.errors(401, 404, 503)},
 )
-def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
+def run(request: Request, run_id: str, tenant: Viewer) -> dict[str, Any]:
     deps = deps_of(request)
     with deps.pool.connection() as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
@@ -128,7 +128,7 @@ def run(request: Request, run_id: str, tenant: Tenant) -> dict[str, Any]:
     response_model=None,
     responses={**docs.ok(docs.Timeline), **docs.errors(400, 401, 404, 503)},
 )
-def events(request: Request, run_id: str, tenant: Tenant, call: CallFilter = None) -> dict[str, Any]:
+def events(request: Request, run_id: str, tenant: Viewer, call: CallFilter = None) -> dict[str, Any]:
     deps = deps_of(request)
     with deps.pool.connection() as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)

@@ -117,7 +117,7 @@ def run_request(
         input_json=canonical_json(body.input),
         input_ref=content_ref(body.input),
         requested_at=datetime.now(UTC),
-        requested_by=f"api:{tenant}",
+        requested_by=getattr(tenant, "principal_id", f"api:{tenant}"),  # services.api.deps.ActingTenant
         budget_usd=body.budget_usd,
     )
 

@@ -1,4 +1,4 @@
-"""Tools registered at runtime: apply one (operators), list the versions of one (tenants)."""
+"""Tools registered at runtime: apply one (admins), list the versions of one (any role)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from fastapi.responses import JSONResponse
 from keel.definitions.tools import tool_digest
 from services.api import docs
 from services.api.definitions import Registered, Versions, apply_definition, provenance
-from services.api.deps import Deps, Tenant, deps_of
+from services.api.deps import Admin, Deps, Reader, deps_of
 from services.api.errors import ApiError
-from services.api.operators import Operator
 
 router = APIRouter(prefix="/v1/tools")
 
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/v1/tools")
     status_code=201,
     responses={**docs.ok(Registered, 201), **docs.ok(Registered), **docs.errors(401, 403, 409, 413, 422)},
 )
-async def apply_tool(request: Request, who: Operator) -> JSONResponse:
+async def apply_tool(request: Request, who: Admin) -> JSONResponse:
     """Validate a tool definition (YAML or JSON body, as tools/*.yaml) and register it: 201 when new,
     200 when the same content is registered already, 409 when other content holds that version (or a
     tool file of this service defines it), 422 with the JSON path and line of every problem."""
@@ -37,7 +36,7 @@ def _file_digest(deps: Deps, name: str, version: int) -> str | None:
 
 
 @router.get("/{name}/versions", response_model=None, responses={**docs.ok(Versions), **docs.errors(401, 404)})
-def tool_versions(request: Request, name: str, _: Tenant) -> dict[str, Any]:
+def tool_versions(request: Request, name: str, _: Reader) -> dict[str, Any]:
     """Every version of a tool this deployment knows, with its digest and where it comes from."""
     tools = deps_of(request).tools
     found = [t for t in tools.names() if t.partition("@")[0] == name]

@@ -79,7 +79,7 @@ def test_a_drift_case_shows_its_evidence_and_a_retry_under_the_same_key_refunds_
     assert [a["attempt"] for a in shown["attempts"]] == [1]
 
     decided = _decide(ops, case["case_id"], decision="retry", reason="the provider fixed its answers")
-    assert decided["decision"] == "retry" and decided["decided_by"].startswith("operator:")
+    assert decided["decision"] == "retry" and decided["decided_by"] == "key:ops-dev"  # the principal id
     assert events.wait_terminal(run_id, 60) in ("quarantined",)  # the held event is still first
     wait_for(lambda: "completed" in events.kinds(run_id), 60, "the run to complete after the retry")
     assert _refunds(sims, run_id) == 1  # the provider answered the same key: no second refund
@@ -124,7 +124,7 @@ def test_an_input_the_tool_refuses_is_held_and_an_edit_sends_it_once_under_a_new
     assert record["previous_key"] == case["idempotency_key"] != record["key"]
     assert stats["by_key"].get(record["key"]) == 1 and record["previous_key"] not in stats["by_key"]
     timeline = cli_runs.format_timeline(cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/events")["events"])
-    assert "edit by operator:" in timeline and "partial refund agreed" in timeline
+    assert "edit by key:ops-dev" in timeline and "partial refund agreed" in timeline
 
 
 def test_skip_with_a_supplied_output_finishes_the_run_with_it(stack, sims, events, ops):
@@ -152,11 +152,11 @@ def test_fail_ends_the_run_failed_and_a_second_decision_is_refused(stack, sims, 
     _decide(ops, case["case_id"], decision="fail", reason="refund handled by hand")
     wait_for(lambda: "failed" in events.kinds(run_id), 30, "the run to fail")
     [ended] = [e for e in events.of(run_id) if e.event == "failed"]
-    assert "operator:" in ended.run.reason and "refund handled by hand" in ended.run.reason
+    assert "key:ops-dev" in ended.run.reason and "refund handled by hand" in ended.run.reason
     with pytest.raises(cli_runs.ApiError, match="409"):
         _decide(ops, case["case_id"], decision="retry", reason="too late")
     timeline = cli_runs.format_timeline(cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/events")["events"])
-    assert "fail" in timeline and "operator:" in timeline
+    assert "fail" in timeline and "key:ops-dev" in timeline
 
 
 def test_an_approval_for_one_payload_cannot_release_another(stack, sims, events, acme):
@@ -197,7 +197,7 @@ def test_cancel_lets_the_call_in_flight_commit_and_nothing_after_it_starts(stack
     assert sims.stats("email")["by_effect"].get(effect_id("acme", run_id, "send_email"), 0) == 0
     assert sims.stats("crm")["by_effect"].get(effect_id("acme", run_id, "log_to_crm")) == 1
     [ended] = [e for e in log if e.event == "canceled"]
-    assert "customer unsubscribed" in ended.run.reason and "tenant:acme" in ended.run.reason
+    assert "customer unsubscribed" in ended.run.reason and "key:acme-dev" in ended.run.reason
 
 
 def test_a_paused_run_starts_nothing_until_resumed(stack, sims, events, acme):

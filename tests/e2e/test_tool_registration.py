@@ -16,7 +16,7 @@ from keel_ops import cli_runs
 
 pytestmark = pytest.mark.e2e
 URL = E2E_ENV["KEEL_API_URL"]
-OPS = {"Authorization": "Bearer ops-dev-key"}
+ADMIN = {"Authorization": "Bearer admin-dev-key"}  # registering definitions is for admins
 ACME = {"Authorization": "Bearer acme-dev-key"}
 REFUND = yaml.safe_load((REPO_ROOT / "docs" / "examples" / "tools" / "refund.v1.yaml").read_text())
 
@@ -48,13 +48,13 @@ def test_a_tool_registered_at_runtime_is_called_by_the_running_services(stack, k
     # The services are up and have never heard of the tool.
     assert httpx.get(f"{URL}/v1/tools/{tool_name}/versions", headers=ACME).status_code == 404
     workflow = WORKFLOW.format(name=unique("refunds").replace("-", "_"), tool=tool)
-    early = httpx.post(f"{URL}/v1/workflows", content=workflow, headers=OPS)
+    early = httpx.post(f"{URL}/v1/workflows", content=workflow, headers=ADMIN)
     assert early.status_code == 422 and f"unknown tool '{tool}'" in early.text
 
     definition = REFUND | {"name": tool_name, "version": 2, "description": "Refund, registered at runtime."}
-    applied = httpx.post(f"{URL}/v1/tools", content=yaml.safe_dump(definition), headers=OPS)
+    applied = httpx.post(f"{URL}/v1/tools", content=yaml.safe_dump(definition), headers=ADMIN)
     assert applied.status_code == 201, applied.text
-    registered = httpx.post(f"{URL}/v1/workflows", content=workflow, headers=OPS)
+    registered = httpx.post(f"{URL}/v1/workflows", content=workflow, headers=ADMIN)
     assert registered.status_code == 201, registered.text
 
     run_id = cli_runs.submit(acme, registered.json()["name"], {"charge_id": "ch_9z8y7x", "amount_cents": 700})

@@ -14,7 +14,7 @@ from keel_ops import cli_runs
 
 pytestmark = pytest.mark.e2e
 URL = E2E_ENV["KEEL_API_URL"]
-OPS = {"Authorization": "Bearer ops-dev-key"}
+ADMIN = {"Authorization": "Bearer admin-dev-key"}  # registering definitions is for admins
 
 DEFINITION = """
 name: {name}
@@ -55,7 +55,7 @@ def acme(stack: Settings) -> Settings:
 
 def apply(name: str, version: int) -> dict:
     reply = httpx.post(
-        f"{URL}/v1/workflows", content=DEFINITION.format(name=name, version=version), headers=OPS
+        f"{URL}/v1/workflows", content=DEFINITION.format(name=name, version=version), headers=ADMIN
     )
     assert reply.status_code == 201, reply.text
     return reply.json()

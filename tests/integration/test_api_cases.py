@@ -21,11 +21,10 @@ from unit.test_projection_core import Story
 from keel.contracts import ControlCommand
 from keel.serde import Serde, register_contracts, registry_client
 from keel.settings import Settings
-from services.api.control import fingerprint
 
 pytestmark = pytest.mark.integration
 OPERATOR = {"Authorization": "Bearer ops-dev-key"}
-OPERATOR_ID = f"operator:{fingerprint('ops-dev-key')}"
+OPERATOR_ID = "key:ops-dev"  # the principal id of the development operator key
 
 
 class Cases:
@@ -189,7 +188,7 @@ def test_a_decision_another_got_in_first_or_the_scheduler_refused_is_a_409(cases
     assert "the payload changed" in reply.json()["error"]["message"]
     [cmd] = [x for _, x in c.commands(expect=2) if x.run_id == c.approval.run_id]
     assert (cmd.issued_by, json.loads(cmd.args_json or "")) == (
-        "tenant:acme",
+        "key:acme-dev",
         {
             "case_id": c.approval_case,
             "decision": "approve",
@@ -234,7 +233,7 @@ def test_cancel_pause_and_resume_go_to_the_run_for_its_tenant_or_an_operator_onl
     assert (ended.status_code, ended.json()["error"]["code"]) == (409, "run_ended")
     sent = c.commands(expect=2)
     assert [(k, x.action, x.issued_by, x.reason, x.tenant_id) for k, x in sent] == [
-        (run, "pause", "tenant:acme", "maintenance", "acme"),
+        (run, "pause", "key:acme-dev", "maintenance", "acme"),
         (run, "cancel", OPERATOR_ID, "runaway", "acme"),
     ]
     assert [x.command_id for _, x in sent] == [paused.json()["command_id"], canceled.json()["command_id"]]

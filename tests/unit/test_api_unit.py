@@ -35,7 +35,7 @@ def test_dev_keys_are_the_default_and_configured_keys_replace_them(monkeypatch):
     "raw, problem",
     [
         ("not json", "not valid JSON"),
-        ('["a"]', "must be a JSON object"),
+        ('"a"', "must be a JSON list of keys"),
         ('{"acme": "sha256:00"}', "must map to a list"),
         ('{"acme": ["plain-key"]}', "is not 'sha256:<64 hex digits>'"),
         (json.dumps({"a": [hash_key("x")], "b": [hash_key("x")]}), "listed for 'a' and 'b'"),
