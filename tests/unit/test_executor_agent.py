@@ -248,7 +248,9 @@ class RecordingInvoker:
 
 def test_an_agents_tool_call_reaches_its_tool_tagged_with_its_sub_step() -> None:
     step = command("tool", {"tool": "lookup_customer@1", "payload": {"email": "a@b.c"}}, "turn-2.call-0")
-    step = StepCommand(**{**step.to_dict(), "agent_id": "support_triage_v1", "idempotency_key": "acme|w|r|triage|k-1"})
+    step = StepCommand(
+        **{**step.to_dict(), "agent_id": "support_triage_v1", "idempotency_key": "acme|w|r|triage|k-1"}
+    )
     executor = ExecutorProcessor(ScriptedRouter([]), BackgroundCalls(1))
     tool_cmd = executor.handle(Record("keel.step-commands", 0, 3, "r", step, 0))[1].value
     assert isinstance(tool_cmd, ToolCommand)
