@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
 from keel.metricsserver import DEFAULT_BASE_PORT
+from keel.producer import client_config
 from keel.serde import register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
@@ -64,7 +65,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
     created = ensure_topics(
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        AdminClient(client_config(settings)),
         catalogue(settings),
         settings.topic_replication,
     )
@@ -127,7 +128,7 @@ def cmd_register(settings: Settings, _: Args) -> int:
 
 def cmd_topics(settings: Settings, _: Args) -> int:
     created = ensure_topics(
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        AdminClient(client_config(settings)),
         catalogue(settings) + worker_topics(settings, _worker_groups()),
         settings.topic_replication,
     )
