@@ -19,6 +19,7 @@ from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
 from keel_ops import (
+    cli_acl,
     cli_cases,
     cli_costs,
     cli_credentials,
@@ -33,7 +34,9 @@ from keel_ops.stack import (
     SERVICES,
     Background,
     api_process,
+    apply_acl_table,
     kafka,
+    local_operator,
     registry_process,
     running_pid,
     say,
@@ -64,6 +67,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
     os.environ.setdefault("KEEL_METRICS_BASE_PORT", str(DEFAULT_BASE_PORT))
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
+    settings = local_operator(settings)  # the admin door; the services connect as their own principals
     created = ensure_topics(
         AdminClient(client_config(settings)),
         catalogue(settings),
@@ -71,6 +75,8 @@ def cmd_up(settings: Settings, _: Args) -> int:
     )
     if created:
         say(f"created topics {', '.join(sorted(created))}")
+    added, removed = apply_acl_table(settings)
+    say(f"broker users and ACLs applied (keel acl): {added} ACLs added, {removed} removed")
     say("starting PostgreSQL" + ("" if settings.db_url() else " (embedded)"))
     cmd_migrate(settings, _)
     for proc in _processes(settings):
@@ -258,6 +264,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
     "migrate": (cmd_migrate, "apply pending database migrations (idempotent)"),
     "credentials": (cli_credentials.run, cli_credentials.HELP),
+    "acl": (cli_acl.run, cli_acl.HELP),
 }
 
 
@@ -307,6 +314,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         cli_replay.replay_arguments(p)
     elif name == "credentials":
         cli_credentials.arguments(p)
+    elif name == "acl":
+        cli_acl.arguments(p)
     elif name == "costs":
         cli_costs.arguments(p)
     elif name == "quarantine":
@@ -336,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         # Settings read now, not the process-wide cached ones: the environment may have changed since.
-        return COMMANDS[args.command][0](Settings(), args)
+        # Against the local broker, through its loopback admin door (keel_ops.stack.local_operator).
+        return COMMANDS[args.command][0](local_operator(Settings()), args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
