@@ -10,8 +10,11 @@
 #
 # Environment:
 #   KEEL_DATA_DIR                 data root (default: <repo>/var)
-#   KEEL_KAFKA_PORT               client listener port (default: 9092)
+#   KEEL_KAFKA_PORT               client listener port, SASL_PLAINTEXT + SCRAM-SHA-512 (default: 9092)
 #   KEEL_KAFKA_CONTROLLER_PORT    KRaft controller listener port (default: 9093)
+#   KEEL_KAFKA_ADMIN_PORT         loopback admin door, PLAINTEXT, super user (default: client port + 2)
+#   KEEL_KAFKA_ADMIN_USER         SCRAM super user created at format time (default: keel-admin)
+#   KEEL_KAFKA_ADMIN_PASSWORD     its password (default: keel-admin-dev-password)
 #   KEEL_KAFKA_START_TIMEOUT      seconds to wait for readiness (default: 60)
 #   KEEL_KAFKA_STOP_TIMEOUT       seconds to wait after SIGTERM before SIGKILL (default: 30)
 #   KEEL_KAFKA_HEAP_OPTS          JVM heap options (default: -Xmx512m -Xms256m)
@@ -26,6 +29,14 @@
 #   $KEEL_DATA_DIR/kafka/kafka.pid
 #   $KEEL_DATA_DIR/kafka/cluster.id
 #
+# Security: the client port authenticates with SASL/SCRAM-SHA-512 and the StandardAuthorizer allows only
+# what an ACL grants (allow.everyone.if.no.acl.found=false): every service connects there as its own
+# principal, with the grants of libs/keel/acl.py (`keel acl --apply` creates the users and ACLs).
+# The admin door is a PLAINTEXT listener bound to 127.0.0.1 whose principal (User:ANONYMOUS) is a super
+# user: it is how the local operator tooling and the tests create topics, users and ACLs, and how the
+# broker reaches itself. It is for development and tests on one machine only; docker-compose.yml has no
+# such listener.
+#
 # docker-compose.yml at the repository root describes the same broker as a container.
 set -euo pipefail
 
@@ -39,6 +50,9 @@ LOG4J_CONFIG="$SCRIPT_DIR/kafka/log4j2.properties"
 DATA_ROOT="${KEEL_DATA_DIR:-$REPO_ROOT/var}"
 PORT="${KEEL_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KEEL_KAFKA_CONTROLLER_PORT:-9093}"
+ADMIN_PORT="${KEEL_KAFKA_ADMIN_PORT:-$((PORT + 2))}"
+ADMIN_USER="${KEEL_KAFKA_ADMIN_USER:-keel-admin}"
+ADMIN_PASSWORD="${KEEL_KAFKA_ADMIN_PASSWORD:-keel-admin-dev-password}"
 START_TIMEOUT="${KEEL_KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KEEL_KAFKA_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${KEEL_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
@@ -69,7 +83,8 @@ usage: $(basename "$0") {install|start|stop|status|kill|wait}
   wait      wait until the running broker is ready (up to ${START_TIMEOUT}s)
 
 environment: KEEL_DATA_DIR (default <repo>/var), KEEL_KAFKA_PORT (default 9092),
-             KEEL_KAFKA_CONTROLLER_PORT (default 9093), KEEL_KAFKA_START_TIMEOUT,
+             KEEL_KAFKA_CONTROLLER_PORT (default 9093), KEEL_KAFKA_ADMIN_PORT (default port + 2),
+             KEEL_KAFKA_ADMIN_USER, KEEL_KAFKA_ADMIN_PASSWORD, KEEL_KAFKA_START_TIMEOUT,
              KEEL_KAFKA_STOP_TIMEOUT, KEEL_KAFKA_HEAP_OPTS, KEEL_KAFKA_JVM_OPTS
 EOF
   exit 2
@@ -82,7 +97,13 @@ is_uint() {
 validate_env() {
   is_uint "$PORT" || die "KEEL_KAFKA_PORT must be a port number, got '$PORT'"
   is_uint "$CONTROLLER_PORT" || die "KEEL_KAFKA_CONTROLLER_PORT must be a port number, got '$CONTROLLER_PORT'"
+  is_uint "$ADMIN_PORT" || die "KEEL_KAFKA_ADMIN_PORT must be a port number, got '$ADMIN_PORT'"
   [[ "$PORT" != "$CONTROLLER_PORT" ]] || die "KEEL_KAFKA_PORT and KEEL_KAFKA_CONTROLLER_PORT must differ"
+  [[ "$ADMIN_PORT" != "$PORT" && "$ADMIN_PORT" != "$CONTROLLER_PORT" ]] ||
+    die "KEEL_KAFKA_ADMIN_PORT must differ from the client and controller ports"
+  [[ "$ADMIN_USER" =~ ^[A-Za-z0-9._-]+$ ]] || die "KEEL_KAFKA_ADMIN_USER: letters, digits, '.', '_', '-' only"
+  [[ "$ADMIN_PASSWORD" =~ ^[A-Za-z0-9._-]+$ ]] ||
+    die "KEEL_KAFKA_ADMIN_PASSWORD: letters, digits, '.', '_', '-' only"
   is_uint "$START_TIMEOUT" || die "KEEL_KAFKA_START_TIMEOUT must be whole seconds, got '$START_TIMEOUT'"
   is_uint "$STOP_TIMEOUT" || die "KEEL_KAFKA_STOP_TIMEOUT must be whole seconds, got '$STOP_TIMEOUT'"
 }
@@ -263,12 +284,24 @@ write_config() {
 # Single node, KRaft, combined broker + controller with a dynamic (standalone) quorum.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+# CLIENT: every service, as its own principal (SASL/SCRAM-SHA-512). ADMIN: the loopback admin door of
+# the local operator tooling and the tests (dev/test only), also the broker's way to itself.
+listeners=CLIENT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,ADMIN://127.0.0.1:$ADMIN_PORT
+advertised.listeners=CLIENT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,ADMIN://127.0.0.1:$ADMIN_PORT
+listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,ADMIN:PLAINTEXT
+inter.broker.listener.name=ADMIN
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+
+# Nothing is allowed that no ACL grants (libs/keel/acl.py). The super users: the SCRAM admin created at
+# format time, and ANONYMOUS, the principal of the PLAINTEXT listeners, both bound to 127.0.0.1 (the
+# controller's, and the admin door).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:$ADMIN_USER;User:ANONYMOUS
 
 log.dirs=$LOG_DIRS
 
@@ -320,7 +353,9 @@ java_opts() {
 }
 
 # Format the KRaft metadata log once. -g ignores an already formatted directory; --standalone
-# makes this node the sole voter of a dynamic quorum (controller.quorum.bootstrap.servers).
+# makes this node the sole voter of a dynamic quorum (controller.quorum.bootstrap.servers). KRaft keeps
+# SCRAM credentials in the metadata log: the admin's are written at format time (--add-scram), the
+# services' later through the admin API (`keel acl --apply`).
 format_storage() {
   if [[ -f "$LOG_DIRS/meta.properties" ]]; then
     return 0
@@ -331,6 +366,7 @@ format_storage() {
   echo "keel: formatting KRaft storage in $LOG_DIRS (cluster id $id) ..."
   if ! "$JAVA" -Xmx256m "-Dlog4j2.configurationFile=$LOG4J_CONFIG" -cp "$LIB_DIR/*" \
     kafka.tools.StorageTool format -c "$CONFIG" -t "$id" -g --standalone \
+    --add-scram "SCRAM-SHA-512=[name=$ADMIN_USER,password=$ADMIN_PASSWORD]" \
     >"$KAFKA_DIR/format.log" 2>&1 </dev/null; then
     cat "$KAFKA_DIR/format.log" >&2
     die "formatting the KRaft storage failed"
@@ -349,7 +385,8 @@ wait_ready() {
     if ! kill -0 "$pid" 2>/dev/null; then
       return 2
     fi
-    if [[ -f "$LOG_FILE" ]] && grep -qF "$READY_MARKER" "$LOG_FILE" && port_open "$PORT"; then
+    if [[ -f "$LOG_FILE" ]] && grep -qF "$READY_MARKER" "$LOG_FILE" && port_open "$PORT" &&
+      port_open "$ADMIN_PORT"; then
       return 0
     fi
     if ((SECONDS >= deadline)); then
@@ -380,6 +417,9 @@ cmd_start() {
   if port_open "$CONTROLLER_PORT"; then
     die "port $CONTROLLER_PORT is already in use by another process (set KEEL_KAFKA_CONTROLLER_PORT)"
   fi
+  if port_open "$ADMIN_PORT"; then
+    die "port $ADMIN_PORT is already in use by another process (set KEEL_KAFKA_ADMIN_PORT)"
+  fi
   write_config
   format_storage
 
@@ -398,7 +438,7 @@ cmd_start() {
   wait_ready "$pid" || rc=$?
   case "$rc" in
     0)
-      echo "kafka ready on 127.0.0.1:$PORT (pid $pid, $((SECONDS - started))s)"
+      echo "kafka ready on 127.0.0.1:$PORT, admin door 127.0.0.1:$ADMIN_PORT (pid $pid, $((SECONDS - started))s)"
       ;;
     2)
       rm -f "$PID_FILE"

@@ -45,13 +45,18 @@ def _kafka(stack: ExitStack, settings_env: dict[str, str]) -> None:
         settings_env["KEEL_KAFKA_BOOTSTRAP"] = container.get_bootstrap_server()
         return
     from keel.settings import Settings
-    from keel_ops.stack import kafka
+    from keel_ops.stack import apply_acl_table, kafka, local_operator
 
     settings = Settings(kafka_bootstrap=NATIVE_KAFKA, data_dir=TEST_DATA)
     shutil.rmtree(TEST_DATA / "kafka", ignore_errors=True)  # each session starts from an empty log
     kafka(settings, "start")
     stack.callback(kafka, settings, "stop", False)
-    settings_env["KEEL_KAFKA_BOOTSTRAP"] = NATIVE_KAFKA
+    # As `keel up` does: the broker enforces the ACL table (keel.acl); the tests' own clients use the
+    # loopback admin door, every service and the API started for them connects as its own principal.
+    operator = local_operator(settings)
+    apply_acl_table(operator)
+    settings_env["KEEL_KAFKA_BOOTSTRAP"] = operator.kafka_bootstrap
+    settings_env["KEEL_KAFKA_SERVICE_BOOTSTRAP"] = str(operator.kafka_service_bootstrap)
 
 
 def _database(stack: ExitStack, settings_env: dict[str, str]) -> None:

@@ -86,7 +86,8 @@ E2E_ENV["KEEL_WEBHOOKS"] = json.dumps(
     }
 )
 # A group of its own per session, starting at the topic's end: no backlog of earlier sessions' runs.
-E2E_ENV["KEEL_NOTIFIER_GROUP"] = unique("e2e-notifier")
+# Under the notifier's group prefix, which its broker principal may use (keel.acl).
+E2E_ENV["KEEL_NOTIFIER_GROUP"] = unique("keel-notifier-e2e")
 # Tenants with a small day budget each (docs/budgets.md), unique per test session: the enforcer's day
 # scopes outlive a session on a shared broker.
 BUDGET_TENANTS = [(unique("budget-t"), 0.0001) for _ in range(3)]

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from keel.contracts import DeadLetter
 from keel.deadletter import digest
-from keel.producer import producer_config
+from keel.producer import client_config, producer_config
 from keel.reader import read_topic
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
@@ -144,7 +144,7 @@ def original_value(settings: Settings, letter: DeadLetter, timeout_s: float = 15
     where = f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}"
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"keel-dlq-{letter.dead_letter_id}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from keel.producer import client_config
 from keel.settings import Settings
 from keel.topics import INSTANCE_LEASES, ensure_topics, lease_topic
 
@@ -108,10 +109,10 @@ class InstanceLease:
         self.claim = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        self._admin = AdminClient(client_config(settings))
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "acks": "all",
                 # Not idempotent on purpose: a repeated lease record is harmless (the latest counts), while
                 # an idempotent producer fails fatally (out-of-order sequence) after a broker restart and
@@ -122,7 +123,7 @@ class InstanceLease:
         )
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "group.id": f"keel-lease-{self.me.token}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 50,

@@ -9,9 +9,21 @@ from confluent_kafka import Consumer, Producer
 from keel.settings import Settings
 
 
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """What every Kafka client Keel makes (producers, consumers, admin clients) starts from: where the
+    broker is and who this process is to it (docs/tenancy.md section 2)."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        conf["security.protocol"] = settings.kafka_security_protocol
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_username or ""
+        conf["sasl.password"] = settings.kafka_password or ""
+    conf.update(extra)
+    return conf
+
+
 def producer_config(settings: Settings, transactional_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    conf: dict[str, Any] = client_config(settings) | {
         "enable.idempotence": True,
         "acks": "all",
         # Latency over batching: a transactional batch is flushed by its commit anyway, and a lone
@@ -44,8 +56,7 @@ def producer_config(settings: Settings, transactional_id: str | None = None, **e
 def consumer_config(
     settings: Settings, group_id: str, instance_id: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+    conf: dict[str, Any] = client_config(settings) | {
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

@@ -7,6 +7,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from keel.producer import client_config
 from keel.settings import Settings
 
 
@@ -24,7 +25,7 @@ def read_topic(
     the deadline for `expect`)."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"keel-reader-{uuid.uuid4().hex[:10]}",
             "isolation.level": isolation,
             "auto.offset.reset": "earliest",

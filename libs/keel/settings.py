@@ -18,6 +18,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How this process authenticates to the broker (docs/tenancy.md section 2): PLAINTEXT (no
+    # authentication: a broker without ACLs, or the local broker's loopback admin door) or SASL with
+    # this process's own principal. Every Kafka client Keel makes reads these (keel.producer.client_config).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: str | None = None
+    # Operator tooling only (`keel up`, the test harness): the authenticated listener the services it
+    # starts connect to, each as its own principal (keel.acl). Unset: they connect where this process does.
+    kafka_service_bootstrap: str | None = None
+    # The secret each principal's password is derived from (keel.acl.principal_password). The default is
+    # for a local stack only; set a real secret wherever the broker is shared.
+    kafka_credential_seed: str = "keel-dev-credential-seed"
     schema_registry_url: str = "http://127.0.0.1:8081"
     data_dir: Path = REPO_ROOT / "var"
     # Every run_id-keyed topic gets this partition count (co-partitioning).

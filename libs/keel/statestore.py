@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from keel.producer import client_config
 from keel.registryerrors import registry_unavailable
 from keel.settings import Settings
 from keel.txloop import Output
@@ -107,7 +108,7 @@ class ChangelogState(Generic[V]):
             return 0
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **client_config(self.settings),
                 "group.id": self.group,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,

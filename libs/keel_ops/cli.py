@@ -13,11 +13,13 @@ from confluent_kafka.admin import AdminClient
 
 from keel import db, vocab
 from keel.metricsserver import DEFAULT_BASE_PORT
+from keel.producer import client_config
 from keel.serde import register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
 from keel_ops import (
+    cli_acl,
     cli_cases,
     cli_costs,
     cli_credentials,
@@ -32,7 +34,9 @@ from keel_ops.stack import (
     SERVICES,
     Background,
     api_process,
+    apply_acl_table,
     kafka,
+    local_operator,
     registry_process,
     running_pid,
     say,
@@ -64,13 +68,16 @@ def cmd_up(settings: Settings, _: Args) -> int:
     os.environ.setdefault("KEEL_ENV", "dev")  # a loopback dev stack: the API takes the development keys
     say(f"starting Kafka on {settings.kafka_bootstrap}")
     kafka(settings, "start")
+    settings = local_operator(settings)  # the admin door; the services connect as their own principals
     created = ensure_topics(
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        AdminClient(client_config(settings)),
         catalogue(settings),
         settings.topic_replication,
     )
     if created:
         say(f"created topics {', '.join(sorted(created))}")
+    added, removed = apply_acl_table(settings)
+    say(f"broker users and ACLs applied (keel acl): {added} ACLs added, {removed} removed")
     say("starting PostgreSQL" + ("" if settings.db_url() else " (embedded)"))
     cmd_migrate(settings, _)
     for proc in _processes(settings):
@@ -128,7 +135,7 @@ def cmd_register(settings: Settings, _: Args) -> int:
 
 def cmd_topics(settings: Settings, _: Args) -> int:
     created = ensure_topics(
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+        AdminClient(client_config(settings)),
         catalogue(settings) + worker_topics(settings, _worker_groups()),
         settings.topic_replication,
     )
@@ -258,6 +265,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "topics": (cmd_topics, "create the topic catalogue (idempotent; checks partition counts)"),
     "migrate": (cmd_migrate, "apply pending database migrations (idempotent)"),
     "credentials": (cli_credentials.run, cli_credentials.HELP),
+    "acl": (cli_acl.run, cli_acl.HELP),
 }
 
 
@@ -307,6 +315,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         cli_replay.replay_arguments(p)
     elif name == "credentials":
         cli_credentials.arguments(p)
+    elif name == "acl":
+        cli_acl.arguments(p)
     elif name == "costs":
         cli_costs.arguments(p)
     elif name == "quarantine":
@@ -336,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         # Settings read now, not the process-wide cached ones: the environment may have changed since.
-        return COMMANDS[args.command][0](Settings(), args)
+        # Against the local broker, through its loopback admin door (keel_ops.stack.local_operator).
+        return COMMANDS[args.command][0](local_operator(Settings()), args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

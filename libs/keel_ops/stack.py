@@ -50,14 +50,75 @@ def port_of(address: str) -> int:
 
 
 # -- Kafka (infra/kafka.sh) ---------------------------------------------------------------------------
+# The local broker's ports: the client port P (SASL, the services), P + 1 (its controller) and P + 2, the
+# loopback admin door of the operator tooling and the tests (PLAINTEXT, super user; dev/test only).
+CONTROLLER_OFFSET, ADMIN_DOOR_OFFSET = 1, 2
+
+
+def broker_port(settings: Settings) -> int:
+    """The local broker's client port: where the services connect (KEEL_KAFKA_SERVICE_BOOTSTRAP when this
+    process talks to the broker through the admin door)."""
+    return port_of((settings.kafka_service_bootstrap or settings.kafka_bootstrap).split(",")[0])
+
+
 def kafka_env(settings: Settings) -> dict[str, str]:
-    port = port_of(settings.kafka_bootstrap.split(",")[0])
+    port = broker_port(settings)
     return {
         **os.environ,
         "KEEL_DATA_DIR": str(settings.data_dir),
         "KEEL_KAFKA_PORT": str(port),
-        "KEEL_KAFKA_CONTROLLER_PORT": str(port + 1),
+        "KEEL_KAFKA_CONTROLLER_PORT": str(port + CONTROLLER_OFFSET),
+        "KEEL_KAFKA_ADMIN_PORT": str(port + ADMIN_DOOR_OFFSET),
     }
+
+
+def _local_admin_door(settings: Settings) -> bool:
+    """Whether the broker at the bootstrap is this data dir's local broker, with an admin door."""
+    try:
+        config = (settings.data_dir / "kafka" / "server.properties").read_text()
+    except OSError:
+        return False
+    return f"CLIENT://127.0.0.1:{broker_port(settings)}," in config and "ADMIN://" in config
+
+
+def local_operator(settings: Settings) -> Settings:
+    """The operator tooling's settings against the local broker (infra/kafka.sh): its own clients through
+    the loopback admin door, the services it starts on the client port, each as its own principal
+    (keel.acl). Settings that name credentials or a service listener, or another broker, are kept."""
+    if settings.kafka_service_bootstrap or settings.kafka_security_protocol != "PLAINTEXT":
+        return settings
+    if not _local_admin_door(settings):
+        return settings
+    host = settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+    door = f"{host}:{broker_port(settings) + ADMIN_DOOR_OFFSET}"
+    return settings.model_copy(
+        update={"kafka_bootstrap": door, "kafka_service_bootstrap": settings.kafka_bootstrap}
+    )
+
+
+def apply_acl_table(settings: Settings) -> tuple[int, int]:
+    """Users and ACLs of keel.acl on the broker, as this process's (super user) principal."""
+    from confluent_kafka.admin import AdminClient
+
+    from keel.acl_apply import apply_acls, upsert_users
+    from keel.producer import client_config
+
+    admin = AdminClient(client_config(settings))
+    upsert_users(admin, settings.kafka_credential_seed)
+    return apply_acls(admin)
+
+
+def process_env(settings: Settings, proc: Background, env: dict[str, str] | None = None) -> dict[str, str]:
+    """A child's environment: this one, and when the services connect as their own principals
+    (KEEL_KAFKA_SERVICE_BOOTSTRAP), the principal's listener and credentials, never the operator's."""
+    from keel.acl_apply import OPERATOR_ONLY_ENV, principal_env
+
+    out = dict(env or os.environ)
+    if settings.kafka_service_bootstrap and proc.principal:
+        for name in OPERATOR_ONLY_ENV:
+            out.pop(name, None)
+        out.update(principal_env(settings, proc.principal, settings.kafka_service_bootstrap))
+    return out
 
 
 def kafka(settings: Settings, action: str, check: bool = True) -> int:
@@ -74,6 +135,8 @@ class Background:
     argv: list[str]
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 60.0
+    # The broker principal it runs as (a row of keel.acl), when the services connect as their own.
+    principal: str | None = None
 
 
 def _pid_file(settings: Settings, name: str) -> Path:
@@ -115,7 +178,7 @@ def start_background(settings: Settings, proc: Background, env: dict[str, str] |
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=REPO_ROOT,
-                env=env or dict(os.environ),
+                env=process_env(settings, proc, env),
             )
         pid = child.pid
         _pid_file(settings, proc.name).write_text(f"{pid}\n")
@@ -158,6 +221,7 @@ def registry_process(settings: Settings) -> Background:
         "registry",
         [sys.executable, "-m", "services.registry", "--port", str(port)],
         ready=http_ok(f"{settings.schema_registry_url}/subjects"),
+        principal="registry",
     )
 
 
@@ -194,7 +258,9 @@ def simulator_processes() -> list[Background]:
 
 def service_process(name: str, instance: str = "0") -> Background:
     return Background(
-        f"{name}-{instance}", [sys.executable, "-m", f"services.{name}", "--instance", instance]
+        f"{name}-{instance}",
+        [sys.executable, "-m", f"services.{name}", "--instance", instance],
+        principal=name,
     )
 
 
@@ -203,10 +269,11 @@ def api_process(url: str) -> Background:
         "api",
         [sys.executable, "-m", "services.api", "--port", str(port_of(url))],
         ready=http_ok(f"{url}/healthz"),
+        principal="api",
     )
 
 
 def supervised(proc: Background) -> Background:
     """The same process, run under keel_ops.supervise (restarted when it dies)."""
     argv = [sys.executable, "-m", "keel_ops.supervise", "--", *proc.argv]
-    return Background(proc.name, argv, proc.ready, proc.ready_timeout)
+    return Background(proc.name, argv, proc.ready, proc.ready_timeout, proc.principal)

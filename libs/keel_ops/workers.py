@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from keel.producer import client_config
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import WORKER_COMMANDS_PREFIX, worker_group_id
@@ -46,13 +47,13 @@ def _waiting(settings: Settings, topic: str, group_id: str, timeout_s: float = 1
     would also count transaction markers and aborted records."""
     reader = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **client_config(settings),
             "group.id": f"keel-status-{uuid.uuid4().hex[:8]}",  # never commits: reads only
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
         }
     )
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group_id})
+    probe = Consumer({**client_config(settings), "group.id": group_id})
     try:
         parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
         tps = [TopicPartition(topic, p) for p in parts]
@@ -86,7 +87,7 @@ def _waiting(settings: Settings, topic: str, group_id: str, timeout_s: float = 1
 
 def backlogs(settings: Settings, tools: ToolRegistry | None = None) -> list[Backlog]:
     """One Backlog per worker group topic on the broker (and per group the definitions name)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(WORKER_COMMANDS_PREFIX)]
     by_group: dict[str, list[str]] = {t.removeprefix(WORKER_COMMANDS_PREFIX): [] for t in topics}
     if tools is not None:

@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from keel import dlq
 from keel.contracts import DeadLetter
+from keel.producer import client_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import DEAD_LETTER_STATUS, DEAD_LETTERS
@@ -117,7 +118,7 @@ class DeadLetterIndex:
         if self._consumer is None:
             self._consumer = Consumer(
                 {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    **client_config(self.settings),
                     "group.id": f"keel-api-dlq-{uuid.uuid4().hex[:10]}",  # never commits: no group state
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",

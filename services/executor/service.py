@@ -23,6 +23,7 @@ from keel.background import BackgroundCalls, BackgroundProcessor
 from keel.blobs import BlobMissing, BlobStore, store_for
 from keel.claimcheck import resolved_command
 from keel.contracts import RunEvent, StepCommand
+from keel.producer import client_config
 from keel.serde import Serde, register_worker_topics
 from keel.settings import Settings, get_settings
 from keel.tooldefs import ToolRegistry
@@ -155,7 +156,7 @@ def make_processor(settings: Settings, serde: Serde) -> ExecutorProcessor:
     # groups' topics are made here too, so a command for a tool no worker serves yet waits on its topic.
     tools = ToolRegistry.configured()
     groups = [w for w in (tools.get(t).worker for t in tools.names()) if w is not None]
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     specs = worker_topics(settings, groups)
     ensure_topics(admin, specs, settings.topic_replication)
     register_worker_topics(serde.client, [s.name for s in specs])

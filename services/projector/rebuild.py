@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from keel.producer import consumer_config
+from keel.producer import client_config, consumer_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import RUN_EVENTS
@@ -23,9 +23,7 @@ log = logging.getLogger(__name__)
 
 def end_offsets(settings: Settings, topics: Sequence[str], timeout: float = 10.0) -> dict[TP, int]:
     """The high watermark of every partition of `topics`, now."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"keel.ends-{uuid.uuid4()}"}
-    )
+    consumer = Consumer({**client_config(settings), "group.id": f"keel.ends-{uuid.uuid4()}"})
     try:
         ends = {}
         for topic in topics:

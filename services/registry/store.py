@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from keel.producer import client_config
 from keel.settings import Settings
 from keel.topics import SCHEMAS, TopicSpec, ensure_topics
 from services.registry.core import RegistryState, record_key
@@ -24,19 +25,17 @@ class KafkaStore:
         self.state = RegistryState()
         self.lock = threading.Lock()
         ensure_topics(
-            AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+            AdminClient(client_config(settings)),
             [TopicSpec(topic, 1, {"cleanup.policy": "compact"})],
             settings.topic_replication,
         )
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "enable.idempotence": True}
-        )
+        self.producer = Producer({**client_config(settings), "acks": "all", "enable.idempotence": True})
         self._replay()
 
     def _replay(self, timeout_s: float = 30.0) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **client_config(self.settings),
                 "group.id": "keel-registry",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -13,6 +13,7 @@ import uuid
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
+from keel.producer import client_config
 from keel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class EndProbe:
         if self._consumer is None:
             self._consumer = Consumer(
                 {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    **client_config(self.settings),
                     "group.id": f"keel-end-probe-{uuid.uuid4().hex[:10]}",  # never joins nor commits
                     "isolation.level": "read_committed",
                     "enable.auto.commit": False,
@@ -62,7 +63,7 @@ class EndProbe:
         if self._group_view is None:
             self._group_view = Consumer(
                 {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    **client_config(self.settings),
                     "group.id": self.group,  # reads the group's offsets; never subscribes nor commits
                     "isolation.level": "read_committed",
                     "enable.auto.commit": False,

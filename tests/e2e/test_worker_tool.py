@@ -24,7 +24,9 @@ from keel_ops.workers import Backlog, backlogs
 
 pytestmark = pytest.mark.e2e
 REFUND = {"charge_id": "ch_9z8y7x", "amount_cents": 700}
-WORKER = Background("worker-payments-0", [sys.executable, "-m", "keel.worker", "tests.workers.refunds"])
+WORKER = Background(
+    "worker-payments-0", [sys.executable, "-m", "keel.worker", "tests.workers.refunds"], principal="worker"
+)
 
 
 @pytest.fixture
@@ -119,6 +121,7 @@ def test_processes_n_serves_one_group_with_n_members_and_stops_them_all(stack, k
     pool = Background(
         "worker-payments-pool",
         [sys.executable, "-m", "keel.worker", "tests.workers.refunds", "--processes", "2", "--instance", "p"],
+        principal="worker",
     )
     start_background(stack, pool)
     try:

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from keel.definitions.log import candidate, serde_for
 from keel.definitions.record import Candidate, winners
+from keel.producer import client_config
 from keel.registryerrors import registry_unavailable
 from keel.settings import Settings
 from keel.topics import DEFINITIONS
@@ -27,7 +28,7 @@ class DefinitionsReader:
         self._serde = serde_for(settings, topic)
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "group.id": f"keel-definitions-{uuid.uuid4().hex[:10]}",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,

@@ -9,6 +9,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from keel.contracts import LedgerRecord
+from keel.producer import client_config
 from keel.serde import Serde
 from keel.settings import Settings
 from keel.toolrun.retention import DEFAULT_HORIZON_S, CommittedKeys
@@ -35,7 +36,7 @@ class LedgerView:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **client_config(settings),
                 "group.id": "keel-ledger-view",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from keel.blobs import store_for
+from keel.producer import client_config
 from keel.serde import Serde, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import UnknownTool
@@ -70,7 +71,7 @@ class WorkerProcessor(ToolProcessor):
 def ensure_group_topic(settings: Settings, group: str) -> None:
     """The group's command topic and its contract's subject, made if missing (the executor makes them
     too, for every group the definitions name)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     specs = worker_topics(settings, [group])
     ensure_topics(admin, specs, settings.topic_replication)
     register_worker_topics(registry_client(settings.schema_registry_url), [s.name for s in specs])

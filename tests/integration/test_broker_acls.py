@@ -1,0 +1,125 @@
+"""The broker enforces the ACL table (keel.acl, docs/tenancy.md section 2): a process holding one service's
+credentials can touch only that service's topics. Runs against the tests' own broker (tests/conftest.py),
+which authenticates every service and allows nothing an ACL does not grant."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from helpers import unique, wait_for
+
+from keel.acl import grant_of
+from keel.acl_apply import principal_env
+from keel.contracts import RunRequested
+from keel.serde import Serde, registry_client
+from keel.settings import Settings
+from keel.topics import LEDGER, RUN_REQUESTS, TOOL_COMMANDS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def acl_stack(stack: Settings) -> Settings:
+    if not stack.kafka_service_bootstrap:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the test broker does not enforce ACLs (no KEEL_KAFKA_SERVICE_BOOTSTRAP)")
+        pytest.skip("the broker at KEEL_KAFKA_BOOTSTRAP does not enforce ACLs (a shared stack)")
+    return stack
+
+
+def as_principal(stack: Settings, principal: str, **extra: Any) -> dict[str, Any]:
+    """Client settings of a process started as `principal`, as the operator tooling starts it."""
+    env = principal_env(stack, principal, str(stack.kafka_service_bootstrap))
+    return {
+        "bootstrap.servers": env["KEEL_KAFKA_BOOTSTRAP"],
+        "security.protocol": env["KEEL_KAFKA_SECURITY_PROTOCOL"],
+        "sasl.mechanism": env["KEEL_KAFKA_SASL_MECHANISM"],
+        "sasl.username": env["KEEL_KAFKA_USERNAME"],
+        "sasl.password": env["KEEL_KAFKA_PASSWORD"],
+        **extra,
+    }
+
+
+def produce_as(stack: Settings, principal: str, topic: str, value: bytes, key: str) -> KafkaError | None:
+    """Produce one message as `principal`; the delivery error, or None when the broker took it."""
+    producer = Producer(as_principal(stack, principal, **{"message.timeout.ms": 10000, "retries": 0}))
+    reports: list[KafkaError | None] = []
+    producer.produce(topic, key=key, value=value, on_delivery=lambda err, _msg: reports.append(err))
+    producer.flush(15)
+    assert reports, f"no delivery report for {topic} as {principal}"
+    return reports[0]
+
+
+def read_error_as(stack: Settings, principal: str, topic: str) -> KafkaError | None:
+    """Subscribe to `topic` as `principal` (in a group of its own under the principal's group prefix) and
+    read from the beginning: the first error the broker answers with, or None once a message or the end
+    of a partition came without one."""
+    group = f"{grant_of(principal).groups[0]}-acl-{unique('probe')}"
+    conf = {"group.id": group, "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+    consumer = Consumer(as_principal(stack, principal, **conf))
+    seen: list[KafkaError | None] = []
+    try:
+        consumer.subscribe([topic])
+
+        def answered() -> bool:
+            msg = consumer.poll(0.5)
+            if msg is not None:
+                err = msg.error()
+                seen.append(None if err is None or err.code() == KafkaError._PARTITION_EOF else err)
+            return bool(seen)
+
+        wait_for(answered, 30, f"an answer to reading {topic} as {principal}")
+        return seen[0]
+    finally:
+        consumer.close()
+
+
+def run_request(stack: Settings) -> tuple[str, bytes]:
+    run_id = unique("acl-run")
+    req = RunRequested(
+        request_id=unique("req"),
+        run_id=run_id,
+        tenant_id="acme",
+        workflow=unique("no_such_workflow"),  # dead-lettered as unknown: starts nothing
+        input_json="{}",
+        requested_at=datetime.now(UTC),
+    )
+    return run_id, Serde(registry_client(stack.schema_registry_url)).encode(RUN_REQUESTS, req)
+
+
+def test_the_api_credentials_cannot_produce_a_tool_command_nor_read_the_ledger(acl_stack):
+    run_id, value = run_request(acl_stack)
+    # What the API is for: a run request goes through.
+    assert produce_as(acl_stack, "api", RUN_REQUESTS, value, run_id) is None
+    # A tool command it has no business writing is refused by the broker.
+    refused = produce_as(acl_stack, "api", TOOL_COMMANDS, b"forged tool command", run_id)
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    # And the commit ledger is not its to read.
+    denied = read_error_as(acl_stack, "api", LEDGER)
+    assert denied is not None and denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
+
+
+def test_only_the_ledger_reads_and_writes_the_ledger_topic_among_executor_and_ledger(acl_stack):
+    # The executor makes tool commands but can never forge a commit.
+    refused = produce_as(acl_stack, "executor", LEDGER, b"forged commit", unique("k"))
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    # The ledger may read its topic (writes are transactional: not probed with a stray record here).
+    assert read_error_as(acl_stack, "ledger", LEDGER) is None
+
+
+def test_a_worker_reads_its_groups_topics_but_never_the_adapters_tool_commands(acl_stack):
+    denied = read_error_as(acl_stack, "worker", TOOL_COMMANDS)
+    assert denied is not None and denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
+
+
+def test_wrong_credentials_are_refused(acl_stack):
+    conf = as_principal(acl_stack, "api", **{"sasl.password": "not-the-password", "message.timeout.ms": 3000})
+    producer = Producer(conf)
+    reports: list[KafkaError | None] = []
+    producer.produce(RUN_REQUESTS, key=b"k", value=b"v", on_delivery=lambda err, _m: reports.append(err))
+    producer.flush(10)
+    assert reports and reports[0] is not None  # never delivered
