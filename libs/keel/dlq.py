@@ -121,6 +121,11 @@ def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dic
         on_delivery=lambda err, msg: delivered.append((err, msg)),
     )
     producer.flush(30)
+    if delivered and delivered[0][0] is not None and delivered[0][0].code() in _NOT_PERMITTED:
+        raise RedriveRefused(
+            f"this principal may not write {letter.source_topic} (the broker's ACLs): redrive "
+            f"{letter.dead_letter_id} with the operator tooling, `keel dlq redrive`"
+        )
     if not delivered or delivered[0][0] is not None:
         raise RuntimeError(f"redrive of {letter.dead_letter_id} was not acknowledged: {delivered}")
     msg = delivered[0][1]
@@ -133,6 +138,13 @@ def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dic
     producer.produce(DEAD_LETTER_STATUS, key=letter.dead_letter_id, value=json.dumps(status).encode())
     producer.flush(30)
     return status
+
+
+_NOT_PERMITTED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
+class RedriveRefused(RuntimeError):
+    """The broker refused the redrive: this process's principal may not write the source topic."""
 
 
 class OriginalGone(RuntimeError):

@@ -95,6 +95,7 @@ class DeadLetters(BaseModel):
 
 class Redriven(BaseModel):
     redriven: list[dict[str, Any]]
+    refused: list[dict[str, Any]] = []  # letters whose source topic the API's principal may not write
 
 
 class ControlAccepted(BaseModel):

@@ -57,7 +57,7 @@ def show_dead_letter(request: Request, dead_letter_id: str, _: Operator) -> dict
     return _entry(request, dead_letter_id).detail()
 
 
-@router.post("/{dead_letter_id}/redrive", response_model=None, responses=docs.errors(404, 409))
+@router.post("/{dead_letter_id}/redrive", response_model=None, responses=docs.errors(403, 404, 409))
 def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: bool = False) -> dict[str, Any]:
     entry = _entry(request, dead_letter_id)
     if entry.status is not None and not force:
@@ -66,21 +66,26 @@ def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: boo
             "already_redriven",
             f"{dead_letter_id} was redriven already ({entry.status['to']}); pass force=true to send it again",
         )
-    return {
-        "dead_letter_id": dead_letter_id,
-        **dlq.redrive(request.app.state.deps.settings, entry.letter, who),
-    }
+    try:
+        status = dlq.redrive(request.app.state.deps.settings, entry.letter, who)
+    except dlq.RedriveRefused as exc:
+        raise ApiError(403, "redrive_not_permitted", str(exc)) from None
+    return {"dead_letter_id": dead_letter_id, **status}
 
 
 @router.post("/redrive", response_model=None, responses=docs.ok(docs.Redriven))
 def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
-    """Redrive every waiting dead letter."""
+    """Redrive every waiting dead letter the API may write back; the others are listed as refused (the
+    broker lets the API write run requests and control commands only: docs/tenancy.md)."""
     settings = request.app.state.deps.settings
-    done = [
-        {"dead_letter_id": e.letter.dead_letter_id, **dlq.redrive(settings, e.letter, who)}
-        for e in dlq.waiting(entries(request))
-    ]
-    return {"redriven": done}
+    done: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    for e in dlq.waiting(entries(request)):
+        try:
+            done.append({"dead_letter_id": e.letter.dead_letter_id, **dlq.redrive(settings, e.letter, who)})
+        except dlq.RedriveRefused as exc:
+            refused.append({"dead_letter_id": e.letter.dead_letter_id, "reason": str(exc)})
+    return {"redriven": done, "refused": refused}
 
 
 def install(app: Any) -> None:

@@ -12,9 +12,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from helpers import unique, wait_for
 
+from keel import dlq
 from keel.acl import grant_of
 from keel.acl_apply import principal_env
-from keel.contracts import RunRequested
+from keel.contracts import DeadLetter, RunRequested
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import LEDGER, RUN_REQUESTS, TOOL_COMMANDS
@@ -123,3 +124,35 @@ def test_wrong_credentials_are_refused(acl_stack):
     producer.produce(RUN_REQUESTS, key=b"k", value=b"v", on_delivery=lambda err, _m: reports.append(err))
     producer.flush(10)
     assert reports and reports[0] is not None  # never delivered
+
+
+def test_the_api_redrives_only_onto_topics_it_may_write_and_says_so_for_the_others(acl_stack):
+    """A dead letter of keel.tool-commands redriven with the API's credentials is refused by the broker:
+    RedriveRefused (the API's 403), not an unexplained failure; one of keel.run-requests goes back."""
+    env = principal_env(acl_stack, "api", str(acl_stack.kafka_service_bootstrap))
+    api = acl_stack.model_copy(
+        update={
+            "kafka_bootstrap": env["KEEL_KAFKA_BOOTSTRAP"],
+            "kafka_security_protocol": env["KEEL_KAFKA_SECURITY_PROTOCOL"],
+            "kafka_username": env["KEEL_KAFKA_USERNAME"],
+            "kafka_password": env["KEEL_KAFKA_PASSWORD"],
+        }
+    )
+
+    def letter(topic: str) -> DeadLetter:
+        return DeadLetter(
+            dead_letter_id=unique("dl"),
+            source_topic=topic,
+            source_partition=0,
+            source_offset=0,
+            key=b"run-x",
+            value=b"not avro",
+            reason="undecodable",
+            error_class="undecodable",
+            failed_at=datetime.now(UTC),
+        )
+
+    with pytest.raises(dlq.RedriveRefused) as refused:
+        dlq.redrive(api, letter(TOOL_COMMANDS))
+    assert TOOL_COMMANDS in str(refused.value) and "keel dlq redrive" in str(refused.value)
+    assert dlq.redrive(api, letter(RUN_REQUESTS))["to"].startswith(f"{RUN_REQUESTS}:0:")
