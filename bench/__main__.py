@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         say("bringing up the stack (broker, registry, database, simulators, services, API)")
         peers = [p.strip() for p in args.peers.split(",") if p.strip()]
         stack.up(keel=not args.no_keel, simulators=bool(peers) or not args.no_keel)
+        settings = stack.settings  # through the local broker's admin door when it has one
         sims = Simulators(**sims_conf)
         if not args.no_floor:
             for name, hops in (("one_hop", 1), ("chain", args.hops)):

@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stack.up()
+        settings = stack.settings  # through the local broker's admin door when it has one
         measure(Phase("warmup", 5, 5.0))
         parts = args.parts.split(",")
         if "load" in parts:

@@ -15,6 +15,7 @@ import httpx
 from confluent_kafka.admin import AdminClient
 
 from keel import db
+from keel.producer import client_config
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings
 from keel.topics import catalogue, ensure_topics
@@ -22,7 +23,9 @@ from keel_ops.stack import (
     SERVICES,
     Background,
     api_process,
+    apply_acl_table,
     kafka,
+    local_operator,
     port_of,
     registry_process,
     running_pid,
@@ -41,7 +44,7 @@ def say(msg: str) -> None:
 
 def _renamed(proc: Background) -> Background:
     # Own pid files, so the bench never stops (or is mistaken for) a `keel up` stack.
-    return Background(PREFIX + proc.name, proc.argv, proc.ready, proc.ready_timeout)
+    return Background(PREFIX + proc.name, proc.argv, proc.ready, proc.ready_timeout, proc.principal)
 
 
 def _port_taken(port: int) -> bool:
@@ -110,7 +113,13 @@ class BenchStack:
             say(f"starting Kafka on {s.kafka_bootstrap}")
             kafka(s, "start")
             self.kafka_started = True
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        # The local broker authenticates its clients: the bench's own clients (and the floor) go through
+        # its loopback admin door, the services it starts connect as their own principals (keel.acl).
+        # Callers read `stack.settings` after up().
+        self.settings = s = local_operator(s)
+        if s.kafka_service_bootstrap:
+            apply_acl_table(s)
+        admin = AdminClient(client_config(s))
         ensure_topics(admin, catalogue(s), s.topic_replication)
         if not _registry_answers(s.schema_registry_url):
             say(f"starting the schema registry on {s.schema_registry_url}")
