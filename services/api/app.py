@@ -108,7 +108,7 @@ def health(deps: Deps) -> JSONResponse:
     """ok or unavailable per check, nothing more: the detail (hosts, users) is for the log only."""
     checks = {"database": "ok", "broker": "ok"}
     try:
-        with deps.pool.connection() as conn:
+        with deps.pool.connection("*") as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
         log.warning("health: the database is not available: %s", exc)

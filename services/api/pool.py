@@ -1,4 +1,6 @@
-"""A small pool of autocommit Postgres connections for the API's request threads."""
+"""A small pool of autocommit Postgres connections for the API's request threads, each lent for one
+tenant: the connections log in as the role `keel_api`, which owns no table, so the projections'
+row-level security (migration 0008) shows a request only the rows of the tenant it was lent for."""
 
 from __future__ import annotations
 
@@ -8,30 +10,72 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
+
+API_ROLE = "keel_api"
+EVERY_TENANT = "*"  # an operator's requests: the policies read it as every tenant
+# The session setting the policies read; empty between requests, so an idle connection sees nothing.
+TENANT_SETTING = "keel.tenant"
 
 
 class Pool:
-    def __init__(self, url: Callable[[], str], size: int, connect_timeout: float = 5.0) -> None:
-        self._url, self._size, self._timeout = url, size, connect_timeout
+    def __init__(
+        self,
+        url: Callable[[], str],
+        size: int,
+        connect_timeout: float = 5.0,
+        role: str = API_ROLE,
+    ) -> None:
+        self._url, self._size, self._timeout, self._role = url, size, connect_timeout, role
         self._idle: queue.LifoQueue[psycopg.Connection[DictRow]] = queue.LifoQueue()
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[DictRow]]:
+    def connection(self, tenant: str) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection that sees `tenant`'s rows only (`EVERY_TENANT` for an operator's request)."""
+        if not tenant:
+            raise ValueError("a connection is lent for a tenant (or EVERY_TENANT), never for nobody")
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = psycopg.connect(
-                self._url(), autocommit=True, connect_timeout=int(self._timeout), row_factory=dict_row
-            )
+            conn = self._connect()
         try:
+            conn.execute("SELECT set_config(%s, %s, false)", (TENANT_SETTING, tenant))
             yield conn
         finally:
-            # A broken connection is dropped here, so the next request gets a fresh one.
-            if conn.closed or conn.broken or self._idle.qsize() >= self._size:
+            self._give_back(conn)
+
+    def _connect(self) -> psycopg.Connection[DictRow]:
+        # As the API's role, never the owner's: the owner's password (if the URL has one) is not its.
+        # A password for the role, where the server wants one, comes from PGPASSWORD or ~/.pgpass.
+        params = {k: v for k, v in conninfo_to_dict(self._url()).items() if k != "password"}
+        conninfo = make_conninfo(**{**params, "user": self._role})  # type: ignore[arg-type]
+        conn = psycopg.connect(
+            conninfo, autocommit=True, connect_timeout=int(self._timeout), row_factory=dict_row
+        )
+        row = conn.execute(
+            "SELECT rolsuper OR rolbypassrls AS unbound FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if row is None or row["unbound"]:
+            conn.close()
+            raise RuntimeError(f"role {self._role} bypasses row-level security: the API refuses it")
+        return conn
+
+    def _give_back(self, conn: psycopg.Connection[DictRow]) -> None:
+        # A broken connection is dropped here, so the next request gets a fresh one; so is one whose
+        # tenant cannot be cleared, or which is left inside a transaction.
+        if not (conn.closed or conn.broken) and conn.info.transaction_status == TransactionStatus.IDLE:
+            try:
+                conn.execute("SELECT set_config(%s, '', false)", (TENANT_SETTING,))
+            except psycopg.Error:
                 conn.close()
-            else:
-                self._idle.put(conn)
+        else:
+            conn.close()
+        if conn.closed or self._idle.qsize() >= self._size:
+            conn.close()
+        else:
+            self._idle.put(conn)
 
     def close(self) -> None:
         while True:
