@@ -18,6 +18,7 @@ from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from services.api import (
+    audit,
     blobs,
     cases,
     control,
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(cases.router)
     app.include_router(control.router)
     app.include_router(reruns.router)
+    app.include_router(audit.router)
     operators.install(app)
     metrics.install(app, deps)
 

@@ -202,3 +202,54 @@ def test_a_rebuild_recreates_the_policies_and_the_grants(stack):
             assert_isolated(Seeded(stack, schema, owner, pool))
         finally:
             drop_schema(owner, schema)
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def security(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    """A schema's tables, row-level security switches, policies and the API role's grants."""
+    tables = conn.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+        (schema,),
+    ).fetchall()
+    policies = conn.execute(
+        "SELECT tablename, policyname, cmd, roles::text, replace(qual, %s, '') FROM pg_policies "
+        "WHERE schemaname = %s ORDER BY 1, 2",
+        (schema + ".", schema),
+    ).fetchall()
+    grants = conn.execute(
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+        "WHERE table_schema = %s AND grantee = %s ORDER BY 1, 2",
+        (schema, API_ROLE),
+    ).fetchall()
+    return {"tables": tables, "policies": policies, "grants": grants}
+
+
+def test_the_migration_secures_a_schema_as_a_rebuild_creates_it(stack):
+    old, new = f"mig_old_{uuid.uuid4().hex[:8]}", f"mig_new_{uuid.uuid4().hex[:8]}"
+    migrations = {n: text for _, n, text in db.migrations()}
+    v7_function = migrations["cases"][: migrations["cases"].index("DO $do$")]
+    with owner_conn(stack) as conn:
+        db.migrate(conn)
+        # In one transaction, rolled back: the function as 0007 made it, a schema of that shape holding a
+        # run, then 0008 over it. Nothing of it outlives the test.
+        with pytest.raises(_RolledBack), conn.transaction():
+            conn.execute(v7_function.encode())
+            conn.execute("SELECT keel_create_projection_tables(%s)", (old,))
+            conn.execute(
+                f'INSERT INTO "{old}".runs (run_id, tenant_id, workflow, created_at, updated_at) '
+                "VALUES ('r1', 'acme', 'support', now(), now())"
+            )
+            assert security(conn, old)["policies"] == []
+            conn.execute(migrations["tenant_isolation_audit"].encode())
+            conn.execute("SELECT keel_create_projection_tables(%s)", (new,))
+            altered, created = security(conn, old), security(conn, new)
+            assert altered == created
+            assert {t for t, *_ in created["policies"]} == set(TENANT_OF)
+            assert {p for _, p in created["grants"]} == {"SELECT"}
+            assert {t for t, _ in created["grants"]} == set(TENANT_OF)
+            assert conn.execute(f'SELECT run_id FROM "{old}".runs').fetchall() == [("r1",)]
+            raise _RolledBack

@@ -263,6 +263,7 @@ $do$;
 
 -- The API's idempotency record (0003): the API writes it, per tenant, under the same rule.
 ALTER TABLE api_idempotency ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenant_rows ON api_idempotency;
 CREATE POLICY tenant_rows ON api_idempotency
     USING (current_setting('keel.tenant', true) = '*' OR tenant_id = current_setting('keel.tenant', true))
     WITH CHECK (current_setting('keel.tenant', true) = '*' OR tenant_id = current_setting('keel.tenant', true));
