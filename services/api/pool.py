@@ -4,16 +4,19 @@ row-level security (migration 0008) shows a request only the rows of the tenant 
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 
+log = logging.getLogger(__name__)
 API_ROLE = "keel_api"
 EVERY_TENANT = "*"  # an operator's requests: the policies read it as every tenant
 # The session setting the policies read; empty between requests, so an idle connection sees nothing.
@@ -47,13 +50,23 @@ class Pool:
             self._give_back(conn)
 
     def _connect(self) -> psycopg.Connection[DictRow]:
-        # As the API's role, never the owner's: the owner's password (if the URL has one) is not its.
-        # A password for the role, where the server wants one, comes from PGPASSWORD or ~/.pgpass.
-        params = {k: v for k, v in conninfo_to_dict(self._url()).items() if k != "password"}
-        conninfo = make_conninfo(**{**params, "user": self._role})  # type: ignore[arg-type]
-        conn = psycopg.connect(
-            conninfo, autocommit=True, connect_timeout=int(self._timeout), row_factory=dict_row
-        )
+        """A connection logged in as the API's role; where the server will not let it log in (a password
+        it was not given, say), the owner's connection with `SET ROLE`: row-level security applies to
+        every query alike, but a query could `RESET ROLE`, so it is said loudly."""
+        owner = self._url()
+        # The owner's password (if the URL has one) is not the role's: the role's, where the server wants
+        # one, comes from PGPASSWORD or ~/.pgpass.
+        params = {k: v for k, v in conninfo_to_dict(owner).items() if k != "password"}
+        try:
+            conn = self._open(make_conninfo("", **{**params, "user": self._role}))
+        except psycopg.OperationalError as exc:
+            conn = self._open(owner)
+            try:
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
+            except psycopg.Error:
+                conn.close()
+                raise exc from None
+            log.warning("cannot log in as %s (%s): using SET ROLE %s instead", self._role, exc, self._role)
         row = conn.execute(
             "SELECT rolsuper OR rolbypassrls AS unbound FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
@@ -61,6 +74,11 @@ class Pool:
             conn.close()
             raise RuntimeError(f"role {self._role} bypasses row-level security: the API refuses it")
         return conn
+
+    def _open(self, conninfo: str) -> psycopg.Connection[DictRow]:
+        return psycopg.connect(
+            conninfo, autocommit=True, connect_timeout=int(self._timeout), row_factory=dict_row
+        )
 
     def _give_back(self, conn: psycopg.Connection[DictRow]) -> None:
         # A broken connection is dropped here, so the next request gets a fresh one; so is one whose

@@ -253,3 +253,18 @@ def test_the_migration_secures_a_schema_as_a_rebuild_creates_it(stack):
             assert {t for t, _ in created["grants"]} == set(TENANT_OF)
             assert conn.execute(f'SELECT run_id FROM "{old}".runs').fetchall() == [("r1",)]
             raise _RolledBack
+
+
+def test_a_role_that_cannot_log_in_is_taken_by_set_role_and_still_sees_one_tenant(seeded):
+    # As where the server wants a password the role was not given: the pool connects as the owner and
+    # takes the role with SET ROLE; the policies bind it all the same.
+    role = f"keel_api_probe_{uuid.uuid4().hex[:8]}"
+    seeded.owner.execute(f"CREATE ROLE {role} NOLOGIN NOBYPASSRLS IN ROLE {API_ROLE}")
+    try:
+        with Pool(lambda: seeded.settings.db_url() or "", 1, role=role) as pool:
+            with pool.connection("acme") as conn:
+                [who] = conn.execute("SELECT current_user AS role, session_user AS login").fetchall()
+                assert who["role"] == role and who["login"] != role
+            assert_isolated(Seeded(seeded.settings, seeded.schema, seeded.owner, pool))
+    finally:
+        seeded.owner.execute(f"DROP ROLE {role}")
