@@ -26,7 +26,15 @@ from services.api.queries import Conn
 router = APIRouter()
 Text = Annotated[str | None, Query(max_length=256, pattern=r"^[A-Za-z0-9._:@#/|+=-]+$")]
 TenantFilter = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
-Instant = Annotated[str | None, Query(max_length=64, description="an ISO date or date-time (UTC if no zone)")]
+# Documented as date-times, checked by the handler (an ISO date is read as its midnight, UTC).
+Instant = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="an ISO date or date-time (UTC if no zone)",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
 _COLUMNS = "id, at, tenant_id, actor, action, run_id, step, detail, source"
 
 

@@ -53,7 +53,7 @@ def semantic(case: schemathesis.Case) -> list[CheckFunction]:
     where = (case.operation.method, case.operation.path)
     semantic = (
         where == ("post", "/v1/runs")
-        or (where == ("get", "/v1/runs") and "cursor" in (case.query or {}))
+        or (where in (("get", "/v1/runs"), ("get", "/v1/audit")) and "cursor" in (case.query or {}))
         or (where == ("post", "/v1/runs/{run_id}/replay") and isinstance(case.body, dict))
     )
     return [checks.positive_data_acceptance] if semantic else []
