@@ -20,6 +20,7 @@ from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
 from keel_ops import (
     cli_acl,
+    cli_audit,
     cli_cases,
     cli_costs,
     cli_credentials,
@@ -218,7 +219,7 @@ def cmd_projections(settings: Settings, args: Args) -> int:
     from services.projector.rebuild import rebuild
 
     t0 = time.monotonic()
-    say("rebuilding the projections from keel.run-events (into a fresh schema, then swapped in)")
+    say("rebuilding the projections from keel.run-events and keel.control (into a fresh schema, swapped in)")
     until = rebuild(settings)
     say(f"rebuilt up to {sum(until.values())} messages in {time.monotonic() - t0:.1f}s")
     return 0
@@ -252,6 +253,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, Args], int], str]] = {
     "replay": (cli_replay.cmd_replay, cli_replay.REPLAY_HELP),
     "rerun": (cli_rerun.run, cli_rerun.HELP),
     "costs": (cli_costs.run, cli_costs.HELP),
+    "audit": (cli_audit.run, cli_audit.HELP),
     "quarantine": (cli_cases.run_quarantine, cli_cases.QUARANTINE_HELP),
     "approvals": (cli_cases.run_approvals, cli_cases.APPROVALS_HELP),
     "cancel": (partial(cli_cases.run_control, "cancel"), cli_cases.CONTROL_HELP["cancel"]),
@@ -319,6 +321,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         cli_acl.arguments(p)
     elif name == "costs":
         cli_costs.arguments(p)
+    elif name == "audit":
+        cli_audit.arguments(p)
     elif name == "quarantine":
         cli_cases.quarantine_arguments(p)
     elif name == "approvals":

@@ -19,6 +19,7 @@ from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from services.api import (
+    audit,
     blobs,
     cases,
     control,
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(cases.router)
     app.include_router(control.router)
     app.include_router(reruns.router)
+    app.include_router(audit.router)
     operators.install(app)
     metrics.install(app, deps)
 
@@ -110,7 +112,7 @@ def health(deps: Deps) -> JSONResponse:
     """ok or unavailable per check, nothing more: the detail (hosts, users) is for the log only."""
     checks = {"database": "ok", "broker": "ok"}
     try:
-        with deps.pool.connection() as conn:
+        with deps.pool.connection("*") as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
         log.warning("health: the database is not available: %s", exc)

@@ -35,7 +35,7 @@ async def blob(request: Request, run_id: str, ref: str, tenant: Viewer) -> Respo
     def read() -> bytes:
         if not is_ref(ref):  # no event can name it (and Postgres could not even compare a NUL)
             raise ApiError(404, "blob_not_found", f"{ref!r} is not a blob ref ({REF_PATTERN})")
-        with deps.pool.connection() as conn:
+        with deps.pool.connection(tenant) as conn:
             keel_id, _ = resolve(conn, tenant, run_id)
             named = _named_by(conn, deps.api.projection_schema, tenant, keel_id, ref)
         if named is None:

@@ -48,7 +48,7 @@ def _step_and_tool(deps: Deps, case: dict[str, Any]) -> tuple[StepSpec | None, s
     """The case's step (as its run's workflow version declares it) and the tool it calls: the step's
     tool, or for an agent's tool call the tool the quarantined call named."""
     step = None
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(case["tenant_id"]) as conn:
         run = case_queries.run_of(conn, deps.api.projection_schema, case["run_id"])
         evidence = case_queries.case_evidence(conn, deps.api.projection_schema, case) or {}
     if run is not None and case["step"]:

@@ -88,7 +88,7 @@ class Deny(BaseModel):
 def _list(deps: Deps, who: Caller, tenant: str | None, **filters: Any) -> dict[str, Any]:
     if tenant is not None and not who.operator and tenant != who.tenant:
         return {"cases": []}  # a tenant sees its own cases only, whatever it filters on
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(who.tenant or "*") as conn:
         found = case_queries.list_cases(conn, deps.api.projection_schema, who.tenant or tenant, **filters)
     return {"cases": found}
 
@@ -124,7 +124,7 @@ def list_approvals(
 def _case(deps: Deps, who: Caller, case_id: str, kind: str | None = None) -> dict[str, Any]:
     case = None
     if "\x00" not in case_id and len(case_id) <= MAX_CASE_ID:  # no case has it (Postgres cannot compare NUL)
-        with deps.pool.connection() as conn:
+        with deps.pool.connection(who.tenant or "*") as conn:
             case = case_queries.get_case(conn, deps.api.projection_schema, who.tenant, case_id)
     if case is None or (kind is not None and case["kind"] != kind):
         # The same answer for a case of another tenant: nothing leaks.

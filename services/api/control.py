@@ -105,7 +105,7 @@ def await_decision(deps: Deps, case: dict[str, Any], cmd: ControlCommand) -> JSO
     202 pending when neither is known yet (the decision may still apply: GET the case later)."""
     schema, deadline = deps.api.projection_schema, time.monotonic() + deps.api.decision_wait_s
     while True:
-        with deps.pool.connection() as conn:
+        with deps.pool.connection(case["tenant_id"]) as conn:
             now = case_queries.get_case(conn, schema, None, case["case_id"])
             refused = case_queries.refusal(conn, schema, cmd.run_id, cmd.command_id)
         if now is not None and now["status"] == "decided" and now["decision_command_id"] == cmd.command_id:
@@ -134,7 +134,7 @@ def own_run(deps: Deps, who: Caller, run_id: str) -> dict[str, Any]:
     schema = deps.api.projection_schema
     if not runs.RUN_ID.match(run_id):
         raise runs.not_found(run_id)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(who.tenant or "*") as conn:
         keel_id = runs.resolve(conn, who.tenant, run_id)[0] if who.tenant else run_id
         run = case_queries.run_of(conn, schema, keel_id)
     if run is None or (who.tenant is not None and run["tenant_id"] != who.tenant):

@@ -92,7 +92,7 @@ async def costs(
 
     def read() -> list[dict[str, Any]]:
         query, params = statement(deps.api.projection_schema, q)
-        with deps.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with deps.pool.connection(q.tenant or "*") as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params).fetchall()
 
     return answer(q, await run_in_threadpool(read))

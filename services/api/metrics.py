@@ -40,7 +40,7 @@ class OpenCases(Collector):
         )
         table = sql.Identifier(self.deps.api.projection_schema, "cases")
         try:
-            with self.deps.pool.connection() as conn:
+            with self.deps.pool.connection("*") as conn:
                 rows = conn.execute(query.format(table), (vocab.CASE_QUARANTINE,)).fetchall()
         except Exception as exc:  # a scrape must answer: the gauge is left out, the failure logged
             log.warning("open quarantine cases not read: %s", exc)

@@ -25,7 +25,7 @@ def _dump(model: Any) -> Any:
 def definitions(request: Request, run_id: str, tenant: Viewer) -> dict[str, Any]:
     """The run's workflow version and every tool its steps name or its calls used, as definitions."""
     deps = deps_of(request)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         keel_id, _ = resolve(conn, tenant, run_id)
         found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id)
     if not found:

@@ -94,7 +94,7 @@ def _definition(body: ReplayBody) -> ToolDefinition | None:
 def replay_step(request: Request, run_id: str, body: ReplayBody, tenant: Viewer) -> dict[str, Any]:
     """Re-execute one step attempt of the run from its recorded facts, with no network, and diff it."""
     deps = deps_of(request)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id)
     if not found:

@@ -104,7 +104,7 @@ def build(deps: Deps, who: Caller, run_id: str, body: RerunBody, key: str | None
     except ValueError as exc:
         raise ApiError(422, "unknown_step", str(exc)) from None
     schema, tenant = deps.api.projection_schema, run["tenant_id"]
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         run_input, task_id = origin_input(deps, conn, run)
         outputs: dict[str, Any] = {}
         for e in _events(conn, schema, run["run_id"], "step_committed"):

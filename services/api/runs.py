@@ -89,7 +89,7 @@ def runs(
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> dict[str, Any]:
     deps = deps_of(request)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         try:
             page, next_cursor = queries.list_runs(
                 conn,
@@ -113,7 +113,7 @@ def runs(
 )
 def run(request: Request, run_id: str, tenant: Viewer) -> dict[str, Any]:
     deps = deps_of(request)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.run_detail(conn, deps.api.projection_schema, tenant, keel_id)
         if found is None:
@@ -130,7 +130,7 @@ def run(request: Request, run_id: str, tenant: Viewer) -> dict[str, Any]:
 )
 def events(request: Request, run_id: str, tenant: Viewer, call: CallFilter = None) -> dict[str, Any]:
     deps = deps_of(request)
-    with deps.pool.connection() as conn:
+    with deps.pool.connection(tenant) as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id, call)
     if not found:
@@ -215,7 +215,7 @@ def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> Run
     version, published = spec.version, False
     if named:
         claim = claims.Request(tenant, named, run_id, body.fingerprint(), spec.name, spec.version)
-        with deps.pool.connection() as conn:
+        with deps.pool.connection(tenant) as conn:
             try:
                 decision = claims.claim(conn, claim)
             except claims.Conflict as exc:
@@ -257,7 +257,7 @@ def publish(
         ) from None
     if named:
         try:
-            with deps.pool.connection() as conn:
+            with deps.pool.connection(tenant) as conn:
                 claims.mark_published(conn, tenant, named)
         except psycopg.Error as exc:  # only an optimisation: a retry then publishes again, a no-op
             log.warning("run %s published, not marked as published: %s", run_id, exc)

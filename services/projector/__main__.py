@@ -9,10 +9,9 @@ from keel.logjson import configure_logging
 from keel.looplife import keep_running
 from keel.metricsserver import serve_metrics
 from keel.settings import get_settings
-from keel.topics import RUN_EVENTS
 from services.projector.rebuild import rebuild
 from services.projector.schema import DEFAULT_SCHEMA
-from services.projector.service import GROUP, Projector
+from services.projector.service import GROUP, TOPICS, Projector
 
 
 def main() -> None:
@@ -22,7 +21,7 @@ def main() -> None:
         "--schema", default=DEFAULT_SCHEMA, help=f"Postgres schema (default {DEFAULT_SCHEMA})"
     )
     parser.add_argument(
-        "--topic", action="append", help=f"topic to project (repeatable; default {RUN_EVENTS})"
+        "--topic", action="append", help=f"topic to project (repeatable; default {' '.join(TOPICS)})"
     )
     parser.add_argument("--group", default=GROUP, help=f"consumer group (default {GROUP})")
     parser.add_argument(
@@ -31,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     number = None if args.instance is None else str(args.instance)
     configure_logging("projector", number)  # text, or JSON lines under KEEL_LOG_FORMAT=json
-    settings, topics = get_settings(), args.topic or [RUN_EVENTS]
+    settings, topics = get_settings(), args.topic or list(TOPICS)
     if args.rebuild:
         ends = rebuild(settings, topics, args.schema)
         logging.info(

@@ -18,7 +18,8 @@ from typing import Any
 
 import keel.events as ev
 from keel import vocab
-from keel.contracts import RunEvent
+from keel.contracts import ControlCommand, RunEvent
+from services.projector.audit import command_audit, event_audit, source_of
 from services.projector.cases import case_row
 from services.projector.values import MICROS_PER_USD, clean, cost_of, json_value, jsonable, micros_of
 
@@ -113,7 +114,17 @@ def project(event: RunEvent, at: Position) -> Projection:
     case = case_row(e)
     if case is not None:
         changes.append(RowChange("cases", case))
+    audit = event_audit(e, source_of(at.topic, at.partition, at.offset))
+    if audit is not None:
+        changes.append(RowChange("audit", audit))
     return Projection(at, e.event_id, tuple(changes))
+
+
+def project_command(c: ControlCommand, at: Position) -> Projection:
+    """A control command (keel.control) changes nothing but the audit trail: its outcome is a fact
+    on keel.run-events, projected from there."""
+    audit = command_audit(c, source_of(at.topic, at.partition, at.offset))
+    return Projection(at, None, (RowChange("audit", audit),))
 
 
 def error_projection(

@@ -12,10 +12,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from keel.producer import client_config, consumer_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import RUN_EVENTS
 from services.projector.core import Projection
 from services.projector.schema import DEFAULT_SCHEMA, create_schema, drop_schema, schema_exists, swap_schema
-from services.projector.service import connect, to_projection
+from services.projector.service import TOPICS, connect, envelopes_of, to_projection
 from services.projector.store import TP, ProjectionStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def build_into(
     """Project `topics` from offset 0 up to `until_offsets` into a new schema; returns messages read.
 
     The schema's stored offsets end at `until_offsets`, so a projector pointed at it goes on from there."""
-    serde = serde or Serde(registry_client(settings.schema_registry_url), dict.fromkeys(topics, "run_event"))
+    serde = serde or Serde(registry_client(settings.schema_registry_url), envelopes_of(topics))
     with connect(settings) as conn:
         if schema_exists(conn, schema):
             if not replace:
@@ -103,13 +102,17 @@ def build_into(
 
 
 def rebuild(
-    settings: Settings, topics: Sequence[str] = (RUN_EVENTS,), schema: str = DEFAULT_SCHEMA
+    settings: Settings,
+    topics: Sequence[str] = TOPICS,
+    schema: str = DEFAULT_SCHEMA,
+    *,
+    serde: Serde | None = None,
 ) -> dict[TP, int]:
     """Rebuild every projection of `topics` into `<schema>_rebuild`, then swap it in for `schema` in one
     transaction (offsets included). A running projector notices its offsets moved and follows."""
     until = end_offsets(settings, topics)
     shadow = f"{schema}_rebuild"
-    count = build_into(settings, topics, shadow, until, replace=True)
+    count = build_into(settings, topics, shadow, until, serde=serde, replace=True)
     with connect(settings) as conn:
         swap_schema(conn, shadow, schema)
     log.info("rebuilt %s from %d messages up to %s", schema, count, until)

@@ -18,21 +18,29 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from keel import db
-from keel.contracts import RunEvent
+from keel.contracts import ControlCommand, RunEvent
 from keel.lag import LagSampler
 from keel.looplife import raise_if_fatal, subscribed
 from keel.metrics import metrics
 from keel.metricsserver import MetricsSettings
 from keel.producer import consumer_config
+from keel.schemas import TOPIC_ENVELOPES
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import RUN_EVENTS
-from services.projector.core import Position, Projection, error_projection, project
+from keel.topics import CONTROL, RUN_EVENTS
+from services.projector.core import Position, Projection, error_projection, project, project_command
 from services.projector.schema import DEFAULT_SCHEMA, ensure_schema
 from services.projector.store import TP, UNKNOWN, ProjectionStore
 
 log = logging.getLogger(__name__)
 GROUP = "keel.projector"
+# The facts, and the control commands for the audit trail (who cancelled, paused, decided).
+TOPICS = (RUN_EVENTS, CONTROL)
+
+
+def envelopes_of(topics: Sequence[str]) -> dict[str, str]:
+    """Each topic's envelope: the catalogue's for Keel's topics, a RunEvent for any other (a test's)."""
+    return {t: TOPIC_ENVELOPES.get(t, "run_event") for t in topics}
 
 
 def to_projection(serde: Serde, msg: Message) -> Projection:
@@ -44,12 +52,12 @@ def to_projection(serde: Serde, msg: Message) -> Projection:
         return error_projection(at, "message has no value (tombstone)", "invalid", key_bytes, None)
     try:
         event = serde.decode(at.topic, raw)
-        if not isinstance(event, RunEvent):
-            raise TypeError(f"a {type(event).__name__}, not a RunEvent")
+        if not isinstance(event, RunEvent | ControlCommand):
+            raise TypeError(f"a {type(event).__name__}, not a RunEvent or a ControlCommand")
     except Exception as exc:  # any decoding failure means the bytes are unusable here
         return error_projection(at, f"cannot decode: {exc}", "undecodable", key_bytes, raw)
     try:
-        return project(event, at)
+        return project(event, at) if isinstance(event, RunEvent) else project_command(event, at)
     except Exception as exc:
         log.exception("projecting %s failed", at)
         return error_projection(
@@ -79,7 +87,7 @@ class Projector:
         self,
         settings: Settings,
         *,
-        topics: Sequence[str] = (RUN_EVENTS,),
+        topics: Sequence[str] = TOPICS,
         schema: str = DEFAULT_SCHEMA,
         group_id: str = GROUP,
         instance_id: str | None = None,
@@ -88,9 +96,7 @@ class Projector:
     ) -> None:
         self.settings, self.topics, self.schema = settings, list(topics), schema
         self.check_interval_s = check_interval_s
-        self.serde = serde or Serde(
-            registry_client(settings.schema_registry_url), dict.fromkeys(topics, "run_event")
-        )
+        self.serde = serde or Serde(registry_client(settings.schema_registry_url), envelopes_of(topics))
         self.conn = connect(settings)
         db.migrate(self.conn)
         ensure_schema(self.conn, schema)

@@ -119,7 +119,9 @@ CASES = Table(
 EVENTS = Table("events", ("event_id",), json=frozenset({"body"}))
 COSTS = Table("costs", ("event_id",))
 ERRORS = Table("projection_errors", ("topic", "partition", "offset"))
+# Append-only (migration 0008): insert-only here too, so a replayed message changes no row.
+AUDIT = Table("audit", ("id",), json=frozenset({"detail"}))
 
-TABLES: dict[str, Table] = {t.name: t for t in (RUNS, STEPS, ATTEMPTS, EVENTS, COSTS, ERRORS, CASES)}
+TABLES: dict[str, Table] = {t.name: t for t in (RUNS, STEPS, ATTEMPTS, EVENTS, COSTS, ERRORS, CASES, AUDIT)}
 # Every table a projection schema holds, in a stable order (for comparisons and listings).
 ALL_TABLES = (*TABLES, "projector_offsets")

@@ -63,7 +63,7 @@ def semantic(case: schemathesis.Case) -> list[CheckFunction]:
     where = (case.operation.method, case.operation.path)
     semantic = (
         where == ("post", "/v1/runs")
-        or (where == ("get", "/v1/runs") and "cursor" in (case.query or {}))
+        or (where in (("get", "/v1/runs"), ("get", "/v1/audit")) and "cursor" in (case.query or {}))
         or (where == ("post", "/v1/runs/{run_id}/replay") and isinstance(case.body, dict))
         or where
         in (("post", "/v1/workflows"), ("post", "/v1/tools"), ("post", "/v1/quarantine/{case_id}/decide"))
