@@ -17,7 +17,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from services.api import docs, runs
-from services.api.control import Caller, Caller_
+from services.api.control import Caller, ViewerCaller
 from services.api.cost_query import BadCostQuery, instant_of
 from services.api.deps import deps_of
 from services.api.errors import ApiError
@@ -121,7 +121,7 @@ def _scope(who: Caller, tenant: str | None) -> str | None:
 @router.get("/v1/audit", response_model=None, responses={**docs.ok(AuditPage), **docs.errors(400, 401, 503)})
 def audit(
     request: Request,
-    who: Caller_,
+    who: ViewerCaller,
     run_id: Text = None,
     actor: Text = None,
     action: Text = None,

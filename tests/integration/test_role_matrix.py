@@ -45,6 +45,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/tools/{name}/versions"): READ,
     ("POST", "/v1/tools"): {"admin"},
     ("GET", "/v1/costs"): READ,
+    ("GET", "/v1/audit"): READ,
     ("GET", "/v1/quarantine"): READ,
     ("GET", "/v1/quarantine/{case_id}"): READ,
     ("POST", "/v1/quarantine/{case_id}/decide"): OPS,
