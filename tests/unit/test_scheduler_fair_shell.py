@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from scheduler_kit import catalog, fact, one_step, request
 from test_scheduler_shell import SilentProbe, commands, kinds, on_owner
 
@@ -138,3 +139,41 @@ def test_no_limit_sends_everything_and_holds_nothing():
         outputs += submit(proc, f"acme-{i}")
     assert len(commands(outputs)) == 5 and ev.STEP_QUEUED not in kinds(outputs)
     assert not any(isinstance(o.value, RunEvent) and o.value.event == ev.STEP_RELEASED for o in outputs)
+
+
+def test_a_malformed_limit_stops_the_scheduler_at_start_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("KEEL_TENANT_LIMITS", '{"acme": {"max_inflight": "many"}}')
+    with pytest.raises(ValueError, match=r"KEEL_TENANT_LIMITS\['acme'\].max_inflight"):
+        SchedulerProcessor(Settings(), catalog(one_step()), {}.get, probe=SilentProbe(Settings(), "unit"))
+
+
+def control(run_id: str, action: str) -> ControlCommand:
+    return ControlCommand(
+        command_id=f"{action}-{run_id}",
+        run_id=run_id,
+        tenant_id="acme",
+        action=action,
+        issued_at=ev.at_ms(ev.now_ms()),
+        issued_by="op",
+    )
+
+
+def test_a_held_attempt_of_a_canceled_run_is_never_sent_and_the_run_ends_canceled():
+    proc = processor(limit=1)
+    burst(proc, 3)
+    canceled = proc.handle(on_owner(CONTROL, control("acme-1", "cancel")))
+    proc.on_commit()
+    assert ev.CANCELED in kinds(canceled) and commands(canceled) == []
+    assert [c.run_id for c in commands(commit(proc, "acme-0"))] == ["acme-2"]  # acme-1 is skipped
+
+
+def test_a_held_attempt_of_a_paused_run_waits_for_the_resume_then_for_a_slot():
+    proc = processor(limit=1)
+    burst(proc, 3)
+    proc.handle(on_owner(CONTROL, control("acme-1", "pause")))
+    proc.on_commit()
+    assert [c.run_id for c in commands(commit(proc, "acme-0"))] == ["acme-2"]  # the paused run waits
+    resumed = proc.handle(on_owner(CONTROL, control("acme-1", "resume")))
+    proc.on_commit()
+    assert ev.RESUMED in kinds(resumed) and commands(resumed) == []  # acme-2 holds the one slot
+    assert [c.run_id for c in commands(commit(proc, "acme-2"))] == ["acme-1"]
