@@ -9,7 +9,7 @@ export KEEL_ENV ?= dev
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo demo-agent up down status test test-slow test-unit test-integration chaos chaos-selfcheck lint fmt typecheck \
-        schemas schema-release codegen clean bench bench-scale
+        schemas schema-release codegen clean bench bench-scale bench-fairness
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench: setup ## benchmark: Keel beside the raw Kafka floor, Celery + Redis and D
 
 bench-scale: setup ## scale curves: throughput and p50/p99 vs offered load and instances; recovery after kill -9
 	@$(PY) -m bench.scale
+
+bench-fairness: setup ## a quiet tenant's run latency alone and under a noisy tenant's 10,000-run burst, fair dispatch on and off
+	@$(PY) -m bench.fairness
 
 lint: setup ## ruff, mypy on libs/ and the services, and the import layers
 	@$(VENV)/bin/ruff check .

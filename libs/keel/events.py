@@ -33,6 +33,9 @@ QUARANTINED, QUARANTINE_RESOLVED, DEAD_LETTERED = "quarantined", "quarantine_res
 APPROVAL_REQUESTED, DECISION_REFUSED = "approval_requested", "decision_refused"
 PAUSED, RESUMED = "paused", "resumed"  # run level: no new attempt starts while paused
 FALLBACK_CHOSEN = "fallback_chosen"  # a quarantined or failed step degrades to its declared fallback step
+# Fair dispatch (docs/tenancy.md section 6): an attempt ready to go waits for a slot of its tenant, and
+# leaves the tenant's queue (its command goes out with this fact).
+STEP_QUEUED, STEP_RELEASED = "step_queued", "step_released"
 
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELED})
 

@@ -18,6 +18,7 @@ from keel.topics import (
     STEP_COMMANDS,
 )
 from services.scheduler.budgets import BudgetPolicy
+from services.scheduler.fair import FairPolicy, parse_limits
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,15 @@ class SchedulerSettings(Settings):
 
     # Tombstones written per transaction at most, so expiring a backlog of markers never makes a huge one.
     retention_batch: int = Field(default=2000, ge=1)
+
+    # Fair dispatch (docs/tenancy.md section 6): attempts in flight per tenant on one scheduler instance at
+    # most (0: no limit); beyond it a tenant's ready attempts wait in its queue. High enough by default that
+    # only a burst is held (a tenant's ceiling over the cluster is this times the instances).
+    tenant_max_inflight: int = Field(default=200, ge=0)
+    # Per-tenant overrides, JSON: {"<tenant>": {"max_inflight": n (0: no limit), "weight": w}}; a weight
+    # scales the default limit and the tenant's turns when several tenants' attempts are released at once.
+    tenant_limits: str = ""
+
+    def fair_policy(self) -> FairPolicy:
+        """Raises ValueError, naming the variable, on a limit it cannot read: the scheduler does not start."""
+        return parse_limits(self.tenant_max_inflight, self.tenant_limits)

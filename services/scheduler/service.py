@@ -26,11 +26,12 @@ from keel.serde import Serde
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.txloop import Output, Processor, Record, Reject
-from services.scheduler import payloads, retention, unprocessable
+from services.scheduler import fair, payloads, retention, unprocessable
 from services.scheduler.catchup import CatchUpGate
 from services.scheduler.config import SchedulerSettings, SchedulerTopics
 from services.scheduler.core import Decision, Rejected, ToolModes, Workflows, decide, due, next_timer
 from services.scheduler.endprobe import EndProbe
+from services.scheduler.ledger import Ledger
 from services.scheduler.ownership import owner_partition, reroute
 from services.scheduler.runstore import RunStore
 from services.scheduler.state import TERMINAL, RunState
@@ -66,6 +67,8 @@ class SchedulerProcessor(Processor):
         self.tools = tools.get  # agent steps: their tools' schemas and whether each writes
         self.config = config or SchedulerSettings()
         self.budget_policy = self.config.budget_policy()
+        # Fair dispatch: tenants' attempts in flight and held, over the runs owned here (an index too).
+        self.ledger = Ledger(self.config.fair_policy())
         # The executor's routes (the same settings): a reservation covers the dearest model a call may reach.
         self.routes = RouteConfig.from_env()
         self.partitions = settings.topic_partitions  # of every run-keyed topic (co-partitioning)
@@ -109,6 +112,8 @@ class SchedulerProcessor(Processor):
     def _reindex(self) -> None:
         self.timers = {k: t for k, _, s in self.states.items() if (t := next_timer(s)) is not None}
         self.expiry.rebuild((k, s) for k, _, s in self.states.items())
+        if self.ledger.policy.on:
+            self.ledger.rebuild((k, s) for k, _, s in self.states.items())
 
     def _check_partition_counts(self) -> None:
         """A run's partition is computed from the partition count: it must be the topics' real one, and
@@ -240,6 +245,8 @@ class SchedulerProcessor(Processor):
                 decision = unprocessable.hold(_copy(current), "a due timer", exc, now_ms)
             outputs += self._apply(run_id, current, decision, now_ms)
         outputs += self._expire(now_ms)
+        if self.ledger.policy.on:  # slots freed otherwise (a restart with other limits, a rebalance)
+            outputs += self._release(self.ledger.waiting_tenants(), now_ms)
         return outputs
 
     def _check_caught_up(self) -> None:
@@ -271,7 +278,15 @@ class SchedulerProcessor(Processor):
         return outputs
 
     # -- decisions -----------------------------------------------------------------------------------
-    def _apply(self, run_id: str, before: RunState | None, decision: Decision, now_ms: int) -> list[Output]:
+    def _apply(
+        self, run_id: str, before: RunState | None, decision: Decision, now_ms: int, release: bool = True
+    ) -> list[Output]:
+        fair_on = self.ledger.policy.on
+        if fair_on:  # attempts beyond the tenant's slots are held (docs/tenancy.md section 6)
+            fresh = sum(1 for o in decision.outputs if isinstance(o, StepCommand))
+            if fresh:
+                room = self.ledger.room(run_id, decision.state, fresh)
+                decision = fair.hold(decision, room, now_ms)
         outputs = [
             Output(self.topics.events if isinstance(o, RunEvent) else self.topics.commands, run_id, o)
             for o in decision.outputs
@@ -297,6 +312,28 @@ class SchedulerProcessor(Processor):
                 self.timers[run_id] = timer
             if after.status in TERMINAL:
                 self.expiry.add(after)
+        if fair_on and after is not None:
+            self.ledger.update(run_id, after)
+            if release:  # a slot it freed goes to the tenant's next held attempt, in this transaction
+                outputs += self._release([after.tenant_id], now_ms)
+        return outputs
+
+    def _release(self, tenants: list[str], now_ms: int) -> list[Output]:
+        """Send held attempts of `tenants` while they have free slots, in weighted round-robin."""
+        outputs: list[Output] = []
+        for tenant in self.ledger.rounds(tenants):
+            found = self.ledger.next_held(tenant)
+            current = self.states.get(found[0]) if found is not None else None
+            if found is None or current is None:
+                continue
+            run_id, held = found
+            try:
+                spec = self.workflows.get(current.workflow, current.workflow_version)
+                decision = fair.release(_copy(current), spec, held, now_ms)
+            except Exception as exc:
+                log.exception("run %s: its held attempt cannot be released; quarantining the run", run_id)
+                decision = unprocessable.hold(_copy(current), "a held attempt", exc, now_ms)
+            outputs += self._apply(run_id, current, decision, now_ms, release=False)
         return outputs
 
 

@@ -24,7 +24,7 @@ TERMINAL = vocab.TERMINAL_RUN_STATUSES
 
 # The version of the JSON form written by `to_json`. Bump it with every change of the form and add an
 # upcaster below: the changelog holds records of every version ever written, and a restore reads them all.
-STATE_VERSION = 5
+STATE_VERSION = 6
 
 
 @dataclass
@@ -56,6 +56,10 @@ class StepState:
     # that applies on deadline; kept after the decision (with it) as the step's record.
     approval: dict[str, Any] | None = None
     fallback_for: str | None = None  # a fallback step chosen to stand in for this step (FELL_BACK)
+    # Fair dispatch (docs/tenancy.md section 6): ms since epoch when the attempt, ready to go, was held
+    # for a slot of its tenant (WAITING_RETRY with no timer, `attempt` already the one to send). The
+    # tenant queues are rebuilt from it after a restart, in this order.
+    queued_at: int | None = None
 
 
 @dataclass
@@ -240,12 +244,18 @@ def _v4_to_v5(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v5_to_v6(raw: dict[str, Any]) -> dict[str, Any]:
+    # v6 added fair dispatch (StepState.queued_at); a v5 record has no held step.
+    return raw
+
+
 # version -> the function that lifts a record of that version to the next one.
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

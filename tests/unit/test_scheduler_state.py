@@ -15,7 +15,7 @@ GOLDEN = REPO_ROOT / "tests" / "golden" / "scheduler_state"
 
 
 def test_the_state_carries_its_version():
-    assert json.loads(started().to_json())["version"] == STATE_VERSION == 5
+    assert json.loads(started().to_json())["version"] == STATE_VERSION == 6
 
 
 @pytest.mark.parametrize("with_ended_at", [False, True])
