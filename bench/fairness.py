@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out.update(burst=args.burst, limit=args.limit, modes={})
     serde = Serde(registry_client(settings.schema_registry_url))
-    producer = make_producer(settings, **{"linger.ms": 5})
+    producer: Any = None  # made once the stack is up: the local broker's admin door exists from then on
     collector: EventCollector | None = None
 
     def submit(tenant: str) -> tuple[str, float]:
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stack.up()
+        settings = stack.settings  # through the local broker's admin door when it has one
+        producer = make_producer(settings, **{"linger.ms": 5})
         collector = EventCollector(settings, prefix)
         for mode in args.modes.split(","):
             limits = {NOISY: {"max_inflight": args.limit if mode == "fair" else 0}}
