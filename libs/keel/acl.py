@@ -134,7 +134,8 @@ TABLE: tuple[Grant, ...] = (
         creates=(WORKER_TOPICS,),
     ),
     # Projections into Postgres; offsets live in the database, the group is for lag and membership.
-    Grant("projector", reads=(RUN_EVENTS,), groups=("keel.projector", "keel.ends-")),
+    # keel.control feeds the audit trail (every command with who issued it).
+    Grant("projector", reads=(RUN_EVENTS, CONTROL), groups=("keel.projector", "keel.ends-")),
     Grant(
         "notifier",
         reads=(RUN_EVENTS,),

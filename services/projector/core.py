@@ -11,6 +11,7 @@ own attempts; the step's row is the agent step as a whole, committed only by its
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal
@@ -19,6 +20,7 @@ from typing import Any
 import keel.events as ev
 from keel import vocab
 from keel.contracts import ControlCommand, RunEvent
+from keel.provenance import TENANT_MISMATCH
 from services.projector.audit import command_audit, event_audit, source_of
 from services.projector.cases import case_row
 from services.projector.values import MICROS_PER_USD, clean, cost_of, json_value, jsonable, micros_of
@@ -125,6 +127,31 @@ def project_command(c: ControlCommand, at: Position) -> Projection:
     on keel.run-events, projected from there."""
     audit = command_audit(c, source_of(at.topic, at.partition, at.offset))
     return Projection(at, None, (RowChange("audit", audit),))
+
+
+def run_tenants(projections: Sequence[Projection]) -> set[str]:
+    """The runs whose facts these projections write (their recorded tenant is looked up once)."""
+    return {c.values["run_id"] for p in projections for c in p.changes if c.table == "events"}
+
+
+def guard_tenants(projections: Sequence[Projection], recorded: Mapping[str, str]) -> list[Projection]:
+    """A fact of another tenant than its run's recorded one (`recorded`: run -> tenant, as stored; a run
+    first seen here takes its first fact's tenant) is not projected: it is kept as a projection error,
+    so that no forged fact changes another tenant's run, steps or costs (docs/tenancy.md)."""
+    tenants, out = dict(recorded), []
+    for p in projections:
+        row = next((c.values for c in p.changes if c.table == "events"), None)
+        if row is None:
+            out.append(p)
+            continue
+        owner = tenants.setdefault(row["run_id"], row["tenant_id"])
+        if owner == row["tenant_id"]:
+            out.append(p)
+            continue
+        tenant, run = row["tenant_id"], row["run_id"]
+        reason = f"a fact of tenant {tenant!r} for run {run} of tenant {owner!r}: not projected"
+        out.append(error_projection(p.at, reason, TENANT_MISMATCH, None, None))
+    return out
 
 
 def error_projection(

@@ -10,7 +10,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from services.projector.core import Projection, RowChange, error_projection
+from services.projector.core import (
+    Projection,
+    RowChange,
+    error_projection,
+    guard_tenants,
+    run_tenants,
+)
 from services.projector.tables import TABLES, Merge, Policy, Status, Table
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,7 @@ class ProjectionStore:
                 stored = self._lock_offsets(expected)
                 if any(stored[tp] != expected[tp] for tp in expected):
                     raise _Moved
-                fresh = self._unseen(projections)
+                fresh = guard_tenants(self._unseen(projections), self._recorded_tenants(projections))
                 with self.conn.pipeline(), self.conn.cursor() as cur:
                     for p in fresh:
                         for change in p.changes:
@@ -141,6 +147,14 @@ class ProjectionStore:
                     ).format(self._t("projector_offsets")),
                     (topic, partition, end),
                 )
+
+    def _recorded_tenants(self, projections: Sequence[Projection]) -> dict[str, str]:
+        """The stored tenant of each run these projections write (core.guard_tenants checks against it)."""
+        runs = sorted(run_tenants(projections))
+        if not runs:
+            return {}
+        query = sql.SQL("SELECT run_id, tenant_id FROM {} WHERE run_id = ANY(%s)").format(self._t("runs"))
+        return {row[0]: row[1] for row in self.conn.execute(query, (runs,))}
 
     def _unseen(self, projections: Sequence[Projection]) -> list[Projection]:
         """Drop facts already projected (an at-least-once copy of an event has the same event_id)."""

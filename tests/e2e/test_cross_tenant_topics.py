@@ -7,10 +7,12 @@ check behind them, not the ACLs themselves."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 from helpers import read_topic, unique, wait_for
@@ -127,3 +129,23 @@ def test_forged_commands_and_facts_of_another_tenant_are_dead_lettered_and_touch
     # Nothing answered the forged command or result: no service wrote a fact of that run.
     assert [e.event_id for e in events.of(other_run)] == [forged_result.event_id]
     assert sims.stats("payments")["by_effect"] == {effect_id("acme", run_id, "refund"): 1}
+
+    # 5. The projection: a forged commit after the run's end must not rewrite acme's step. It is kept as
+    # a projection error instead (the projector's dead letter), and acme's row keeps the provider's id.
+    late = dataclasses.replace(forged_fact, event_id=str(uuid.uuid4()))
+    topic, partition, offset = produce(stack, serde, RUN_EVENTS, run_id, late)
+    with psycopg.connect(stack.db_url(), autocommit=True) as conn:
+
+        def kept_as_error() -> list[tuple[str, str]]:
+            return conn.execute(
+                "SELECT error_class, reason FROM keel.projection_errors "
+                'WHERE topic = %s AND "partition" = %s AND "offset" = %s',
+                (topic, partition, offset),
+            ).fetchall()
+
+        wait_for(lambda: bool(kept_as_error()), 30, "the forged commit kept as a projection error")
+        assert kept_as_error()[0][0] == TENANT_MISMATCH
+        [(external_id,)] = conn.execute(
+            "SELECT external_id FROM keel.steps WHERE run_id = %s AND step = 'refund'", (run_id,)
+        ).fetchall()
+        assert external_id == committed.commit.external_id

@@ -13,6 +13,7 @@ from test_scheduler_core import CATALOG, T0, fact, request, started
 import keel.events as ev
 from keel.contracts import ControlCommand
 from keel.provenance import TENANT_MISMATCH, command_problem, key_tenant, run_problem
+from services.projector.core import Position, guard_tenants, project
 from services.scheduler.admission import Rejected
 from services.scheduler.core import decide
 
@@ -64,3 +65,24 @@ def test_the_scheduler_refuses_a_control_command_or_a_request_of_another_tenant(
     assert refused.value.error_class == TENANT_MISMATCH
     with pytest.raises(Rejected):  # a second tenant reusing the run id is not a repeat: it is refused
         decide(state, _as_globex(request()), 0, T0, CATALOG)
+
+
+def test_the_projector_keeps_a_fact_of_another_tenant_as_an_error_not_a_row():
+    """A forged fact (another tenant than its run's recorded one) becomes a projection error; the run's
+    own facts, and a run first seen in the batch, are projected as ever."""
+    state = started()
+    own = fact(state, ev.STEP_COMMITTED, "draft_email", 1, output_json=json.dumps({"a": 1}))
+    forged = _as_globex(own)
+    fresh = dataclasses.replace(own, run_id="run-2", event_id="fresh")
+    at = [Position("keel.run-events", 0, n) for n in range(4)]
+    out = guard_tenants(
+        [project(own, at[0]), project(forged, at[1]), project(fresh, at[2]), project(forged, at[3])],
+        {"run-1": "acme"},
+    )
+    assert [p.changes[0].table for p in out] == ["events", "projection_errors", "events", "projection_errors"]
+    assert out[1].changes[0].values["error_class"] == TENANT_MISMATCH
+    # Without a stored tenant, the first fact of the batch sets it: the forgery after it is still caught.
+    assert [p.changes[0].table for p in guard_tenants([project(own, at[0]), project(forged, at[1])], {})] == [
+        "events",
+        "projection_errors",
+    ]
