@@ -77,7 +77,7 @@ def test_approved_and_cancelled_runs_are_audited_with_their_actors(stack, sims, 
     assert rows[resolved.event_id]["action"] == "case_decided"
     assert rows[resolved.event_id]["actor"] == resolved.quarantine.decided_by
     assert rows[f"command:{approve_id}"]["action"] == "command:decide"
-    assert rows[f"command:{approve_id}"]["actor"] == "tenant:acme"
+    assert rows[f"command:{approve_id}"]["actor"] == "key:acme-dev"  # the principal id of acme's key
     for event_id, e in io.items():
         row = rows[event_id]
         assert (row["action"], row["actor"], row["step"]) == (e.event, f"service:{e.source}", e.step)
@@ -92,7 +92,7 @@ def test_approved_and_cancelled_runs_are_audited_with_their_actors(stack, sims, 
         for r in audited(acme, cancelled, {f"command:{cancel['command_id']}"})
         if r["action"] == "command:cancel"
     ]
-    assert (cancel_row["actor"], cancel_row["detail"]["reason"]) == ("tenant:acme", "changed my mind")
+    assert (cancel_row["actor"], cancel_row["detail"]["reason"]) == ("key:acme-dev", "changed my mind")
 
     # Another tenant sees none of it, by run or in its whole trail; an operator sees both runs.
     assert audit(globex, run_id=approved) == [] and audit(globex, run_id=cancelled) == []

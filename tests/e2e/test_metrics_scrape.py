@@ -76,7 +76,10 @@ def test_the_figures_follow_a_run_with_a_retry(stack, sims, events):
     for check in checks:
         wait_for(lambda c=check: grew(c), 10, f"{check} to grow")  # type: ignore[misc]
     lag = [dict(ls) for n, ls in scrape("projector")[0] if n == "keel_consumer_lag_messages"]
-    assert {(x["group"], x["topic"]) for x in lag} == {("keel.projector", "keel.run-events")}
+    assert {(x["group"], x["topic"]) for x in lag} == {
+        ("keel.projector", "keel.run-events"),
+        ("keel.projector", "keel.control"),  # the audit trail's commands
+    }
 
 
 def test_open_quarantine_cases_come_from_the_projection(stack, sims, events):
