@@ -45,10 +45,19 @@ def upsert_users(
         fut.result(timeout)
 
 
-Key = tuple[object, ...]
+Key = tuple[
+    ResourceType | str | int,
+    str,
+    ResourcePatternType | str | int,
+    str,
+    str,
+    AclOperation | str | int,
+    AclPermissionType | str | int,
+]
 
 
 def _key(b: AclBinding) -> Key:
+    """A binding's fields in AclBinding's (and AclBindingFilter's) argument order: its identity."""
     return (
         b.restype,
         b.name,
@@ -85,19 +94,7 @@ def apply_acls(
         for fut in admin.create_acls(missing).values():
             fut.result(timeout)
     if stale:
-        filters = [
-            AclBindingFilter(
-                b.restype,
-                b.name,
-                b.resource_pattern_type,
-                b.principal,
-                b.host,
-                b.operation,
-                b.permission_type,
-            )
-            for b in stale
-        ]
-        for fut in admin.delete_acls(filters).values():
+        for fut in admin.delete_acls([AclBindingFilter(*_key(b)) for b in stale]).values():
             fut.result(timeout)
     return len(missing), len(stale)
 
