@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keel.intake import tenant_problem
+from services.api.pool import EVERY_TENANT
 
 ENV = "KEEL_API_KEYS"
 OPERATOR_ENV = "KEEL_OPERATOR_KEYS"
@@ -51,6 +52,16 @@ class Principal:
 
     def may(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    @property
+    def operator(self) -> bool:
+        """Acts across tenants (an operator or admin, who has no tenant of its own)."""
+        return self.tenant is None
+
+    @property
+    def sees(self) -> str:
+        """The tenant its database connections are lent for: its own, or '*' (every tenant)."""
+        return self.tenant if self.tenant is not None else EVERY_TENANT
 
 
 @dataclass(frozen=True)
@@ -193,10 +204,6 @@ class ApiKeys:
             keys = list(DEV_KEYS)
         return cls(keys)
 
-    @property
-    def tenants(self) -> set[str]:
-        return {k.tenant for k in self.keys if k.tenant is not None}
-
     def principal(self, presented: str, now: datetime | None = None) -> Principal | None:
         """The principal of `presented`, or None (unknown, not yet valid, expired or revoked). Compares
         against every stored hash in constant time each and does not stop at a match, so the time taken
@@ -212,14 +219,11 @@ class ApiKeys:
             return None
         return Principal(f"key:{found.id}", found.role, found.tenant)
 
-    def tenant_for(self, presented: str) -> str | None:
-        found = self.principal(presented)
-        return found.tenant if found else None
-
 
 def tenant_for(key: str) -> str | None:
     """The tenant of `key` under the keys configured in this process's environment."""
-    return ApiKeys.from_env().tenant_for(key)
+    found = ApiKeys.from_env().principal(key)
+    return found.tenant if found else None
 
 
 def operator_keys(raw: str | None) -> list[ApiKey]:

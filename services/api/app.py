@@ -38,7 +38,7 @@ from services.api import (
 from services.api.auth import Authenticator
 from services.api.config import ApiSettings
 from services.api.deps import Deps, Reader, Workflows, deps_of
-from services.api.pool import Pool
+from services.api.pool import EVERY_TENANT, Pool
 from services.api.submit import Publisher
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def health(deps: Deps) -> JSONResponse:
     """ok or unavailable per check, nothing more: the detail (hosts, users) is for the log only."""
     checks = {"database": "ok", "broker": "ok"}
     try:
-        with deps.pool.connection("*") as conn:
+        with deps.pool.connection(EVERY_TENANT) as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
         log.warning("health: the database is not available: %s", exc)

@@ -17,9 +17,9 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from services.api import docs, runs
-from services.api.control import Caller, ViewerCaller
+from services.api.apikeys import Principal
 from services.api.cost_query import BadCostQuery, instant_of
-from services.api.deps import deps_of
+from services.api.deps import Reader, deps_of
 from services.api.errors import ApiError
 from services.api.queries import Conn
 
@@ -113,7 +113,7 @@ def _instant(name: str, text: str | None) -> datetime | None:
         raise ApiError(400, "invalid_query", str(exc)) from None
 
 
-def _scope(who: Caller, tenant: str | None) -> str | None:
+def _scope(who: Principal, tenant: str | None) -> str | None:
     """The tenant whose rows the answer holds; None for an operator who named none. A tenant naming
     another tenant gets none: the filter names that tenant, and the connection's row-level security
     shows the caller's own rows only (checked like every other request, so a bad parameter is a 400)."""
@@ -125,7 +125,7 @@ def _scope(who: Caller, tenant: str | None) -> str | None:
 @router.get("/v1/audit", response_model=None, responses={**docs.ok(AuditPage), **docs.errors(400, 401, 503)})
 def audit(
     request: Request,
-    who: ViewerCaller,
+    who: Reader,
     run_id: Text = None,
     actor: Text = None,
     action: Text = None,
@@ -139,7 +139,7 @@ def audit(
     deps = deps_of(request)
     scope = _scope(who, tenant)
     when = _instant("since", since), _instant("until", until)
-    with deps.pool.connection(who.tenant or "*") as conn:
+    with deps.pool.connection(who.sees) as conn:
         if run_id is not None and who.tenant is not None and runs.RUN_ID.match(run_id):
             run_id = runs.resolve(conn, who.tenant, run_id)[0]  # the tenant's own name for a run
         filters = Filters(

@@ -19,17 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from keel import vocab
 from services.api import case_checks, case_queries, docs
-from services.api.control import (
-    Caller,
-    Caller_,
-    OperatorCaller,
-    ViewerCaller,
-    already_decided,
-    await_decision,
-    command,
-    issue,
-)
-from services.api.deps import Deps, deps_of
+from services.api.apikeys import Principal
+from services.api.control import already_decided, await_decision, command, issue
+from services.api.deps import Deps, OperatorPrincipal, Reader, Writer, deps_of
 from services.api.errors import ApiError
 
 router = APIRouter()
@@ -85,10 +77,10 @@ class Deny(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
 
 
-def _list(deps: Deps, who: Caller, tenant: str | None, **filters: Any) -> dict[str, Any]:
+def _list(deps: Deps, who: Principal, tenant: str | None, **filters: Any) -> dict[str, Any]:
     if tenant is not None and not who.operator and tenant != who.tenant:
         return {"cases": []}  # a tenant sees its own cases only, whatever it filters on
-    with deps.pool.connection(who.tenant or "*") as conn:
+    with deps.pool.connection(who.sees) as conn:
         found = case_queries.list_cases(conn, deps.api.projection_schema, who.tenant or tenant, **filters)
     return {"cases": found}
 
@@ -96,7 +88,7 @@ def _list(deps: Deps, who: Caller, tenant: str | None, **filters: Any) -> dict[s
 @router.get("/v1/quarantine", response_model=None, responses=_READ)
 def list_quarantine(
     request: Request,
-    who: ViewerCaller,
+    who: Reader,
     status: Status = "open",
     kind: Kind = None,
     run_id: RunFilter = None,
@@ -111,7 +103,7 @@ def list_quarantine(
 @router.get("/v1/approvals", response_model=None, responses=_READ)
 def list_approvals(
     request: Request,
-    who: ViewerCaller,
+    who: Reader,
     tenant: TenantFilter = None,
     run_id: RunFilter = None,
     limit: Limit = 100,
@@ -121,10 +113,10 @@ def list_approvals(
     return _list(deps, who, tenant, status="open", kind=vocab.CASE_APPROVAL, run_id=run_id, limit=limit)
 
 
-def _case(deps: Deps, who: Caller, case_id: str, kind: str | None = None) -> dict[str, Any]:
+def _case(deps: Deps, who: Principal, case_id: str, kind: str | None = None) -> dict[str, Any]:
     case = None
     if "\x00" not in case_id and len(case_id) <= MAX_CASE_ID:  # no case has it (Postgres cannot compare NUL)
-        with deps.pool.connection(who.tenant or "*") as conn:
+        with deps.pool.connection(who.sees) as conn:
             case = case_queries.get_case(conn, deps.api.projection_schema, who.tenant, case_id)
     if case is None or (kind is not None and case["kind"] != kind):
         # The same answer for a case of another tenant: nothing leaks.
@@ -137,14 +129,14 @@ def _case(deps: Deps, who: Caller, case_id: str, kind: str | None = None) -> dic
     response_model=None,
     responses={**docs.ok(docs.Case), **docs.errors(401, 404, 503)},
 )
-def show_case(request: Request, case_id: str, who: ViewerCaller) -> dict[str, Any]:
+def show_case(request: Request, case_id: str, who: Reader) -> dict[str, Any]:
     """A case: its reason and evidence (payload, response, error, key), the attempt history of its step,
     who opened it and when, and its decision once decided."""
     return _case(deps_of(request), who, case_id)
 
 
 def _decide(
-    deps: Deps, who: Caller, case_id: str, kind: str, decision: str, reason: str, **args: Any
+    deps: Deps, who: Principal, case_id: str, kind: str, decision: str, reason: str, **args: Any
 ) -> JSONResponse:
     case = _case(deps, who, case_id, kind)
     if case["status"] == "decided":
@@ -155,7 +147,7 @@ def _decide(
     return await_decision(deps, case, cmd)
 
 
-def _quarantine_decision(deps: Deps, who: Caller, case_id: str, body: Decide) -> JSONResponse:
+def _quarantine_decision(deps: Deps, who: Principal, case_id: str, body: Decide) -> JSONResponse:
     case = _case(deps, who, case_id, vocab.CASE_QUARANTINE)
     case_checks.check(deps, case, body.decision, body.input, body.output)
     args: dict[str, Any] = {}
@@ -169,7 +161,7 @@ def _quarantine_decision(deps: Deps, who: Caller, case_id: str, body: Decide) ->
 
 
 @router.post("/v1/quarantine/{case_id}/decide", response_model=None, responses=_DECIDE)
-async def decide(request: Request, case_id: str, who: OperatorCaller, body: Decide) -> JSONResponse:
+async def decide(request: Request, case_id: str, who: OperatorPrincipal, body: Decide) -> JSONResponse:
     """Decide a quarantine case (operators): retry (same input, same key), edit (`input`, checked
     against the tool's input schema: 400 with the JSON path of each problem), skip (`output`, checked
     against the step's output schema), fail (the run ends failed). 409 when the case is decided
@@ -178,13 +170,13 @@ async def decide(request: Request, case_id: str, who: OperatorCaller, body: Deci
 
 
 @router.post("/v1/approvals/{case_id}/approve", response_model=None, responses=_DECIDE)
-async def approve(request: Request, case_id: str, who: Caller_, body: Approve) -> JSONResponse:
+async def approve(request: Request, case_id: str, who: Writer, body: Approve) -> JSONResponse:
     """Approve the exact payload and key the case shows (input_ref, idempotency_key): 409 when they are
     not the case's, so an approval for one payload can never release another."""
     return await run_in_threadpool(_approve, deps_of(request), who, case_id, body)
 
 
-def _approve(deps: Deps, who: Caller, case_id: str, body: Approve) -> JSONResponse:
+def _approve(deps: Deps, who: Principal, case_id: str, body: Approve) -> JSONResponse:
     case = _case(deps, who, case_id, vocab.CASE_APPROVAL)
     shown = (case["input_ref"], case["idempotency_key"])
     if (body.input_ref, body.idempotency_key) != shown:
@@ -199,7 +191,7 @@ def _approve(deps: Deps, who: Caller, case_id: str, body: Approve) -> JSONRespon
 
 
 @router.post("/v1/approvals/{case_id}/deny", response_model=None, responses=_DECIDE)
-async def deny(request: Request, case_id: str, who: Caller_, body: Deny) -> JSONResponse:
+async def deny(request: Request, case_id: str, who: Writer, body: Deny) -> JSONResponse:
     """Deny an approval: the step does not act (its denial rule applies: fail, or its fallback)."""
     deps = deps_of(request)
     return await run_in_threadpool(_decide, deps, who, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -24,49 +23,12 @@ from keel import vocab
 from keel.contracts import ControlCommand
 from services.api import case_queries, docs, runs
 from services.api.apikeys import Principal
-from services.api.deps import Deps, at_least, deps_of
+from services.api.deps import Deps, Writer, deps_of
 from services.api.errors import ApiError
 from services.api.submit import DeliveryFailed
 
 router = APIRouter()
 POLL_S = 0.2  # how often a decision looks for its outcome in the projections
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who calls: a tenant's principal (its runs only) or an operator's (every tenant's, `tenant` None)."""
-
-    tenant: str | None
-    issued_by: str  # the principal id: `key:<key id>` or `token:<issuer>#<subject>`
-    role: str = "submitter"
-
-    @property
-    def operator(self) -> bool:
-        return self.tenant is None
-
-
-def _caller(found: Principal) -> Caller:
-    return Caller(found.tenant, found.id, found.role)
-
-
-def viewer_caller(request: Request) -> Caller:
-    """Reads of cases: a tenant's viewer or above (its own), an operator (every tenant's)."""
-    return _caller(at_least(request, "viewer"))
-
-
-def caller(request: Request) -> Caller:
-    """Control of a run: a tenant's submitter (its own runs) or an operator; 403 for a viewer."""
-    return _caller(at_least(request, "submitter"))
-
-
-def operator_caller(request: Request) -> Caller:
-    """An operator only: 401 for a missing or unknown credential, 403 for a tenant's."""
-    return _caller(at_least(request, "operator"))
-
-
-ViewerCaller = Annotated[Caller, Depends(viewer_caller)]
-Caller_ = Annotated[Caller, Depends(caller)]
-OperatorCaller = Annotated[Caller, Depends(operator_caller)]
 
 
 class Reason(BaseModel):
@@ -76,7 +38,7 @@ class Reason(BaseModel):
 
 
 def command(
-    run: dict[str, Any], who: Caller, action: str, reason: str, step: str | None = None, **args: Any
+    run: dict[str, Any], who: Principal, action: str, reason: str, step: str | None = None, **args: Any
 ) -> ControlCommand:
     return ControlCommand(
         command_id=f"cmd-{uuid.uuid4().hex}",
@@ -85,7 +47,7 @@ def command(
         action=action,
         step=step,
         reason=reason,
-        issued_by=who.issued_by,
+        issued_by=who.id,
         issued_at=datetime.now(UTC),
         args_json=json.dumps(args, sort_keys=True, separators=(",", ":")) if args else None,
     )
@@ -128,13 +90,13 @@ def already_decided(case: dict[str, Any]) -> ApiError:
     )
 
 
-def own_run(deps: Deps, who: Caller, run_id: str) -> dict[str, Any]:
+def own_run(deps: Deps, who: Principal, run_id: str) -> dict[str, Any]:
     """The run `run_id` names for this caller (a tenant's own name for it, or Keel's id); 404 when
     there is none it may act on."""
     schema = deps.api.projection_schema
     if not runs.RUN_ID.match(run_id):
         raise runs.not_found(run_id)
-    with deps.pool.connection(who.tenant or "*") as conn:
+    with deps.pool.connection(who.sees) as conn:
         keel_id = runs.resolve(conn, who.tenant, run_id)[0] if who.tenant else run_id
         run = case_queries.run_of(conn, schema, keel_id)
     if run is None or (who.tenant is not None and run["tenant_id"] != who.tenant):
@@ -142,7 +104,7 @@ def own_run(deps: Deps, who: Caller, run_id: str) -> dict[str, Any]:
     return run
 
 
-def _control(request: Request, run_id: str, who: Caller, body: Reason, action: str) -> JSONResponse:
+def _control(request: Request, run_id: str, who: Principal, body: Reason, action: str) -> JSONResponse:
     deps = deps_of(request)
     run = own_run(deps, who, run_id)
     if run["status"] in vocab.TERMINAL_RUN_STATUSES:
@@ -160,19 +122,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/runs/{run_id}/cancel", status_code=202, response_model=None, responses=_RESPONSES)
-async def cancel(request: Request, run_id: str, who: Caller_, body: Reason) -> JSONResponse:
+async def cancel(request: Request, run_id: str, who: Writer, body: Reason) -> JSONResponse:
     """Cancel a run: no new step starts; a call in flight settles first; then the run ends `canceled`.
     202: the command is on its way to the run's scheduler; 409 when the run has ended already."""
     return await run_in_threadpool(_control, request, run_id, who, body, "cancel")
 
 
 @router.post("/v1/runs/{run_id}/pause", status_code=202, response_model=None, responses=_RESPONSES)
-async def pause(request: Request, run_id: str, who: Caller_, body: Reason) -> JSONResponse:
+async def pause(request: Request, run_id: str, who: Writer, body: Reason) -> JSONResponse:
     """Pause a run: no new attempt starts and no retry timer fires until it is resumed."""
     return await run_in_threadpool(_control, request, run_id, who, body, "pause")
 
 
 @router.post("/v1/runs/{run_id}/resume", status_code=202, response_model=None, responses=_RESPONSES)
-async def resume(request: Request, run_id: str, who: Caller_, body: Reason) -> JSONResponse:
+async def resume(request: Request, run_id: str, who: Writer, body: Reason) -> JSONResponse:
     """Resume a paused run."""
     return await run_in_threadpool(_control, request, run_id, who, body, "resume")

@@ -27,6 +27,7 @@ from services.api.cost_query import (
 )
 from services.api.deps import Reader, deps_of
 from services.api.errors import ApiError
+from services.api.pool import EVERY_TENANT
 
 router = APIRouter()
 GROUP_HELP = "comma-separated, any of: " + ", ".join(GROUP_COLUMNS) + " (none: the total only)"
@@ -92,7 +93,7 @@ async def costs(
 
     def read() -> list[dict[str, Any]]:
         query, params = statement(deps.api.projection_schema, q)
-        with deps.pool.connection(q.tenant or "*") as conn, conn.cursor(row_factory=dict_row) as cur:
+        with deps.pool.connection(q.tenant or EVERY_TENANT) as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query, params).fetchall()
 
     return answer(q, await run_in_threadpool(read))

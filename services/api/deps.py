@@ -1,10 +1,10 @@
 """What every route needs: the wired dependencies, and who calls (docs/tenancy.md, section 1): each
 route names the least role it needs, and a tenant route the caller's tenant.
 
-`Viewer`, `Submitter`: the caller's tenant (a principal without one, an operator's or admin's, gets 403:
-these routes act for one tenant by its own run names). `Reader`, `OperatorPrincipal`, `Admin`: the
-principal (any tenant or none). 401 for a missing, unknown, expired or revoked credential; 403 for a role
-too small."""
+`Viewer`: the caller's tenant, `TenantSubmitter`: the caller (a principal without a tenant, an operator's
+or admin's, gets 403: these routes act for one tenant by its own run names). `Reader`, `Writer`,
+`OperatorPrincipal`: the principal of that role or above (any tenant or none). `Admin`: its id. 401 for
+a missing, unknown, expired or revoked credential; 403 for a role too small."""
 
 from __future__ import annotations
 
@@ -76,33 +76,29 @@ def at_least(request: Request, role: str) -> Principal:
     return found
 
 
-class ActingTenant(str):
-    """A tenant id (a str, as every query takes it) that also names the principal acting for it, so a
-    run request records who submitted it (`requested_by`) without every helper passing both."""
-
-    principal_id: str
-
-
-def tenant_of(found: Principal) -> str:
+def of_a_tenant(found: Principal) -> Principal:
+    """The caller, when it acts for a tenant; 403 for an operator or admin, who names none."""
     if found.tenant is None:
         raise ApiError(
             403, "forbidden", f"this route acts for one tenant: {found.id} ({found.role}) names none"
         )
-    acting = ActingTenant(found.tenant)
-    acting.principal_id = found.id
-    return acting
+    return found
 
 
 def viewer(request: Request) -> str:
-    return tenant_of(at_least(request, "viewer"))
+    return str(of_a_tenant(at_least(request, "viewer")).tenant)
 
 
-def submitter(request: Request) -> str:
-    return tenant_of(at_least(request, "submitter"))
+def tenant_submitter(request: Request) -> Principal:
+    return of_a_tenant(at_least(request, "submitter"))
 
 
 def reader(request: Request) -> Principal:
     return at_least(request, "viewer")
+
+
+def writer(request: Request) -> Principal:
+    return at_least(request, "submitter")
 
 
 def operator_principal(request: Request) -> Principal:
@@ -114,7 +110,8 @@ def admin(request: Request) -> str:
 
 
 Viewer = Annotated[str, Depends(viewer)]  # reads of the caller's tenant
-Submitter = Annotated[str, Depends(submitter)]  # writes of the caller's tenant
+TenantSubmitter = Annotated[Principal, Depends(tenant_submitter)]  # writes of the caller's tenant
 Reader = Annotated[Principal, Depends(reader)]  # reads that need no tenant (or scope by it)
+Writer = Annotated[Principal, Depends(writer)]  # control: a tenant's submitter (its own) or an operator
 OperatorPrincipal = Annotated[Principal, Depends(operator_principal)]
 Admin = Annotated[str, Depends(admin)]  # the principal id, as the audit names it

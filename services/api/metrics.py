@@ -21,6 +21,7 @@ from psycopg import sql
 from keel import vocab
 from keel.metrics import metrics
 from services.api.deps import Deps
+from services.api.pool import EVERY_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class OpenCases(Collector):
         )
         table = sql.Identifier(self.deps.api.projection_schema, "cases")
         try:
-            with self.deps.pool.connection("*") as conn:
+            with self.deps.pool.connection(EVERY_TENANT) as conn:
                 rows = conn.execute(query.format(table), (vocab.CASE_QUARANTINE,)).fetchall()
         except Exception as exc:  # a scrape must answer: the gauge is left out, the failure logged
             log.warning("open quarantine cases not read: %s", exc)

@@ -27,8 +27,9 @@ from keel.contracts import RunRequested
 from keel.idempotency import canonical_json, content_ref
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
 from services.api import docs
-from services.api.control import Caller, Caller_, own_run
-from services.api.deps import Deps, deps_of
+from services.api.apikeys import Principal
+from services.api.control import own_run
+from services.api.deps import Deps, Writer, deps_of
 from services.api.errors import ApiError
 from services.api.runs import KEY_PATTERN
 from services.api.submit import DeliveryFailed, new_run_id
@@ -92,7 +93,7 @@ def rerun_id_for(tenant: str, origin: str, idempotency_key: str) -> str:
     return "run-" + digest[:32]
 
 
-def build(deps: Deps, who: Caller, run_id: str, body: RerunBody, key: str | None = None) -> dict[str, Any]:
+def build(deps: Deps, who: Principal, run_id: str, body: RerunBody, key: str | None = None) -> dict[str, Any]:
     run = own_run(deps, who, run_id)
     if run["status"] not in vocab.TERMINAL_RUN_STATUSES:
         raise ApiError(409, "run_not_ended", f"run {run_id} is {run['status']}: only an ended run is re-run")
@@ -132,7 +133,7 @@ def build(deps: Deps, who: Caller, run_id: str, body: RerunBody, key: str | None
         input_json=canonical_json(run_input),
         input_ref=content_ref(run_input),
         requested_at=datetime.now(UTC),
-        requested_by=who.issued_by,
+        requested_by=who.id,
         rerun_of=run["run_id"],
         from_step=body.from_step,
         reused_json=canonical_json(reused),
@@ -162,7 +163,7 @@ def build(deps: Deps, who: Caller, run_id: str, body: RerunBody, key: str | None
 async def rerun_run(
     request: Request,
     run_id: str,
-    who: Caller_,
+    who: Writer,
     body: RerunBody,
     idempotency_key: Annotated[
         str | None,

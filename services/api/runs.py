@@ -23,8 +23,9 @@ from keel import intake
 from keel.idempotency import canonical_json
 from keel.workflows import InvalidInput, UnknownWorkflow, validate_input
 from services.api import claims, docs, errors, payload_refs, queries, rerun_links
+from services.api.apikeys import Principal
 from services.api.claims import Claim
-from services.api.deps import Deps, Submitter, Viewer, deps_of
+from services.api.deps import Deps, TenantSubmitter, Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.submit import (
     DeliveryFailed,
@@ -59,7 +60,7 @@ CallFilter = Annotated[
 )
 async def submit(
     request: Request,
-    tenant: Submitter,
+    who: TenantSubmitter,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -69,7 +70,7 @@ async def submit(
 ) -> JSONResponse:
     deps = deps_of(request)
     body = parse_submission(await read_body(request, deps.api.max_body_bytes))
-    ids = await run_in_threadpool(accept, deps, tenant, body, idempotency_key)
+    ids = await run_in_threadpool(accept, deps, who, body, idempotency_key)
     return JSONResponse(
         {"run_id": ids.run_id, "keel_run_id": ids.keel_run_id, "status": "accepted"},
         status_code=202,
@@ -185,8 +186,9 @@ class RunIds:
     keel_run_id: str  # the run's id on the topics
 
 
-def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> RunIds:
-    """Validate, claim the request's key and run id, publish."""
+def accept(deps: Deps, who: Principal, body: RunSubmission, key: str | None) -> RunIds:
+    """Validate, claim the request's key and run id, publish (the run request names `who`)."""
+    tenant = str(who.tenant)
     try:
         spec = deps.catalog.get(body.workflow, body.workflow_version)
     except UnknownWorkflow as exc:
@@ -225,22 +227,24 @@ def accept(deps: Deps, tenant: str, body: RunSubmission, key: str | None) -> Run
                 ) from None
         version, published = decision.workflow_version, decision.published
     if not published:
-        publish(deps, tenant, run_id, body, version, key, named)
+        publish(deps, who, run_id, body, version, key, named)
     log.info("accepted run %s of %s v%d for %s", run_id, spec.name, version, tenant)
     return RunIds(body.run_id or run_id, run_id)
 
 
 def publish(
     deps: Deps,
-    tenant: str,
+    who: Principal,
     run_id: str,
     body: RunSubmission,
     version: int,
     key: str | None,
     named: list[Claim],
 ) -> None:
+    tenant = str(who.tenant)
     try:
-        deps.publisher.publish(run_request(tenant, run_id, body, version, repeatable=bool(named)))
+        request = run_request(tenant, run_id, body, version, bool(named), requested_by=who.id)
+        deps.publisher.publish(request)
     except DeliveryFailed as exc:
         if key or body.run_id:
             again = "the same Idempotency-Key" if key else "the same run_id"

@@ -102,7 +102,12 @@ def new_run_id() -> str:
 
 
 def run_request(
-    tenant: str, run_id: str, body: RunSubmission, version: int, repeatable: bool
+    tenant: str,
+    run_id: str,
+    body: RunSubmission,
+    version: int,
+    repeatable: bool,
+    requested_by: str | None = None,
 ) -> RunRequested:
     # A request named by a key or a client's run id gets a deterministic request id too: a retried POST
     # repeats the same request.
@@ -117,7 +122,7 @@ def run_request(
         input_json=canonical_json(body.input),
         input_ref=content_ref(body.input),
         requested_at=datetime.now(UTC),
-        requested_by=getattr(tenant, "principal_id", f"api:{tenant}"),  # services.api.deps.ActingTenant
+        requested_by=requested_by,  # the principal id (services.api.apikeys.Principal)
         budget_usd=body.budget_usd,
     )
 
