@@ -48,6 +48,23 @@ def letters(stack, serde: Serde) -> dict[tuple[str, int, int, str], object]:
     return {(x.source_topic, x.source_partition, x.source_offset, x.consumer_group): x for x in found}
 
 
+def globex_fact(run_id: str, kind: str, **fields: object) -> RunEvent:
+    """A refund step's fact claiming tenant globex, with the forged refund as its output."""
+    return RunEvent(
+        event_id=str(uuid.uuid4()),
+        run_id=run_id,
+        tenant_id="globex",
+        workflow="refund_once",
+        step="refund",
+        event=kind,
+        ts=datetime.now(UTC),
+        attempt=1,
+        source="adapters",
+        output_json=json.dumps({"refund_id": "re_forged", "status": "succeeded"}),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def test_forged_commands_and_facts_of_another_tenant_are_dead_lettered_and_touch_nothing(stack, sims, events):
     serde = Serde(registry_client(stack.schema_registry_url))
     sims.fault("payments", kind="latency", ms=3000)  # acme's refund stays in flight meanwhile
@@ -71,18 +88,8 @@ def test_forged_commands_and_facts_of_another_tenant_are_dead_lettered_and_touch
         issued_at=datetime.now(UTC),
     )
     # 2. globex claiming acme's step is done, and 3. globex cancelling acme's run.
-    forged_fact = RunEvent(
-        event_id=str(uuid.uuid4()),
-        run_id=run_id,
-        tenant_id="globex",
-        workflow="refund_once",
-        step="refund",
-        event="step_committed",
-        ts=datetime.now(UTC),
-        attempt=1,
-        source="adapters",
-        output_json=json.dumps({"refund_id": "re_forged", "status": "succeeded"}),
-        commit=CommitDetail(external_id="re_forged", committed_at=datetime.now(UTC)),
+    forged_fact = globex_fact(
+        run_id, "step_committed", commit=CommitDetail(external_id="re_forged", committed_at=datetime.now(UTC))
     )
     forged_cancel = ControlCommand(
         command_id=unique("cancel"),
@@ -94,19 +101,7 @@ def test_forged_commands_and_facts_of_another_tenant_are_dead_lettered_and_touch
         issued_at=datetime.now(UTC),
     )
     # 4. globex's tool result under acme's key: the ledger must not commit it, nor answer it.
-    forged_result = RunEvent(
-        event_id=str(uuid.uuid4()),
-        run_id=other_run,
-        tenant_id="globex",
-        workflow="refund_once",
-        step="refund",
-        event="tool_succeeded",
-        ts=datetime.now(UTC),
-        attempt=1,
-        source="adapters",
-        idempotency_key=forged_call.idempotency_key,
-        output_json=json.dumps({"refund_id": "re_forged", "status": "succeeded"}),
-    )
+    forged_result = globex_fact(other_run, "tool_succeeded", idempotency_key=forged_call.idempotency_key)
     refused_by = {
         (*produce(stack, serde, TOOL_COMMANDS, other_run, forged_call), "keel-adapters"): "command",
         (*produce(stack, serde, RUN_EVENTS, run_id, forged_fact), "keel-scheduler"): "fact",

@@ -4,18 +4,21 @@ which authenticates every service and allows nothing an ACL does not grant."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 from helpers import unique, wait_for
 
 from keel import dlq
-from keel.acl import grant_of
-from keel.acl_apply import principal_env
+from keel.acl import Grant, all_bindings, grant_of
+from keel.acl_apply import apply_acls, principal_env
 from keel.contracts import DeadLetter, RunRequested
+from keel.producer import client_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
 from keel.topics import LEDGER, RUN_REQUESTS, TOOL_COMMANDS
@@ -32,17 +35,23 @@ def acl_stack(stack: Settings) -> Settings:
     return stack
 
 
-def as_principal(stack: Settings, principal: str, **extra: Any) -> dict[str, Any]:
-    """Client settings of a process started as `principal`, as the operator tooling starts it."""
+def settings_as(stack: Settings, principal: str) -> Settings:
+    """The settings of a process started as `principal`, as the operator tooling starts it."""
     env = principal_env(stack, principal, str(stack.kafka_service_bootstrap))
-    return {
-        "bootstrap.servers": env["KEEL_KAFKA_BOOTSTRAP"],
-        "security.protocol": env["KEEL_KAFKA_SECURITY_PROTOCOL"],
-        "sasl.mechanism": env["KEEL_KAFKA_SASL_MECHANISM"],
-        "sasl.username": env["KEEL_KAFKA_USERNAME"],
-        "sasl.password": env["KEEL_KAFKA_PASSWORD"],
-        **extra,
-    }
+    return stack.model_copy(
+        update={
+            "kafka_bootstrap": env["KEEL_KAFKA_BOOTSTRAP"],
+            "kafka_security_protocol": env["KEEL_KAFKA_SECURITY_PROTOCOL"],
+            "kafka_sasl_mechanism": env["KEEL_KAFKA_SASL_MECHANISM"],
+            "kafka_username": env["KEEL_KAFKA_USERNAME"],
+            "kafka_password": env["KEEL_KAFKA_PASSWORD"],
+        }
+    )
+
+
+def as_principal(stack: Settings, principal: str, **extra: Any) -> dict[str, Any]:
+    """Client settings of a process started as `principal`: what keel.producer makes of its settings."""
+    return client_config(settings_as(stack, principal), **extra)
 
 
 def produce_as(stack: Settings, principal: str, topic: str, value: bytes, key: str) -> KafkaError | None:
@@ -129,15 +138,7 @@ def test_wrong_credentials_are_refused(acl_stack):
 def test_the_api_redrives_only_onto_topics_it_may_write_and_says_so_for_the_others(acl_stack):
     """A dead letter of keel.tool-commands redriven with the API's credentials is refused by the broker:
     RedriveRefused (the API's 403), not an unexplained failure; one of keel.run-requests goes back."""
-    env = principal_env(acl_stack, "api", str(acl_stack.kafka_service_bootstrap))
-    api = acl_stack.model_copy(
-        update={
-            "kafka_bootstrap": env["KEEL_KAFKA_BOOTSTRAP"],
-            "kafka_security_protocol": env["KEEL_KAFKA_SECURITY_PROTOCOL"],
-            "kafka_username": env["KEEL_KAFKA_USERNAME"],
-            "kafka_password": env["KEEL_KAFKA_PASSWORD"],
-        }
-    )
+    api = settings_as(acl_stack, "api")
 
     def letter(topic: str) -> DeadLetter:
         return DeadLetter(
@@ -156,3 +157,17 @@ def test_the_api_redrives_only_onto_topics_it_may_write_and_says_so_for_the_othe
         dlq.redrive(api, letter(TOOL_COMMANDS))
     assert TOOL_COMMANDS in str(refused.value) and "keel dlq redrive" in str(refused.value)
     assert dlq.redrive(api, letter(RUN_REQUESTS))["to"].startswith(f"{RUN_REQUESTS}:0:")
+
+
+def test_applying_the_table_adds_what_is_missing_and_removes_what_it_no_longer_grants(acl_stack):
+    """keel acl --apply makes a principal's ACLs exactly its row: a second apply changes nothing, a
+    narrower row deletes the grants it dropped (a throwaway principal: the real rows stay as they are)."""
+    admin = AdminClient(client_config(acl_stack))  # the tests' operator: the broker's super user
+    probe = Grant(unique("probe"), reads=(RUN_REQUESTS,), writes=(RUN_REQUESTS,))
+    created, deleted = apply_acls(admin, (probe,))
+    assert created > 0 and deleted == 0
+    assert apply_acls(admin, (probe,)) == (0, 0)
+    narrower = dataclasses.replace(probe, writes=())
+    assert apply_acls(admin, (narrower,)) == (0, created - len(all_bindings((narrower,))))
+    nothing = dataclasses.replace(probe, reads=(), writes=())  # and no ACL of it is left behind
+    assert apply_acls(admin, (nothing,)) == (0, len(all_bindings((narrower,))))
