@@ -283,10 +283,10 @@ class SchedulerProcessor(Processor):
     ) -> list[Output]:
         fair_on = self.ledger.policy.on
         if fair_on:  # attempts beyond the tenant's slots are held (docs/tenancy.md section 6)
-            fresh = sum(1 for o in decision.outputs if isinstance(o, StepCommand))
+            fresh = fair.starts(before, decision)
             if fresh:
                 room = self.ledger.room(run_id, decision.state, fresh)
-                decision = fair.hold(decision, room, now_ms)
+                decision = fair.hold(decision, room, now_ms, before)
         outputs = [
             Output(self.topics.events if isinstance(o, RunEvent) else self.topics.commands, run_id, o)
             for o in decision.outputs
@@ -329,7 +329,7 @@ class SchedulerProcessor(Processor):
             run_id, held = found
             try:
                 spec = self.workflows.get(current.workflow, current.workflow_version)
-                decision = fair.release(_copy(current), spec, held, now_ms)
+                decision = fair.release(_copy(current), spec, held, now_ms, self.budget_policy)
             except Exception as exc:
                 log.exception("run %s: its held attempt cannot be released; quarantining the run", run_id)
                 decision = unprocessable.hold(_copy(current), "a held attempt", exc, now_ms)

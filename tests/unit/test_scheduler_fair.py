@@ -202,3 +202,33 @@ def test_a_limit_only_for_one_tenant_holds_that_tenant_alone():
     ledger.update("a1", started("a1").state)
     assert ledger.room("a2", started("a2").state, 1) == 0
     assert ledger.room("g1", started("g1", "globex").state, 1) is None
+
+
+# -- paid attempts: the gate stands before the reservation ---------------------------------------------
+
+
+def test_a_paid_attempt_is_held_before_it_reserves_and_its_release_reserves():
+    from test_scheduler_budgets import POLICY, Run, budget, llm_spec, reply
+
+    run = Run(llm_spec(budget_usd=0.5))
+    before_reserve = run.state
+    assert before_reserve is not None and footprint(before_reserve).inflight == 1  # RESERVING is in flight
+    (reserve,) = budget(run.out, "reserve")
+    # With no room, the reserve itself is held: nothing reaches the enforcer, nothing is reserved.
+    decision = hold(Decision(before_reserve.copy(), run.out), 0, 2_000, before=None)
+    assert budget(decision.outputs) == [] and [o.event for o in decision.outputs][-1] == ev.STEP_QUEUED
+    state = decision.state
+    assert state is not None and footprint(state).inflight == 0
+    assert footprint(state).held == ((2_000, STEP, ""),)
+    # Its release sends the reserve (not the command): the worst case is reserved only now.
+    out = release(state, run.spec, (2_000, STEP, ""), 3_000, POLICY)
+    assert [getattr(o, "event", None) for o in out.outputs][0] == ev.STEP_RELEASED
+    (again,) = budget(out.outputs, "reserve")
+    assert again.reservation_id == reserve.reservation_id and again.attempt == reserve.attempt
+    assert not [o for o in out.outputs if isinstance(o, StepCommand)]
+    # The command that follows the grant continues an attempt in flight: never held, even with no room.
+    run.state = out.state
+    granted = run.send(reply(again, "budget_reserved"))
+    assert run.state is not None
+    kept = hold(Decision(run.state, granted), 0, 4_000, before=out.state)
+    assert [o.attempt for o in kept.outputs if isinstance(o, StepCommand)] == [1]
