@@ -13,6 +13,7 @@ import jwt
 
 from keel.intake import tenant_problem
 from services.api.apikeys import ROLES, TENANT_ROLES, ApiKeyConfigError, Principal
+from services.api.errors import ApiError
 
 ISSUER_ENV, AUDIENCE_ENV = "KEEL_JWT_ISSUER", "KEEL_JWT_AUDIENCE"
 KEY_ENV, JWKS_ENV = "KEEL_JWT_KEY", "KEEL_JWT_JWKS_URL"
@@ -24,6 +25,15 @@ REQUIRED = ["exp", "iss", "aud", "sub"]
 
 class TokenRefused(Exception):
     """Why a token is not accepted (the 401's message: never the token itself)."""
+
+
+class IssuerUnavailable(ApiError):
+    """The issuer's key set cannot be fetched: the token is neither accepted nor refused, so 503 (try
+    again), not a 401 that would tell a client its valid token is bad."""
+
+    def __init__(self, url: str, why: str) -> None:
+        message = f"the token issuer's key set ({url}) cannot be fetched: {why}; try again shortly"
+        super().__init__(503, "token_issuer_unavailable", message, {"Retry-After": "5"})
 
 
 def looks_like_token(presented: str) -> bool:
@@ -75,6 +85,8 @@ class JwtVerifier:
                 leeway=self.leeway_s,
                 options={"require": REQUIRED},
             )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise IssuerUnavailable(self.jwks.uri if self.jwks else "", str(exc)) from None
         except jwt.ExpiredSignatureError:
             raise TokenRefused("the token has expired") from None
         except jwt.PyJWTError as exc:

@@ -308,6 +308,29 @@ def test_tokens_are_checked_with_the_issuers_jwks():
         server.shutdown()
 
 
+def test_an_issuer_whose_key_set_cannot_be_fetched_is_503_not_401():
+    """The token is neither accepted nor refused while the JWKS is down: 503 with Retry-After (a 401
+    would tell the client its valid token is bad)."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    auth = Authenticator.from_env(
+        {
+            "KEEL_JWT_JWKS_URL": f"http://127.0.0.1:{port}/jwks.json",
+            "KEEL_JWT_ISSUER": ISS,
+            "KEEL_JWT_AUDIENCE": AUD,
+        }
+    )
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(claims(role="viewer"), private, algorithm="RS256", headers={"kid": "k1"})
+    with TestClient(create_app(Settings(), ApiSettings(), auth=auth, publisher=RecordingPublisher())) as c:
+        reply = c.get("/v1/workflows", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "5"
+    assert reply.json()["error"]["code"] == "token_issuer_unavailable"
+
+
 def test_over_http_an_expired_or_revoked_key_is_401_and_a_role_too_small_403():
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     auth = Authenticator(
