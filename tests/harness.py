@@ -21,7 +21,7 @@ from helpers import unique, wait_for
 from keel.contracts import RunEvent
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import CONTROL, RUN_EVENTS
+from keel.topics import RUN_EVENTS
 from keel_ops.stack import (
     Background,
     api_process,
@@ -33,6 +33,7 @@ from keel_ops.stack import (
 )
 from services.projector.rebuild import build_into
 from services.projector.schema import differences, drop_schema
+from services.projector.service import TOPICS as PROJECTED
 
 # Ports apart from a developer's `keel up`, so both can run at once.
 E2E_ENV = {
@@ -253,13 +254,13 @@ def events(keel: tuple[EventLog, Simulators]) -> EventLog:
 def settled_projector_offsets(
     conn: psycopg.Connection, quiet_s: float = 1.5, timeout: float = 90.0
 ) -> dict[tuple[str, int], int]:
-    """The live projectors' stored offsets (run events and control commands), once they have not moved
-    for `quiet_s`."""
+    """The live projectors' stored offsets (every topic they project), once they have not moved for
+    `quiet_s`."""
     state: dict = {"offsets": None, "since": time.monotonic()}
 
     def quiet() -> bool:
         rows = conn.execute("SELECT topic, partition, next_offset FROM keel.projector_offsets").fetchall()
-        offsets = {(t, p): o for t, p, o in rows if t in (RUN_EVENTS, CONTROL)}
+        offsets = {(t, p): o for t, p, o in rows if t in PROJECTED}
         if offsets != state["offsets"]:
             state["offsets"], state["since"] = offsets, time.monotonic()
         return time.monotonic() - state["since"] >= quiet_s
@@ -276,7 +277,7 @@ def rebuilt_projection_differences(
     until = settled_projector_offsets(conn)
     shadow = unique("shadow").replace("-", "_")
     try:
-        build_into(settings, [RUN_EVENTS, CONTROL], shadow, until)
+        build_into(settings, PROJECTED, shadow, until)
         events = conn.execute(f"SELECT count(*) FROM {shadow}.events").fetchone()[0]
         return differences(conn, "keel", shadow), events
     finally:

@@ -23,7 +23,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from keel.auditlog import TRANSACTIONAL_PREFIX as ACTION_TRANSACTIONS
 from keel.topics import (
+    AUDIT,
     BUDGET_COMMANDS,
     BUDGET_STATE,
     CONTROL,
@@ -134,8 +136,8 @@ TABLE: tuple[Grant, ...] = (
         creates=(WORKER_TOPICS,),
     ),
     # Projections into Postgres; offsets live in the database, the group is for lag and membership.
-    # keel.control feeds the audit trail (every command with who issued it).
-    Grant("projector", reads=(RUN_EVENTS, CONTROL), groups=("keel.projector", "keel.ends-")),
+    # keel.control and keel.audit feed the audit trail (every command, every other action, with who).
+    Grant("projector", reads=(RUN_EVENTS, CONTROL, AUDIT), groups=("keel.projector", "keel.ends-")),
     Grant(
         "notifier",
         reads=(RUN_EVENTS,),
@@ -157,12 +159,14 @@ TABLE: tuple[Grant, ...] = (
     # The HTTP API: run requests and control commands; registered definitions; dead letters (listed,
     # inspected, and redriven to their source topic when that is one the API writes anyway: run requests
     # and control). A redrive onto any other topic (events, step or tool commands) is refused by the
-    # broker and stays with the operator tooling (`keel dlq redrive`, the admin principal).
+    # broker and stays with the operator tooling (`keel dlq redrive`, the admin principal). A redrive and
+    # a registration are each one transaction (keel.auditlog) with their record on keel.audit.
     Grant(
         "api",
         reads=(DEAD_LETTERS, DEAD_LETTER_STATUS, DEFINITIONS, RUN_REQUESTS, CONTROL),
-        writes=(RUN_REQUESTS, CONTROL, DEFINITIONS, DEAD_LETTER_STATUS),
+        writes=(RUN_REQUESTS, CONTROL, DEFINITIONS, DEAD_LETTER_STATUS, AUDIT),
         groups=("keel-api-dlq-", "keel-reader-", "keel-dlq-", _DEFS_GROUP),
+        transactional_ids=(ACTION_TRANSACTIONS,),
         idempotent=True,
     ),
 )

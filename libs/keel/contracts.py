@@ -10,6 +10,46 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """Someone's action that is neither a run fact nor a control command (a dead letter redriven, a definition registered), written in the same Kafka transaction as the action itself. Topic keel.audit (append-only, never compacted), keyed by subject."""
+
+    AVRO_NAME: ClassVar[str] = 'keel.AuditRecord'
+    record_id: str
+    at: datetime
+    tenant_id: str | None = None
+    actor: str
+    action: str
+    subject: str
+    run_id: str | None = None
+    detail_json: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'record_id': self.record_id,
+            'at': self.at,
+            'tenant_id': self.tenant_id,
+            'actor': self.actor,
+            'action': self.action,
+            'subject': self.subject,
+            'run_id': self.run_id,
+            'detail_json': self.detail_json,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AuditRecord:
+        return cls(
+            record_id=d['record_id'],
+            at=d['at'],
+            tenant_id=d.get('tenant_id', None),
+            actor=d['actor'],
+            action=d['action'],
+            subject=d['subject'],
+            run_id=d.get('run_id', None),
+            detail_json=d.get('detail_json', None),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetCommand:
     """An instruction to the budget enforcer, the single owner of one tenant's budgets (run, step envelope, agent per day, workflow per day, tenant per day). Topic keel.budget-commands, keyed by tenant_id, so every budget of a tenant is decided in one place, in one order. The enforcer answers on keel.run-events (budget_reserved, budget_deferred, budget_exceeded, budget_warning, budget_released), keyed by run_id."""
 
@@ -912,6 +952,7 @@ class ToolCommand:
 
 # Top-level record type of each contract file (by stem).
 RECORD_TYPES: dict[str, type] = {
+    'audit_record': AuditRecord,
     'budget_command': BudgetCommand,
     'control_command': ControlCommand,
     'dead_letter': DeadLetter,

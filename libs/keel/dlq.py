@@ -4,7 +4,8 @@ A redrive produces the original key, value and headers back to the source topic 
 `keel-dlq-history` header. A letter kept by reference (`value_truncated`: only a prefix of a value too
 large for the dead-letter topic) is redriven from the original, read back from its source offset and
 checked against the letter's digest. If the message fails again, its new dead letter carries that
-history. Which letters were redriven is recorded on the compacted `keel.dead-letter-status` topic.
+history. Which letters were redriven is recorded on the compacted `keel.dead-letter-status` topic, and
+who redrove each one on the append-only `keel.audit` (keel.auditlog), in the transaction of the redrive.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from keel import auditlog
 from keel.contracts import DeadLetter
 from keel.deadletter import digest
-from keel.producer import client_config, producer_config
+from keel.producer import client_config
 from keel.reader import read_topic
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
@@ -101,8 +103,12 @@ def find(all_entries: list[Entry], dead_letter_id: str) -> Entry | None:
     return next((e for e in all_entries if e.letter.dead_letter_id == dead_letter_id), None)
 
 
-def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dict[str, Any]:
-    """Send the original message back to its source partition; record the redrive. Returns the status."""
+def redrive(
+    settings: Settings, letter: DeadLetter, by: str, replaces: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Send the original message back to its source partition; record the redrive (its status, and its
+    audit record naming `by`), all in one Kafka transaction. `replaces`: the status of an earlier redrive
+    of the letter (a forced one). Returns the status."""
     history = [*letter.history, f"{letter.dead_letter_id} ({letter.error_class}): {letter.reason}"]
     headers = [(h.name, h.value) for h in letter.headers if h.name not in (HISTORY_HEADER, REDRIVE_HEADER)]
     headers += [
@@ -110,34 +116,54 @@ def redrive(settings: Settings, letter: DeadLetter, by: str = "operator") -> dic
         (REDRIVE_HEADER, letter.dead_letter_id.encode()),
     ]
     value = original_value(settings, letter) if letter.value_truncated else letter.value
-    producer = Producer(producer_config(settings))
-    delivered: list[Any] = []
-    producer.produce(
-        letter.source_topic,
-        key=letter.key,
-        value=value,
-        headers=headers,  # type: ignore[arg-type]
-        partition=letter.source_partition,
-        on_delivery=lambda err, msg: delivered.append((err, msg)),
-    )
-    producer.flush(30)
-    if delivered and delivered[0][0] is not None and delivered[0][0].code() in _NOT_PERMITTED:
-        raise RedriveRefused(
-            f"this principal may not write {letter.source_topic} (the broker's ACLs): redrive "
-            f"{letter.dead_letter_id} with the operator tooling, `keel dlq redrive`"
+    serde = Serde(registry_client(settings.schema_registry_url))
+    tenant, run = named_in(serde, letter.source_topic, value)
+    with auditlog.action(settings, serde) as act:
+        try:
+            msg = act.send(
+                letter.source_topic,
+                value,
+                key=letter.key,
+                headers=headers,
+                partition=letter.source_partition,
+            )
+        except KafkaException as exc:
+            if exc.args[0].code() in _NOT_PERMITTED:
+                raise RedriveRefused(
+                    f"this principal may not write {letter.source_topic} (the broker's ACLs): redrive "
+                    f"{letter.dead_letter_id} with the operator tooling, `keel dlq redrive`"
+                ) from None
+            raise RuntimeError(f"redrive of {letter.dead_letter_id} was not acknowledged: {exc}") from exc
+        status = {
+            "status": "redriven",
+            "by": by,
+            "at": datetime.now(UTC).isoformat(),
+            "to": f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+        }
+        act.send(DEAD_LETTER_STATUS, json.dumps(status).encode(), key=letter.dead_letter_id)
+        detail = {"to": status["to"], "forced": replaces is not None, "replaced": (replaces or {}).get("to")}
+        act.audit(
+            auditlog.record(
+                auditlog.DEAD_LETTER_REDRIVEN,
+                by,
+                letter.dead_letter_id,
+                tenant_id=tenant,
+                run_id=run,
+                detail={k: v for k, v in detail.items() if v is not None},
+            )
         )
-    if not delivered or delivered[0][0] is not None:
-        raise RuntimeError(f"redrive of {letter.dead_letter_id} was not acknowledged: {delivered}")
-    msg = delivered[0][1]
-    status = {
-        "status": "redriven",
-        "by": by,
-        "at": datetime.now(UTC).isoformat(),
-        "to": f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
-    }
-    producer.produce(DEAD_LETTER_STATUS, key=letter.dead_letter_id, value=json.dumps(status).encode())
-    producer.flush(30)
     return status
+
+
+def named_in(serde: Serde, topic: str, value: bytes | None) -> tuple[str | None, str | None]:
+    """The tenant and the run a dead letter's message names, when it decodes as its topic's envelope
+    and has them; (None, None) for bytes that do not (which is often why they are dead letters)."""
+    try:
+        decoded = serde.decode(topic, value or b"")
+    except Exception:  # undecodable, no envelope for the topic, its schema unknown: nothing known
+        return None, None
+    tenant, run = getattr(decoded, "tenant_id", None), getattr(decoded, "run_id", None)
+    return (tenant if isinstance(tenant, str) else None), (run if isinstance(run, str) else None)
 
 
 _NOT_PERMITTED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)

@@ -21,6 +21,7 @@ TOPIC_ENVELOPES: dict[str, str] = {
     "keel.dead-letters": "dead_letter",
     "keel.definitions": "definition",
     "keel.budget-commands": "budget_command",
+    "keel.audit": "audit_record",
 }
 
 

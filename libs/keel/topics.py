@@ -27,6 +27,9 @@ SCHEMAS = "_keel.schemas"
 DEFINITIONS = "keel.definitions"
 # Which dead letters were redriven (JSON, compacted, keyed by dead_letter_id).
 DEAD_LETTER_STATUS = "keel.dead-letter-status"
+# Actions that are neither run facts nor control commands (a dead letter redriven, a definition
+# registered), each written with the action itself (Avro, append-only; see keel.auditlog).
+AUDIT = "keel.audit"
 # Which process holds each instance id (JSON, compacted, keyed by transactional id; see keel.lease).
 INSTANCE_LEASES = "keel.instance-leases"
 # Internal changelog of the scheduler's run states (JSON, compacted; not a public contract).
@@ -74,6 +77,9 @@ def catalogue(settings: Settings) -> list[TopicSpec]:
         TopicSpec(SCHEMAS, 1, compacted),
         # "First in log order wins" needs one log order: one partition (definitions are few and small).
         TopicSpec(DEFINITIONS, 1, compacted),
+        # The audit trail's own facts: never compacted (a second redrive of a letter is a second record)
+        # and never deleted (a rebuilt audit table must give back every row). Few and small: one partition.
+        TopicSpec(AUDIT, 1, {"cleanup.policy": "delete", "retention.ms": "-1", **limit}),
         lease_topic(),
     ]
     return specs

@@ -209,7 +209,7 @@ def cmd_dlq(settings: Settings, args: Args) -> int:
             return 0
         todo = [found]
     for e in todo:
-        status = dlq.redrive(settings, e.letter)
+        status = dlq.redrive(settings, e.letter, cli_workflows.cli_actor(), replaces=e.status)
         say(f"redrove {e.letter.dead_letter_id} -> {status['to']}")
     say(f"{len(todo)} dead letter(s) redriven")
     return 0

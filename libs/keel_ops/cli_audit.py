@@ -10,14 +10,23 @@ from typing import Any
 from keel.settings import Settings
 from keel_ops.cli_runs import api
 
-HELP = "the audit trail: runs submitted, control commands, decisions, what each step read and wrote"
+HELP = (
+    "the audit trail: runs submitted, control commands, decisions, what each step read and wrote, "
+    "dead letters redriven, definitions registered"
+)
 PAGE = 500  # the API's largest page
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="only this run's rows (your run id or Keel's)")
-    p.add_argument("--actor", help="only this principal's rows (key:ID, token:ISSUER#SUBJECT, service:NAME)")
-    p.add_argument("--action", help="only this action (run_submitted, command:cancel, tool_called, ...)")
+    p.add_argument(
+        "--actor", help="only this principal's rows (key:ID, token:ISSUER#SUBJECT, service:NAME, cli:USER)"
+    )
+    p.add_argument(
+        "--action",
+        help="only this action (run_submitted, command:cancel, tool_called, dead_letter_redriven, "
+        "workflow_registered, tool_registered, ...)",
+    )
     p.add_argument("--since", help="from this ISO date or date-time (UTC), included")
     p.add_argument("--until", help="to this ISO date or date-time (UTC), excluded")
     p.add_argument("--tenant", help="operators: only this tenant's rows")

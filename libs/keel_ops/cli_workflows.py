@@ -20,6 +20,11 @@ HELP = (
 )
 
 
+def cli_actor() -> str:
+    """Who acts through the operator tooling, as its records and the audit trail name them."""
+    return f"cli:{getpass.getuser()}"
+
+
 def apply_file(
     settings: Settings,
     path: str,
@@ -29,7 +34,7 @@ def apply_file(
 ) -> bool:
     """Apply one definition file (a workflow, or a tool: `kind`); prints what happened. False when it
     was refused (invalid or conflict)."""
-    who = applied_by or f"cli:{getpass.getuser()}"
+    who = applied_by or cli_actor()
     try:
         applied = apply_text(
             settings,

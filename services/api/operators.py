@@ -67,7 +67,7 @@ def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: boo
             f"{dead_letter_id} was redriven already ({entry.status['to']}); pass force=true to send it again",
         )
     try:
-        status = dlq.redrive(request.app.state.deps.settings, entry.letter, who)
+        status = dlq.redrive(request.app.state.deps.settings, entry.letter, who, replaces=entry.status)
     except dlq.RedriveRefused as exc:
         raise ApiError(403, "redrive_not_permitted", str(exc)) from None
     return {"dead_letter_id": dead_letter_id, **status}

@@ -1,10 +1,11 @@
 """The audit trail's projection (docs/tenancy.md section 5): who or what did what, from the facts on
-keel.run-events and the commands on keel.control, as rows of the append-only `audit` table.
+keel.run-events, the commands on keel.control and the other actions on keel.audit (keel.auditlog), as
+rows of the append-only `audit` table.
 
-A row's id is the fact's event id or the command's command id, so a message read twice (a replay, an
-at-least-once copy at another offset) adds no second row: the first in log order is kept, which is
-what a rebuild keeps too. `source` says where it was read (topic:partition:offset). Pure: values
-carried by the message only, never the clock.
+A row's id is the fact's event id, the command's command id or the audit record's id, so a message read
+twice (a replay, an at-least-once copy at another offset) adds no second row: the first in log order is
+kept, which is what a rebuild keeps too. `source` says where it was read (topic:partition:offset).
+Pure: values carried by the message only, never the clock.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import keel.events as ev
-from keel.contracts import ControlCommand, RunEvent
+from keel.contracts import AuditRecord, ControlCommand, RunEvent
 from services.projector.values import clean, json_value, jsonable
 
 RUN_SUBMITTED = "run_submitted"
@@ -20,6 +21,7 @@ CASE_DECIDED = "case_decided"
 # What each step read and wrote: the facts of the tool boundary and of the commit point.
 STEP_IO = frozenset({ev.TOOL_CALLED, ev.TOOL_SUCCEEDED, ev.TOOL_FAILED, ev.STEP_COMMITTED})
 COMMAND_PREFIX = "command:"  # a control command's action: command:cancel, command:decide, ...
+ACTION_PREFIX = "action:"  # the row of an audit record (keel.audit): action:<record_id>
 SERVICE_PREFIX = "service:"  # the actor of a fact a service wrote on its own (no principal behind it)
 
 
@@ -69,6 +71,24 @@ def command_audit(c: ControlCommand, source: str) -> dict[str, Any]:
         "action": clean(COMMAND_PREFIX + c.action),
         "run_id": clean(c.run_id),
         "step": clean(c.step),
+        "detail": _compact(detail),
+        "source": source,
+    }
+
+
+def action_audit(r: AuditRecord, source: str) -> dict[str, Any]:
+    """An audit record is someone's action by definition: one row, its subject first in the detail."""
+    said = json_value(r.detail_json)  # a JSON object by contract; anything else is kept, not lost
+    detail = {"subject": r.subject, **(said if isinstance(said, dict) else {"detail": said})}
+    return {
+        # Prefixed like a command's: never the id of a fact's or a command's row (format frozen).
+        "id": clean(ACTION_PREFIX + r.record_id),
+        "at": r.at,
+        "tenant_id": clean(r.tenant_id),
+        "actor": clean(r.actor),
+        "action": clean(r.action),
+        "run_id": clean(r.run_id),
+        "step": None,
         "detail": _compact(detail),
         "source": source,
     }

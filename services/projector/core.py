@@ -19,9 +19,9 @@ from typing import Any
 
 import keel.events as ev
 from keel import vocab
-from keel.contracts import ControlCommand, RunEvent
+from keel.contracts import AuditRecord, ControlCommand, RunEvent
 from keel.provenance import TENANT_MISMATCH
-from services.projector.audit import command_audit, event_audit, source_of
+from services.projector.audit import action_audit, command_audit, event_audit, source_of
 from services.projector.cases import case_row
 from services.projector.values import MICROS_PER_USD, clean, cost_of, json_value, jsonable, micros_of
 
@@ -127,6 +127,13 @@ def project_command(c: ControlCommand, at: Position) -> Projection:
     on keel.run-events, projected from there."""
     audit = command_audit(c, source_of(at.topic, at.partition, at.offset))
     return Projection(at, None, (RowChange("audit", audit),))
+
+
+def project_action(r: AuditRecord, at: Position) -> Projection:
+    """An audit record (keel.audit) is a row of the audit trail and nothing else."""
+    return Projection(
+        at, None, (RowChange("audit", action_audit(r, source_of(at.topic, at.partition, at.offset))),)
+    )
 
 
 def run_tenants(projections: Sequence[Projection]) -> set[str]:

@@ -18,7 +18,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from keel import db
-from keel.contracts import ControlCommand, RunEvent
+from keel.contracts import AuditRecord, ControlCommand, RunEvent
 from keel.lag import LagSampler
 from keel.looplife import raise_if_fatal, subscribed
 from keel.metrics import metrics
@@ -27,15 +27,23 @@ from keel.producer import consumer_config
 from keel.schemas import TOPIC_ENVELOPES
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import CONTROL, RUN_EVENTS
-from services.projector.core import Position, Projection, error_projection, project, project_command
+from keel.topics import AUDIT, CONTROL, RUN_EVENTS
+from services.projector.core import (
+    Position,
+    Projection,
+    error_projection,
+    project,
+    project_action,
+    project_command,
+)
 from services.projector.schema import DEFAULT_SCHEMA, ensure_schema
 from services.projector.store import TP, UNKNOWN, ProjectionStore
 
 log = logging.getLogger(__name__)
 GROUP = "keel.projector"
-# The facts, and the control commands for the audit trail (who cancelled, paused, decided).
-TOPICS = (RUN_EVENTS, CONTROL)
+# The facts, and for the audit trail the control commands (who cancelled, paused, decided) and the
+# other actions (who redrove a dead letter, registered a definition).
+TOPICS = (RUN_EVENTS, CONTROL, AUDIT)
 
 
 def envelopes_of(topics: Sequence[str]) -> dict[str, str]:
@@ -52,12 +60,14 @@ def to_projection(serde: Serde, msg: Message) -> Projection:
         return error_projection(at, "message has no value (tombstone)", "invalid", key_bytes, None)
     try:
         event = serde.decode(at.topic, raw)
-        if not isinstance(event, RunEvent | ControlCommand):
-            raise TypeError(f"a {type(event).__name__}, not a RunEvent or a ControlCommand")
+        if not isinstance(event, RunEvent | ControlCommand | AuditRecord):
+            raise TypeError(f"a {type(event).__name__}, not a RunEvent, ControlCommand or AuditRecord")
     except Exception as exc:  # any decoding failure means the bytes are unusable here
         return error_projection(at, f"cannot decode: {exc}", "undecodable", key_bytes, raw)
     try:
-        return project(event, at) if isinstance(event, RunEvent) else project_command(event, at)
+        if isinstance(event, RunEvent):
+            return project(event, at)
+        return project_command(event, at) if isinstance(event, ControlCommand) else project_action(event, at)
     except Exception as exc:
         log.exception("projecting %s failed", at)
         return error_projection(

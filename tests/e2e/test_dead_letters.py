@@ -75,7 +75,7 @@ def test_each_bad_request_gets_a_dead_letter_and_a_redrive_that_fails_again_keep
     assert letters[bad["undecodable"]].value == b"\x00\x00\x00\x00\x01not avro"  # original bytes kept
 
     first = letters[bad["unknown_workflow"]]
-    status = dlq.redrive(stack, first)
+    status = dlq.redrive(stack, first, "cli:tests")
     partition, offset = map(int, status["to"].split(":")[-2:])
     wait_for(
         lambda: (partition, offset) in letters_by_origin(stack, serde),

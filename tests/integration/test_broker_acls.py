@@ -21,7 +21,7 @@ from keel.contracts import DeadLetter, RunRequested
 from keel.producer import client_config
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
-from keel.topics import LEDGER, RUN_REQUESTS, TOOL_COMMANDS
+from keel.topics import AUDIT, LEDGER, RUN_REQUESTS, TOOL_COMMANDS
 
 pytestmark = pytest.mark.integration
 
@@ -154,9 +154,18 @@ def test_the_api_redrives_only_onto_topics_it_may_write_and_says_so_for_the_othe
         )
 
     with pytest.raises(dlq.RedriveRefused) as refused:
-        dlq.redrive(api, letter(TOOL_COMMANDS))
+        dlq.redrive(api, letter(TOOL_COMMANDS), "key:ops-dev")
     assert TOOL_COMMANDS in str(refused.value) and "keel dlq redrive" in str(refused.value)
-    assert dlq.redrive(api, letter(RUN_REQUESTS))["to"].startswith(f"{RUN_REQUESTS}:0:")
+    # Its transaction (the message, its status, its record on keel.audit) is one the API may commit.
+    assert dlq.redrive(api, letter(RUN_REQUESTS), "key:ops-dev")["to"].startswith(f"{RUN_REQUESTS}:0:")
+
+
+def test_the_projector_reads_the_audit_topic_that_only_the_api_writes(acl_stack):
+    assert read_error_as(acl_stack, "projector", AUDIT) is None
+    refused = produce_as(acl_stack, "projector", AUDIT, b"forged audit record", unique("k"))
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+    denied = read_error_as(acl_stack, "api", AUDIT)
+    assert denied is not None and denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
 
 
 def test_applying_the_table_adds_what_is_missing_and_removes_what_it_no_longer_grants(acl_stack):

@@ -102,7 +102,7 @@ def test_a_message_just_under_the_limit_is_dead_lettered_by_reference_and_redriv
         assert len(letter.value) < MAX_VALUE
 
     # A redrive reads the whole original from where it still is, not the prefix kept in the letter.
-    status = dlq.redrive(small, letters[2])
+    status = dlq.redrive(small, letters[2], "cli:tests")
     assert status["to"] == f"{in_t}:0:4"
     redriven = read_topic(small, in_t, expect=5)[4]
     assert redriven.value() == large and redriven.key() == b"large"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 
 from keel.acl import TABLE, Grant, all_bindings, bindings, grant_of, principal_password, table_lines
+from keel.auditlog import TRANSACTIONAL_PREFIX
 from keel.settings import Settings
-from keel.topics import LEDGER, RUN_KEYED, TOOL_COMMANDS, WORKER_COMMANDS_PREFIX, catalogue
+from keel.topics import AUDIT, LEDGER, RUN_KEYED, TOOL_COMMANDS, WORKER_COMMANDS_PREFIX, catalogue
 
 
 def allowed(principal: str, op: AclOperation, topic: str) -> bool:
@@ -100,3 +101,14 @@ def test_passwords_differ_per_principal_and_seed_and_are_stable():
 def test_the_printed_table_names_every_user():
     text = "\n".join(table_lines())
     assert all(f"User:{g.user}" in text for g in TABLE)
+
+
+def test_the_audit_topic_is_written_by_the_api_in_transactions_of_its_own_and_read_by_the_projector():
+    assert [g.principal for g in TABLE if allowed(g.principal, AclOperation.WRITE, AUDIT)] == ["api"]
+    assert [g.principal for g in TABLE if allowed(g.principal, AclOperation.READ, AUDIT)] == ["projector"]
+    txn = {
+        (b.name, b.resource_pattern_type)
+        for b in bindings(grant_of("api"))
+        if b.restype == ResourceType.TRANSACTIONAL_ID
+    }
+    assert txn == {(TRANSACTIONAL_PREFIX, ResourcePatternType.PREFIXED)}

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from unit.test_projection_core import completed_after_retry
 
 import keel.events as ev
+from keel import auditlog
 from keel.contracts import ControlCommand, QuarantineDetail, RunDetail
-from services.projector.audit import STEP_IO, command_audit, event_audit
-from services.projector.core import Position, project, project_command
+from services.projector.audit import STEP_IO, action_audit, command_audit, event_audit
+from services.projector.core import Position, project, project_action, project_command
 
 AT = "keel.run-events:3:17"
 
@@ -73,3 +74,43 @@ def test_the_projection_of_a_fact_carries_its_audit_row():
     story = completed_after_retry("run-1")
     tables = {ch.table for e in story.events for ch in project(e, Position("t", 0, 0)).changes}
     assert "audit" in tables
+
+
+def test_an_audit_record_is_one_row_under_its_own_id_with_its_subject_and_detail():
+    r = auditlog.record(
+        auditlog.DEAD_LETTER_REDRIVEN,
+        "key:ops-dev",
+        "keel.run-requests:1:42",
+        tenant_id="acme",
+        run_id="run-1",
+        detail={"to": "keel.run-requests:1:57", "forced": False},
+    )
+    row = action_audit(r, "keel.audit:0:3")
+    assert row == {
+        "id": f"action:{r.record_id}",
+        "at": r.at,
+        "tenant_id": "acme",
+        "actor": "key:ops-dev",
+        "action": "dead_letter_redriven",
+        "run_id": "run-1",
+        "step": None,
+        "detail": {"subject": "keel.run-requests:1:42", "to": "keel.run-requests:1:57", "forced": False},
+        "source": "keel.audit:0:3",
+    }
+    # The same record read again (a replay, another offset) is the same row id: nothing is added.
+    assert action_audit(r, "keel.audit:0:9")["id"] == row["id"]
+    p = project_action(r, Position("keel.audit", 0, 3))
+    assert p.event_id is None and [ch.table for ch in p.changes] == ["audit"]
+
+
+def test_a_registration_is_a_row_of_no_tenant_and_a_detail_that_is_not_an_object_is_kept():
+    r = auditlog.record("workflow_registered", "cli:alice", "outbound_email@3")
+    row = action_audit(r, "keel.audit:0:4")
+    assert (row["tenant_id"], row["run_id"], row["detail"]) == (None, None, {"subject": "outbound_email@3"})
+    odd = replace(r, detail_json='["not", "an object"]')
+    assert action_audit(odd, "keel.audit:0:5")["detail"]["detail"] == ["not", "an object"]
+
+
+def test_every_audit_record_gets_an_id_of_its_own():
+    ids = {auditlog.record("tool_registered", "key:admin-dev", "crm@1").record_id for _ in range(100)}
+    assert len(ids) == 100

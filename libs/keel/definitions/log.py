@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaException
 
+from keel import auditlog
 from keel.contracts import DefinitionRecord
 from keel.definitions.kinds import Parsed, check_references, known_in, parse, ref_of
 from keel.definitions.problems import Lines, load_text
 from keel.definitions.record import Candidate, Verdict, record_key, verdict, winners
-from keel.producer import producer_config
 from keel.reader import read_topic
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
@@ -40,7 +40,8 @@ def read_all(settings: Settings, topic: str = DEFINITIONS, serde: Serde | None =
 
 
 def publish(settings: Settings, parsed: Parsed, applied_by: str, topic: str = DEFINITIONS) -> int:
-    """Publish one record (idempotent producer, acks=all); returns its offset once it is durable."""
+    """Publish one record, and its audit record naming `applied_by` in the same Kafka transaction
+    (keel.auditlog); returns its offset once both are committed."""
     record = DefinitionRecord(
         kind=parsed.kind,
         name=parsed.name,
@@ -50,18 +51,19 @@ def publish(settings: Settings, parsed: Parsed, applied_by: str, topic: str = DE
         applied_at=datetime.now(UTC),
         applied_by=applied_by,
     )
-    delivered: list[Message] = []
-    producer = Producer(producer_config(settings))
-    producer.produce(
-        topic,
-        key=record_key(parsed.kind, parsed.name, parsed.version, parsed.digest),
-        value=serde_for(settings, topic).encode(topic, record),
-        partition=0,
-        on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
-    )
-    if producer.flush(30) != 0 or not delivered:
-        raise RuntimeError(f"the definition {parsed.name}@{parsed.version} could not be published to {topic}")
-    return delivered[0].offset() or 0
+    value = serde_for(settings, topic).encode(topic, record)
+    try:
+        with auditlog.action(settings) as act:
+            key = record_key(parsed.kind, parsed.name, parsed.version, parsed.digest)
+            offset = act.send(topic, value, key=key, partition=0).offset() or 0
+            detail = {"kind": parsed.kind, "digest": parsed.digest, "recorded": f"{topic}:0:{offset}"}
+            subject = f"{parsed.name}@{parsed.version}"
+            act.audit(auditlog.record(parsed.kind + auditlog.REGISTERED, applied_by, subject, detail=detail))
+    except KafkaException as exc:
+        raise RuntimeError(
+            f"the definition {parsed.name}@{parsed.version} could not be published to {topic}: {exc}"
+        ) from exc
+    return offset
 
 
 @dataclass(frozen=True)
