@@ -134,3 +134,44 @@ def test_a_script_in_a_run_input_is_shown_as_text(console: Api, stack: Settings)
     assert page.status_code == 200
     assert "<script>alert" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in page.text or "&lt;script&gt;" in page.text
+
+
+def test_a_decision_form_checks_the_edit_against_the_tools_schema_and_keeps_what_was_typed(
+    cases: Cases,
+) -> None:
+    api = cases.api
+    assert login(api, "acme-dev-key").status_code == 303
+    page = api.client.get(f"/console/cases/{cases.case}")
+    assert page.status_code == 200 and 'action="/console/cases/' not in page.text  # no form for a submitter
+    refused = api.client.post(
+        f"/console/cases/{cases.case}/decide",
+        data={"csrf": csrf_of(page), "decision": "retry", "reason": "x"},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 403
+
+    assert login(api, "ops-dev-key").status_code == 303
+    page = api.client.get(f"/console/cases/{cases.case}")
+    assert 'id="decide"' in page.text
+    typed = '{"to": "not an address", "subject": ""}'
+    form = {"csrf": csrf_of(page), "decision": "edit", "reason": "typo", "input": typed}
+    bad = api.client.post(f"/console/cases/{cases.case}/decide", data=form, follow_redirects=False)
+    assert bad.status_code == 400 and "$.to" in bad.text  # the API's own check, with its JSON path
+    assert "{&#34;to&#34;: &#34;not an address&#34;, &#34;subject&#34;: &#34;&#34;}" in bad.text  # kept
+    form = {**form, "input": "{not json"}
+    assert api.client.post(f"/console/cases/{cases.case}/decide", data=form).status_code == 400
+    assert cases.commands() == []  # nothing refused was sent
+    # Another tenant's case is not a submitter's to see.
+    assert login(api, "acme-dev-key").status_code == 303
+    assert api.client.get(f"/console/cases/{cases.their_case}").status_code == 404
+
+
+def test_dead_letters_are_for_operators_and_costs_draw_a_chart(console: Api) -> None:
+    assert login(console, "acme-dev-key").status_code == 303
+    assert console.client.get("/console/dead-letters").status_code == 403
+    costs = console.client.get("/console/costs", params={"since": "2020-01-01", "until": "2020-02-01"})
+    assert costs.status_code == 200 and 'id="cost-chart"' in costs.text
+    assert console.client.get("/console/costs", params={"tenant": "globex"}).status_code == 403
+    assert login(console, "ops-dev-key").status_code == 303
+    letters = console.client.get("/console/dead-letters")
+    assert letters.status_code == 200 and 'id="redrive-many"' in letters.text

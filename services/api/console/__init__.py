@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.api.console import runpages, session
+from services.api.console import casepages, costpages, letterpages, runpages, session
 
 
 def install(app: FastAPI) -> None:
     session.install(app)
-    for module in (session, runpages):
+    for module in (session, runpages, casepages, letterpages, costpages):
         app.include_router(module.router)

@@ -5,6 +5,7 @@ actions its reader may take: cancel, replay a step, re-run from a step."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -46,6 +47,8 @@ def _filters(params: dict[str, str | None]) -> queries.RunFilter:
     try:
         given = params.get("min_cost")
         cost = float(given) if given else None
+        if cost is not None and not math.isfinite(cost):
+            raise ValueError(f"cost above must be a number of USD, not {given!r}")
         return queries.RunFilter(
             since=instant_of("since", params.get("since")),
             until=instant_of("until", params.get("until")),
