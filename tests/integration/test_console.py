@@ -175,3 +175,25 @@ def test_dead_letters_are_for_operators_and_costs_draw_a_chart(console: Api) -> 
     assert login(console, "ops-dev-key").status_code == 303
     letters = console.client.get("/console/dead-letters")
     assert letters.status_code == 200 and 'id="redrive-many"' in letters.text
+
+
+def test_the_runs_list_finds_a_run_by_task_id_or_key_and_filters_by_failure_class_and_tenant(
+    console: Api,
+) -> None:
+    retried, fanned = console.acme_runs[0], console.acme_runs[1]
+    key = f"acme|outbound_email|{retried}|send_email|sha256:{'0' * 64}"
+    assert login(console, "acme-dev-key").status_code == 303
+    for found_by in (retried, f"task-{retried}", key):
+        opened = console.client.get("/console/runs", params={"q": found_by}, follow_redirects=False)
+        assert (opened.status_code, opened.headers.get("location")) == (303, f"/console/runs/{retried}")
+    listed = console.client.get("/console/runs", params={"failure_class": "transient"}).text
+    assert retried in listed and fanned not in listed
+    assert (
+        console.client.get("/console/runs", params={"tenant": "globex"}).text.count(console.globex_run) == 0
+    )
+    counts = console.client.get("/console/runs/counts").json()["counts"]
+    assert sum(counts.values()) >= 3 and "failed" not in counts  # globex's failed run is not acme's
+
+    assert login(console, "ops-dev-key").status_code == 303
+    theirs = console.client.get("/console/runs", params={"tenant": "globex"}).text
+    assert console.globex_run in theirs and retried not in theirs

@@ -111,5 +111,5 @@ def costs_page(
     return render(
         request, "costs.html", who=found, group=group, groups=GROUPS, tenant=tenant or "",
         since=start.isoformat(), until=end.isoformat(), chart=chart.stacked(_days(start, end), spend),
-        totals=totals, budgets=budgets(deps, found, scope, now), none=NONE,
+        totals=totals, budgets=budgets(deps, found, scope, now), unnamed=NONE,
     )  # fmt: skip

@@ -91,9 +91,7 @@ def render(request: Request, template: str, code: int = 200, **context: Any) -> 
         credential = bearer_key(request, "api")
     except ApiError:
         credential = ""
-    html = _ENV.get_template(template).render(
-        request_path=request.url.path, csrf=csrf_token(credential) if credential else "", **context
-    )
+    html = _ENV.get_template(template).render(csrf=csrf_token(credential) if credential else "", **context)
     return HTMLResponse(html, status_code=code)
 
 
