@@ -187,7 +187,8 @@ def test_a_script_in_a_run_input_is_shown_as_text_and_never_runs(
     dialogs: list[Dialog] = []
     page.on("dialog", lambda d: (dialogs.append(d), d.dismiss()))
     log_in(page, "acme-dev-key", f"/console/runs/{run_id}")
-    expect(page.locator("#run-input")).to_contain_text('<script>alert("owned")</script>')
+    # The input is shown as its JSON text: the payload's characters, quotes escaped as JSON does.
+    expect(page.locator("#run-input")).to_contain_text('<script>alert(\\"owned\\")</script>')
     expect(page.locator("#run-input")).to_be_visible()
     assert page.locator("main script").count() == 0 and page.locator("main img").count() == 0
     assert dialogs == []
