@@ -91,6 +91,7 @@ def cmd_up(settings: Settings, _: Args) -> int:
     logs = settings.data_dir / "logs"
     say(f"up in {time.monotonic() - t0:.1f}s: API on {settings.api_url}; logs under {logs}")
     say(f"metrics: {settings.api_url}/metrics and ports from {os.environ['KEEL_METRICS_BASE_PORT']} up")
+    say(f"operator console: {settings.api_url}/console (docs/console.md)")
     return 0
 
 

@@ -22,6 +22,12 @@ class ApiError(RuntimeError):
     pass
 
 
+def console_line(settings: Settings, run_id: str) -> str:
+    """Where the run opens in the operator console (docs/console.md), and with which key to log in."""
+    key = settings.api_key if settings.api_key.endswith("-dev-key") else "your API key"
+    return f"open it in the console: {settings.api_url}/console/runs/{run_id} (log in with {key})"
+
+
 def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     headers = {"Authorization": f"Bearer {settings.api_key}", **kwargs.pop("headers", {})}
     try:

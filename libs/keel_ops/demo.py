@@ -6,7 +6,7 @@ import httpx
 
 from keel import vocab
 from keel.settings import Settings
-from keel_ops.cli_runs import api, format_timeline, submit, wait
+from keel_ops.cli_runs import api, console_line, format_timeline, submit, wait
 from keel_ops.stack import say
 
 LEAD = {"lead_email": "ada@example.com", "lead_name": "Ada Lovelace", "product": "Keel"}
@@ -50,6 +50,7 @@ def run_demo(settings: Settings) -> int:
     )
     plural = "s" if delivered != 1 else ""
     print(f"run {run['status']}; the email provider counted {delivered} email{plural} delivered")
+    print(console_line(settings, run_id))
     ok = run["status"] == vocab.COMPLETED and delivered == 1 and provider_id == send["external_id"]
     if not ok:
         say("demo FAILED: expected a completed run, exactly 1 email delivered, under the committed id")

@@ -14,7 +14,7 @@ import httpx
 
 from keel import vocab
 from keel.settings import Settings
-from keel_ops.cli_runs import api, format_timeline, submit, wait
+from keel_ops.cli_runs import api, console_line, format_timeline, submit, wait
 from keel_ops.stack import say
 
 TICKET = {
@@ -76,6 +76,7 @@ def run_agent_demo(settings: Settings) -> int:
     cost = sum(float(e.get("cost_usd") or 0) for e in events if e["event"] == "model_called")
     print(f"  model spend:                ${cost:.6f}")
     print(f"run {run['status']}")
+    print(console_line(settings, run_id))
     ok = (
         run["status"] == vocab.COMPLETED
         and sum(refunds.values()) == 1

@@ -22,6 +22,7 @@ from services.api import (
     audit,
     blobs,
     cases,
+    console,
     control,
     costs,
     definitions,
@@ -93,6 +94,7 @@ def create_app(
     app.include_router(reruns.router)
     app.include_router(audit.router)
     operators.install(app)
+    console.install(app)
     metrics.install(app, deps)
 
     @app.get("/v1/workflows", response_model=None, responses={**docs.ok(docs.Workflows), **docs.errors(401)})

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keel.blobs import REF_PATTERN, BlobMissing, BlobStoreUnavailable, is_ref, store_for
 from services.api import docs
-from services.api.deps import Viewer, deps_of
+from services.api.deps import Deps, Viewer, deps_of
 from services.api.errors import ApiError
 from services.api.runs import not_found, resolve
 
@@ -31,25 +31,26 @@ _JSON = {"description": "the payload's JSON, as stored", "content": {"applicatio
 )
 async def blob(request: Request, run_id: str, ref: str, tenant: Viewer) -> Response:
     deps = deps_of(request)
+    return Response(await run_in_threadpool(read, deps, tenant, run_id, ref), media_type="application/json")
 
-    def read() -> bytes:
-        if not is_ref(ref):  # no event can name it (and Postgres could not even compare a NUL)
-            raise ApiError(404, "blob_not_found", f"{ref!r} is not a blob ref ({REF_PATTERN})")
-        with deps.pool.connection(tenant) as conn:
-            keel_id, _ = resolve(conn, tenant, run_id)
-            named = _named_by(conn, deps.api.projection_schema, tenant, keel_id, ref)
-        if named is None:
-            raise not_found(run_id)
-        if not named:
-            raise ApiError(404, "blob_not_found", f"no event of run {run_id!r} names {ref}")
-        try:
-            return store_for(deps.settings).get(tenant, ref)
-        except BlobMissing as exc:
-            raise ApiError(404, "blob_missing", str(exc)) from None
-        except BlobStoreUnavailable as exc:
-            raise ApiError(503, "blob_store_unavailable", str(exc)) from None
 
-    return Response(await run_in_threadpool(read), media_type="application/json")
+def read(deps: Deps, tenant: str, run_id: str, ref: str) -> bytes:
+    """The payload `ref` names, when an event of `tenant`'s run `run_id` names it; 404 otherwise."""
+    if not is_ref(ref):  # no event can name it (and Postgres could not even compare a NUL)
+        raise ApiError(404, "blob_not_found", f"{ref!r} is not a blob ref ({REF_PATTERN})")
+    with deps.pool.connection(tenant) as conn:
+        keel_id, _ = resolve(conn, tenant, run_id)
+        named = _named_by(conn, deps.api.projection_schema, tenant, keel_id, ref)
+    if named is None:
+        raise not_found(run_id)
+    if not named:
+        raise ApiError(404, "blob_not_found", f"no event of run {run_id!r} names {ref}")
+    try:
+        return store_for(deps.settings).get(tenant, ref)
+    except BlobMissing as exc:
+        raise ApiError(404, "blob_missing", str(exc)) from None
+    except BlobStoreUnavailable as exc:
+        raise ApiError(503, "blob_store_unavailable", str(exc)) from None
 
 
 def _named_by(conn: Any, schema: str, tenant: str, run_id: str, ref: str) -> bool | None:

@@ -113,7 +113,7 @@ def list_approvals(
     return _list(deps, who, tenant, status="open", kind=vocab.CASE_APPROVAL, run_id=run_id, limit=limit)
 
 
-def _case(deps: Deps, who: Principal, case_id: str, kind: str | None = None) -> dict[str, Any]:
+def case_for(deps: Deps, who: Principal, case_id: str, kind: str | None = None) -> dict[str, Any]:
     case = None
     if "\x00" not in case_id and len(case_id) <= MAX_CASE_ID:  # no case has it (Postgres cannot compare NUL)
         with deps.pool.connection(who.sees) as conn:
@@ -132,13 +132,13 @@ def _case(deps: Deps, who: Principal, case_id: str, kind: str | None = None) -> 
 def show_case(request: Request, case_id: str, who: Reader) -> dict[str, Any]:
     """A case: its reason and evidence (payload, response, error, key), the attempt history of its step,
     who opened it and when, and its decision once decided."""
-    return _case(deps_of(request), who, case_id)
+    return case_for(deps_of(request), who, case_id)
 
 
-def _decide(
+def decide_case(
     deps: Deps, who: Principal, case_id: str, kind: str, decision: str, reason: str, **args: Any
 ) -> JSONResponse:
-    case = _case(deps, who, case_id, kind)
+    case = case_for(deps, who, case_id, kind)
     if case["status"] == "decided":
         raise already_decided(case)
     run = {"run_id": case["run_id"], "tenant_id": case["tenant_id"]}
@@ -147,8 +147,8 @@ def _decide(
     return await_decision(deps, case, cmd)
 
 
-def _quarantine_decision(deps: Deps, who: Principal, case_id: str, body: Decide) -> JSONResponse:
-    case = _case(deps, who, case_id, vocab.CASE_QUARANTINE)
+def quarantine_decision(deps: Deps, who: Principal, case_id: str, body: Decide) -> JSONResponse:
+    case = case_for(deps, who, case_id, vocab.CASE_QUARANTINE)
     case_checks.check(deps, case, body.decision, body.input, body.output)
     args: dict[str, Any] = {}
     if body.decision == vocab.EDIT:
@@ -157,7 +157,7 @@ def _quarantine_decision(deps: Deps, who: Principal, case_id: str, body: Decide)
         args["output"] = body.output
     if body.new_effect is not None:
         args["new_effect"] = body.new_effect
-    return _decide(deps, who, case_id, vocab.CASE_QUARANTINE, body.decision, body.reason, **args)
+    return decide_case(deps, who, case_id, vocab.CASE_QUARANTINE, body.decision, body.reason, **args)
 
 
 @router.post("/v1/quarantine/{case_id}/decide", response_model=None, responses=_DECIDE)
@@ -166,18 +166,18 @@ async def decide(request: Request, case_id: str, who: OperatorPrincipal, body: D
     against the tool's input schema: 400 with the JSON path of each problem), skip (`output`, checked
     against the step's output schema), fail (the run ends failed). 409 when the case is decided
     already (by another request, even a concurrent one) or the scheduler refuses the decision."""
-    return await run_in_threadpool(_quarantine_decision, deps_of(request), who, case_id, body)
+    return await run_in_threadpool(quarantine_decision, deps_of(request), who, case_id, body)
 
 
 @router.post("/v1/approvals/{case_id}/approve", response_model=None, responses=_DECIDE)
 async def approve(request: Request, case_id: str, who: Writer, body: Approve) -> JSONResponse:
     """Approve the exact payload and key the case shows (input_ref, idempotency_key): 409 when they are
     not the case's, so an approval for one payload can never release another."""
-    return await run_in_threadpool(_approve, deps_of(request), who, case_id, body)
+    return await run_in_threadpool(approve_case, deps_of(request), who, case_id, body)
 
 
-def _approve(deps: Deps, who: Principal, case_id: str, body: Approve) -> JSONResponse:
-    case = _case(deps, who, case_id, vocab.CASE_APPROVAL)
+def approve_case(deps: Deps, who: Principal, case_id: str, body: Approve) -> JSONResponse:
+    case = case_for(deps, who, case_id, vocab.CASE_APPROVAL)
     shown = (case["input_ref"], case["idempotency_key"])
     if (body.input_ref, body.idempotency_key) != shown:
         raise ApiError(
@@ -187,11 +187,13 @@ def _approve(deps: Deps, who: Principal, case_id: str, body: Approve) -> JSONRes
             "this approval names another payload or key",
         )
     bound = {"input_ref": body.input_ref, "idempotency_key": body.idempotency_key}
-    return _decide(deps, who, case_id, vocab.CASE_APPROVAL, vocab.APPROVE, body.reason, bound_to=bound)
+    return decide_case(deps, who, case_id, vocab.CASE_APPROVAL, vocab.APPROVE, body.reason, bound_to=bound)
 
 
 @router.post("/v1/approvals/{case_id}/deny", response_model=None, responses=_DECIDE)
 async def deny(request: Request, case_id: str, who: Writer, body: Deny) -> JSONResponse:
     """Deny an approval: the step does not act (its denial rule applies: fail, or its fallback)."""
     deps = deps_of(request)
-    return await run_in_threadpool(_decide, deps, who, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason)
+    return await run_in_threadpool(
+        decide_case, deps, who, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason
+    )

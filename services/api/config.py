@@ -29,3 +29,6 @@ class ApiSettings(BaseSettings):
     delivery_timeout_s: float = Field(default=10.0, gt=0)
     health_timeout_s: float = Field(default=2.0, gt=0)
     db_pool_size: int = Field(default=8, ge=1)
+    # The day budgets the enforcer applies (KEEL_BUDGET_LIMITS, keel.budget_limits): the console shows
+    # each one's use today.
+    budget_limits: str | None = Field(default=None, validation_alias="KEEL_BUDGET_LIMITS")

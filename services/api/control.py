@@ -104,15 +104,20 @@ def own_run(deps: Deps, who: Principal, run_id: str) -> dict[str, Any]:
     return run
 
 
-def _control(request: Request, run_id: str, who: Principal, body: Reason, action: str) -> JSONResponse:
-    deps = deps_of(request)
+def control_run(deps: Deps, who: Principal, run_id: str, reason: str, action: str) -> dict[str, Any]:
+    """Send `action` (cancel, pause, resume) for the caller's run: 404 for a run it may not act on, 409
+    for one that has ended; the answer names the command on its way to the run's scheduler."""
     run = own_run(deps, who, run_id)
     if run["status"] in vocab.TERMINAL_RUN_STATUSES:
         raise ApiError(409, "run_ended", f"run {run_id} has ended ({run['status']}): nothing to {action}")
-    cmd = command(run, who, action, body.reason)
+    cmd = command(run, who, action, reason)
     issue(deps, cmd)
     reply = {"status": "accepted", "action": action, "command_id": cmd.command_id, "run_id": run_id}
-    return JSONResponse({**reply, "keel_run_id": run["run_id"]}, status_code=202)
+    return {**reply, "keel_run_id": run["run_id"]}
+
+
+def _control(request: Request, run_id: str, who: Principal, body: Reason, action: str) -> JSONResponse:
+    return JSONResponse(control_run(deps_of(request), who, run_id, body.reason, action), status_code=202)
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

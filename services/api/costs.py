@@ -42,7 +42,7 @@ From = Annotated[str | None, Query(alias="from", max_length=40, description=FROM
 To = Annotated[str | None, Query(alias="to", max_length=40, description=TO_HELP, json_schema_extra=AT)]
 
 
-def _scope(who: Principal, tenant: str | None) -> str | None:
+def scope_of(who: Principal, tenant: str | None) -> str | None:
     """The tenant the answer is about; None for every tenant (an operator who named none)."""
     if who.tenant is not None:
         if tenant is not None and tenant != who.tenant:
@@ -84,7 +84,7 @@ async def costs(
     tenant: Annotated[str | None, Query(pattern=intake.TENANT_PATTERN)] = None,
 ) -> dict[str, Any]:
     """Sums of cost_micros (exact integers) per group and in total, with USD as exact decimal text."""
-    scope = _scope(who, tenant)
+    scope = scope_of(who, tenant)
     try:
         q = CostQuery(group_by_of(group_by), scope, instant_of("from", start), instant_of("to", end))
     except BadCostQuery as exc:

@@ -23,6 +23,9 @@ from services.api.errors import ApiError
 from services.api.pool import Pool
 from services.api.submit import Publisher
 
+CONSOLE_PREFIX = "/console"  # the operator console's pages (services/api/console)
+SESSION_COOKIE = "keel_console"  # the console's session: the credential pasted at its login, HttpOnly
+
 
 class Workflows(Protocol):
     """What the API reads workflows through: keel.workflows.Catalog or keel.definitions.view."""
@@ -48,8 +51,13 @@ def deps_of(request: Request) -> Deps:
 
 
 def bearer_key(request: Request, who: str) -> str:
-    """The presented bearer key; 401 without one."""
+    """The presented bearer key; on the console's pages, without one, its session cookie (docs/console.md);
+    401 without either. Only there: a browser sends a cookie with every request to this host, so the JSON
+    routes never read it (no cross-site request can act through them), and the console's forms carry a
+    CSRF token."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if not key.strip() and request.url.path.startswith(CONSOLE_PREFIX + "/"):
+        scheme, key = "bearer", request.cookies.get(SESSION_COOKIE, "")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(
             401,

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -123,31 +124,98 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadCursor("invalid cursor: pass the next_cursor of a previous page unchanged") from None
 
 
+@dataclass(frozen=True)
+class RunFilter:
+    """More ways to narrow a run list (the console's; the JSON list names status and workflow only)."""
+
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    failure_class: str | None = None  # an attempt of the run failed with it
+    min_cost_usd: float | None = None  # spent more than this
+    # A run id (Keel's or the tenant's own), a task id, or an idempotency key (a step's, or the
+    # Idempotency-Key of the request that submitted the run).
+    search: str | None = None
+
+
+def _narrowed(schema: str, narrow: RunFilter) -> tuple[list[sql.Composable], list[Any]]:
+    where: list[sql.Composable] = []
+    params: list[Any] = []
+    if narrow.since is not None:
+        where.append(sql.SQL("created_at >= %s"))
+        params.append(narrow.since)
+    if narrow.until is not None:
+        where.append(sql.SQL("created_at < %s"))
+        params.append(narrow.until)
+    if narrow.min_cost_usd is not None:
+        where.append(sql.SQL("cost_usd > %s"))
+        params.append(narrow.min_cost_usd)
+    if narrow.failure_class is not None:
+        where.append(
+            sql.SQL("EXISTS (SELECT 1 FROM {} a WHERE a.run_id = r.run_id AND a.failure_class = %s)").format(
+                sql.Identifier(schema, "attempts")
+            )
+        )
+        params.append(narrow.failure_class)
+    if narrow.search is not None:
+        where.append(
+            sql.SQL(
+                "(r.run_id = %s OR task_id = %s "
+                "OR r.run_id IN (SELECT c.run_id FROM api_idempotency c WHERE c.tenant_id = r.tenant_id "
+                "AND c.client_key = %s) "
+                "OR EXISTS (SELECT 1 FROM {} s WHERE s.run_id = r.run_id AND s.idempotency_key = %s))"
+            ).format(sql.Identifier(schema, "steps"))
+        )
+        params.extend([narrow.search] * 4)
+    return where, params
+
+
+def _run_where(
+    schema: str, tenant: str | None, status: str | None, workflow: str | None, narrow: RunFilter
+) -> tuple[list[sql.Composable], list[Any]]:
+    where: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: list[Any] = []
+    for column, value in (("tenant_id", tenant), ("status", status), ("workflow", workflow)):
+        if value is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    more, more_params = _narrowed(schema, narrow)
+    return where + more, params + more_params
+
+
 def list_runs(
     conn: Conn,
     schema: str,
-    tenant: str,
+    tenant: str | None,
     *,
     status: str | None,
     workflow: str | None,
     limit: int,
     cursor: str | None,
+    narrow: RunFilter = RunFilter(),
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The tenant's runs, newest first; keyset pagination on (created_at, run_id), stable under inserts."""
-    where: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
-    params: list[Any] = [tenant]
-    for column, value in (("status", status), ("workflow", workflow)):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
+    """The tenant's runs (every tenant's for None, with their tenant), newest first; keyset pagination on
+    (created_at, run_id), stable under inserts."""
+    where, params = _run_where(schema, tenant, status, workflow, narrow)
     if cursor is not None:
-        where.append(sql.SQL("(created_at, run_id) < (%s, %s)"))
+        where.append(sql.SQL("(created_at, r.run_id) < (%s, %s)"))
         params.extend(decode_cursor(cursor))
+    owner = sql.SQL("tenant_id, " if tenant is None else "")
     query = sql.SQL(
-        "SELECT run_id, workflow, workflow_version, task_id, status, cost_usd, created_at, updated_at, "
-        "ended_at FROM {} WHERE {} ORDER BY created_at DESC, run_id DESC LIMIT %s"
-    ).format(sql.Identifier(schema, "runs"), sql.SQL(" AND ").join(where))
+        "SELECT r.run_id, {}workflow, workflow_version, task_id, status, cost_usd, created_at, updated_at, "
+        "ended_at FROM {} r WHERE {} ORDER BY created_at DESC, r.run_id DESC LIMIT %s"
+    ).format(owner, sql.Identifier(schema, "runs"), sql.SQL(" AND ").join(where))
     rows = conn.execute(query, (*params, limit + 1)).fetchall()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["run_id"]) if more else None
     return [_json(r) for r in page], next_cursor
+
+
+def status_counts(
+    conn: Conn, schema: str, tenant: str | None, workflow: str | None, narrow: RunFilter = RunFilter()
+) -> dict[str, int]:
+    """How many of the runs a list would show are in each status."""
+    where, params = _run_where(schema, tenant, None, workflow, narrow)
+    query = sql.SQL("SELECT status, count(*) AS n FROM {} r WHERE {} GROUP BY status ORDER BY status").format(
+        sql.Identifier(schema, "runs"), sql.SQL(" AND ").join(where)
+    )
+    return {row["status"]: int(row["n"]) for row in conn.execute(query, params)}

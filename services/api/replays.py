@@ -93,7 +93,11 @@ def _definition(body: ReplayBody) -> ToolDefinition | None:
 )
 def replay_step(request: Request, run_id: str, body: ReplayBody, tenant: Viewer) -> dict[str, Any]:
     """Re-execute one step attempt of the run from its recorded facts, with no network, and diff it."""
-    deps = deps_of(request)
+    return replay_attempt(deps_of(request), tenant, run_id, body)
+
+
+def replay_attempt(deps: Deps, tenant: str, run_id: str, body: ReplayBody) -> dict[str, Any]:
+    """The replay of `body`'s attempt of `tenant`'s run `run_id` (the API's answer, and the console's)."""
     with deps.pool.connection(tenant) as conn:
         keel_id, client_id = resolve(conn, tenant, run_id)
         found = queries.timeline(conn, deps.api.projection_schema, tenant, keel_id)

@@ -9,8 +9,8 @@ for display only. Event ids are deterministic (keel.events.event_id), so a repla
 from __future__ import annotations
 
 from keel import events as ev
+from keel.budget_limits import micros_to_usd
 from keel.contracts import BudgetCommand, BudgetDetail, RunEvent
-from services.budget.limits import micros_to_usd
 from services.budget.state import At, Scope
 
 SOURCE = "budget"

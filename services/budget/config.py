@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from keel.budget_limits import Limits
 from keel.settings import Settings
 from keel.topics import BUDGET_COMMANDS, BUDGET_STATE, RUN_EVENTS
-from services.budget.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class BudgetTopics:
 class BudgetSettings(Settings):
     model_config = SettingsConfigDict(env_prefix="KEEL_", extra="ignore")
 
-    # Day limits per tenant, agent and workflow, as JSON in USD (the format: services.budget.limits).
+    # Day limits per tenant, agent and workflow, as JSON in USD (the format: keel.budget_limits).
     budget_limits: str | None = None
     # budget_warning once per scope when spent + reserved reaches this share of its limit.
     budget_warn_at: float = Field(default=0.8, gt=0, le=1)

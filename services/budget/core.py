@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from keel.budget_limits import Limits
 from keel.contracts import BudgetCommand, RunEvent
 from services.budget import answers as a
-from services.budget.limits import Limits
 from services.budget.state import At, Reservation, Scope, TenantBudgets
 
 RESERVE, SPEND, CLOSE, FORGET = "reserve", "spend", "close", "forget"

@@ -63,6 +63,11 @@ def notification_for(event: RunEvent, public_url: str) -> Notification | None:
         "links": {
             "run": f"{base}/v1/runs/{quote(event.run_id, safe='')}",
             "case": f"{base}/v1/quarantine/{quote(case, safe=':')}" if case else None,
+            # The operator console's page of the case, or of the run (docs/console.md): what a person
+            # paged by this notification opens.
+            "console": f"{base}/console/cases/{quote(case, safe=':')}"
+            if case
+            else f"{base}/console/runs/{quote(event.run_id, safe='')}",
         },
     }
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

@@ -64,7 +64,11 @@ def test_a_quarantined_run_opens_a_case_notification_signed_with_its_case(stack,
         "quarantined",
     )
     assert body["reason"] == held.quarantine.reason
-    assert body["links"] == {"run": f"{PUBLIC}/v1/runs/{run_id}", "case": f"{PUBLIC}/v1/quarantine/{case}"}
+    assert body["links"] == {
+        "run": f"{PUBLIC}/v1/runs/{run_id}",
+        "case": f"{PUBLIC}/v1/quarantine/{case}",
+        "console": f"{PUBLIC}/console/cases/{case}",
+    }
 
 
 def test_a_completed_run_notifies_run_ended(stack, sims, events):

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from keel.budget_limits import Limits
 from keel.contracts import BudgetCommand, RunEvent
 from services.budget.core import DAY_MS, Invalid, decide, expire, next_due
-from services.budget.limits import Limits
 from services.budget.state import TenantBudgets
 
 T0 = int(datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp() * 1000)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from test_budget_core import T0, USD, cmd
 
+from keel.budget_limits import Limits
 from services.budget.core import decide, expire
-from services.budget.limits import Limits
 from services.budget.state import TenantBudgets
 
 LIMITS = Limits.from_json(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from keel.budget_limits import Limits
 from services.budget.config import BudgetSettings
-from services.budget.limits import Limits
 
 CONFIG = """{
   "tenant_day_usd": {"*": 50.0, "acme": 10.0},

@@ -59,6 +59,7 @@ def test_a_quarantine_opens_a_case_notification_with_links() -> None:
         "links": {
             "run": "https://keel.example.com/v1/runs/run-1",
             "case": "https://keel.example.com/v1/quarantine/run-1:refund:1",
+            "console": "https://keel.example.com/console/cases/run-1:refund:1",
         },
     }
 
@@ -80,7 +81,11 @@ def test_a_run_ending_is_a_run_ended_with_its_status_and_no_case(kind: str) -> N
         event(kind, step=None, run=RunDetail(status=kind, reason="why" if kind != "completed" else None))
     )
     assert (got["type"], got["status"], got["case_id"], got["step"]) == ("run.ended", kind, None, None)
-    assert got["links"] == {"run": "https://keel.example.com/v1/runs/run-1", "case": None}
+    assert got["links"] == {
+        "run": "https://keel.example.com/v1/runs/run-1",
+        "case": None,
+        "console": "https://keel.example.com/console/runs/run-1",
+    }
     assert got["reason"] == (None if kind == "completed" else "why")
 
 

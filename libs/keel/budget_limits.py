@@ -1,4 +1,5 @@
-"""Day limits from configuration (KEEL_BUDGET_LIMITS), in integer micro-dollars. Pure: no I/O.
+"""Day budget limits from configuration (KEEL_BUDGET_LIMITS), in integer micro-dollars: the budget
+enforcer enforces them, the API's console shows their use. Pure: no I/O.
 
 The JSON form (USD):
 
