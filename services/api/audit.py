@@ -105,10 +105,8 @@ def page(conn: Conn, schema: str, f: Filters, limit: int, cursor: str | None) ->
 
 
 def _instant(name: str, text: str | None) -> datetime | None:
-    if text == "":  # documented as a date-time: an empty one is malformed, not "no bound"
-        raise ApiError(400, "invalid_query", f"{name} must be an ISO date or date-time, not ''")
     try:
-        return instant_of(name, text)
+        return instant_of(name, text, empty_is_none=False)
     except BadCostQuery as exc:
         raise ApiError(400, "invalid_query", str(exc)) from None
 

@@ -60,9 +60,11 @@ _INSTANT = TypeAdapter(datetime)
 _DATED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def instant_of(name: str, text: str | None) -> datetime | None:
-    """An RFC 3339 date-time (UTC when it names no zone) or an ISO date (its midnight, UTC)."""
-    if text is None or text == "":
+def instant_of(name: str, text: str | None, empty_is_none: bool = True) -> datetime | None:
+    """An RFC 3339 date-time (UTC when it names no zone) or an ISO date (its midnight, UTC). An empty text
+    is no bound for a form's field (the console); the JSON API documents a date-time, so there it is
+    malformed (`empty_is_none=False`)."""
+    if text is None or (text == "" and empty_is_none):
         return None
     try:
         if not _DATED.match(text):  # pydantic would read "350" as seconds since the epoch

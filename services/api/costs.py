@@ -86,7 +86,9 @@ async def costs(
     """Sums of cost_micros (exact integers) per group and in total, with USD as exact decimal text."""
     scope = scope_of(who, tenant)
     try:
-        q = CostQuery(group_by_of(group_by), scope, instant_of("from", start), instant_of("to", end))
+        since = instant_of("from", start, empty_is_none=False)  # documented as a date-time: '' is malformed
+        until = instant_of("to", end, empty_is_none=False)
+        q = CostQuery(group_by_of(group_by), scope, since, until)
     except BadCostQuery as exc:
         raise ApiError(422, "invalid_query", str(exc)) from None
     deps = deps_of(request)

@@ -227,6 +227,8 @@ def test_an_unknown_group_by_column_is_a_clear_422(projected) -> None:
     assert "colour" in message and all(name in message for name in GROUP_COLUMNS)
     bad_time = http.get("/v1/costs", params={"from": "yesterday"}, headers=ACME)
     assert bad_time.status_code == 422 and "from" in bad_time.json()["error"]["message"]
+    empty = http.get("/v1/costs", params={"to": ""}, headers=ACME)  # documented as a date-time
+    assert empty.status_code == 422 and "to" in empty.json()["error"]["message"]
 
 
 def test_every_grouping_column_is_accepted(projected) -> None:
