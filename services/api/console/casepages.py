@@ -10,14 +10,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from keel import intake, vocab
-from services.api import case_queries, cases, errors
+from services.api import case_queries, cases
 from services.api.apikeys import Principal
 from services.api.console.runpages import pretty
-from services.api.console.session import posted, render, who
+from services.api.console.session import form_body, posted, render, who
 from services.api.deps import CONSOLE_PREFIX, Deps, deps_of
 from services.api.errors import ApiError
 
@@ -106,10 +105,7 @@ async def decide(request: Request, case_id: str) -> Response:
             fields["output"] = _json_field(form, "output")
         if form.get("new_effect") and decision in (vocab.RETRY, vocab.EDIT):
             fields["new_effect"] = True
-        try:
-            body = cases.Decide.model_validate(fields)
-        except ValidationError as exc:
-            raise ApiError(400, "invalid_request", errors.describe(list(exc.errors()))) from None  # type: ignore[arg-type]
+        body = form_body(cases.Decide, fields)
         case = await run_in_threadpool(cases.case_for, deps, found, case_id)
         reply = await run_in_threadpool(cases.quarantine_decision, deps, found, case_id, body)
     except ApiError as exc:
@@ -124,12 +120,7 @@ async def approve(request: Request, case_id: str) -> Response:
     """Approve the exact payload and key the page showed (a changed case is refused: 409)."""
     found, form = await posted(request, "submitter")
     deps = deps_of(request)
-    try:
-        body = cases.Approve.model_validate(
-            {k: form.get(k, "") for k in ("reason", "input_ref", "idempotency_key")}
-        )
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_request", errors.describe(list(exc.errors()))) from None  # type: ignore[arg-type]
+    body = form_body(cases.Approve, {k: form.get(k, "") for k in ("reason", "input_ref", "idempotency_key")})
     case = await run_in_threadpool(cases.case_for, deps, found, case_id)
     reply = await run_in_threadpool(cases.approve_case, deps, found, case_id, body)
     return _decided(case, reply)
@@ -139,10 +130,7 @@ async def approve(request: Request, case_id: str) -> Response:
 async def deny(request: Request, case_id: str) -> Response:
     found, form = await posted(request, "submitter")
     deps = deps_of(request)
-    try:
-        body = cases.Deny.model_validate({"reason": form.get("reason", "")})
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_request", errors.describe(list(exc.errors()))) from None  # type: ignore[arg-type]
+    body = form_body(cases.Deny, {"reason": form.get("reason", "")})
     case = await run_in_threadpool(cases.case_for, deps, found, case_id)
     args = (deps, found, case_id, vocab.CASE_APPROVAL, vocab.DENY, body.reason)
     reply = await run_in_threadpool(cases.decide_case, *args)

@@ -9,17 +9,17 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from keel import intake
 from keel.workflows import UnknownWorkflow
-from services.api import blobs, case_queries, claims, errors, payload_refs, queries, rerun_links, reruns
+from services.api import blobs, case_queries, claims, payload_refs, queries, rerun_links, reruns
 from services.api.apikeys import Principal
 from services.api.console import timeline
-from services.api.console.session import posted, render, who
+from services.api.console.session import form_body, posted, render, who
 from services.api.control import control_run, own_run
 from services.api.cost_query import BadCostQuery, instant_of
 from services.api.deps import CONSOLE_PREFIX, Deps, deps_of
@@ -83,14 +83,7 @@ def _runs(deps: Deps, found: Principal, params: dict[str, str | None], cursor: s
     return {"runs": [{"tenant_id": tenant, **r} for r in page], "next_cursor": next_cursor, "counts": counts}
 
 
-def _params(**given: str | None) -> dict[str, str | None]:
-    return {k: _blank(v) for k, v in given.items()}
-
-
-@router.get("/runs", response_class=HTMLResponse)
-def runs_page(
-    request: Request,
-    status: Status = None,
+def _list_filters(
     workflow: Annotated[str | None, Query(pattern=f"({intake.WORKFLOW_PATTERN})|^$")] = None,
     tenant: Annotated[str | None, Query(pattern=f"({intake.TENANT_PATTERN})|^$")] = None,
     since: Text = None,
@@ -98,19 +91,24 @@ def runs_page(
     failure_class: Annotated[str | None, Query(pattern=r"^[a-z_]{0,32}$")] = None,
     min_cost: Text = None,
     q: Text = None,
+) -> dict[str, str | None]:
+    """The list's filters as the form sent them (an empty field: no filter), for the page and its poll."""
+    given = dict(workflow=workflow, tenant=tenant, since=since, until=until, failure_class=failure_class)
+    return {k: _blank(v) for k, v in {**given, "min_cost": min_cost, "q": q}.items()}
+
+
+ListFilters = Annotated[dict[str, str | None], Depends(_list_filters)]
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    filters: ListFilters,
+    status: Status = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response:
     found = who(request)
-    params = _params(
-        status=status,
-        workflow=workflow,
-        tenant=tenant,
-        since=since,
-        until=until,
-        failure_class=failure_class,
-        min_cost=min_cost,
-        q=q,
-    )
+    params = {"status": _blank(status), **filters}
     listed = _runs(deps_of(request), found, params, cursor)
     if params["q"] and len(listed["runs"]) == 1:  # a search that names one run opens it
         return RedirectResponse(f"{CONSOLE_PREFIX}/runs/{listed['runs'][0]['run_id']}", status_code=303)
@@ -131,22 +129,9 @@ def runs_page(
 
 
 @router.get("/runs/counts")
-def counts(
-    request: Request,
-    workflow: Annotated[str | None, Query(pattern=f"({intake.WORKFLOW_PATTERN})|^$")] = None,
-    tenant: Annotated[str | None, Query(pattern=f"({intake.TENANT_PATTERN})|^$")] = None,
-    since: Text = None,
-    until: Text = None,
-    failure_class: Annotated[str | None, Query(pattern=r"^[a-z_]{0,32}$")] = None,
-    min_cost: Text = None,
-    q: Text = None,
-) -> JSONResponse:
+def counts(request: Request, params: ListFilters) -> JSONResponse:
     """The counts by status of the list's filters, for the list page's poll."""
     found, deps = who(request), deps_of(request)
-    params = _params(
-        workflow=workflow, tenant=tenant, since=since, until=until, failure_class=failure_class,
-        min_cost=min_cost, q=q,
-    )  # fmt: skip
     scope = found.tenant or params["tenant"]
     with deps.pool.connection(found.sees) as conn:
         found_counts = queries.status_counts(
@@ -240,10 +225,7 @@ async def cancel(request: Request, run_id: str) -> Response:
 @router.post("/runs/{run_id}/rerun")
 async def rerun(request: Request, run_id: str) -> Response:
     found, form = await posted(request, "submitter")
-    try:
-        body = reruns.RerunBody(from_step=form.get("from_step", ""))
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_request", errors.describe(list(exc.errors()))) from None  # type: ignore[arg-type]
+    body = form_body(reruns.RerunBody, {"from_step": form.get("from_step", "")})
     made = await run_in_threadpool(reruns.build, deps_of(request), found, run_id, body)
     return _back(run_id, f"re-run {made['run_id']} accepted from step {body.from_step}")
 
