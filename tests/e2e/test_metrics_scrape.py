@@ -79,6 +79,7 @@ def test_the_figures_follow_a_run_with_a_retry(stack, sims, events):
     assert {(x["group"], x["topic"]) for x in lag} == {
         ("keel.projector", "keel.run-events"),
         ("keel.projector", "keel.control"),  # the audit trail's commands
+        ("keel.projector", "keel.audit"),  # and its redrives and registrations
     }
 
 
