@@ -3,7 +3,9 @@
 Operators' calls used to re-read both topics from the beginning each time (over a second even when
 empty). The index keeps one read_committed consumer on every partition of both topics and, per call,
 reads up to the end each partition has *now* (its last stable offset), so an answer still reflects
-every dead letter and redrive committed before the call, including the caller's own redrive.
+every dead letter and redrive committed before the call. The caller's own redrive is recorded here as it
+commits (`redriven`): a transaction's commit returns before the broker has written its markers to the
+topic, so the last stable offset may not cover it yet on the very next call.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class DeadLetterIndex:
                 self._reset()
                 raise IndexUnavailable(f"the dead-letter topics cannot be read: {exc}") from exc
             return [dlq.Entry(x, self._status.get(i)) for i, x in self._letters.items()]
+
+    def redriven(self, dead_letter_id: str, status: dict[str, Any]) -> None:
+        """A redrive this process committed: its next call sees it, whether or not the topic shows it yet
+        (the same status is read from the topic later, changing nothing)."""
+        with self._lock:
+            self._status[dead_letter_id] = status
 
     def _catch_up(self) -> None:
         consumer = self._ensure_consumer()

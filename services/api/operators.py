@@ -70,6 +70,7 @@ def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: boo
         status = dlq.redrive(request.app.state.deps.settings, entry.letter, who, replaces=entry.status)
     except dlq.RedriveRefused as exc:
         raise ApiError(403, "redrive_not_permitted", str(exc)) from None
+    request.app.state.dead_letters.redriven(dead_letter_id, status)
     return {"dead_letter_id": dead_letter_id, **status}
 
 
@@ -82,9 +83,12 @@ def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
     refused: list[dict[str, Any]] = []
     for e in dlq.waiting(entries(request)):
         try:
-            done.append({"dead_letter_id": e.letter.dead_letter_id, **dlq.redrive(settings, e.letter, who)})
+            status = dlq.redrive(settings, e.letter, who)
         except dlq.RedriveRefused as exc:
             refused.append({"dead_letter_id": e.letter.dead_letter_id, "reason": str(exc)})
+            continue
+        request.app.state.dead_letters.redriven(e.letter.dead_letter_id, status)
+        done.append({"dead_letter_id": e.letter.dead_letter_id, **status})
     return {"redriven": done, "refused": refused}
 
 

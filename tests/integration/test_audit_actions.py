@@ -23,9 +23,10 @@ from helpers import make_topics, unique, wait_for
 from psycopg import sql
 from test_api_tools import definition as tool_definition
 from test_api_workflows import definition as workflow_definition
+from test_broker_acls import run_request
 
 from keel import auditlog
-from keel.contracts import AuditRecord, DeadLetter, RunRequested
+from keel.contracts import AuditRecord, DeadLetter
 from keel.reader import read_topic
 from keel.serde import Serde, registry_client
 from keel.settings import Settings
@@ -62,19 +63,6 @@ def put_letter(settings: Settings, value: bytes) -> DeadLetter:
     producer.produce(DEAD_LETTERS, key=letter.dead_letter_id, value=serde.encode(DEAD_LETTERS, letter))
     assert producer.flush(10) == 0
     return letter
-
-
-def acme_request(settings: Settings) -> tuple[str, bytes]:
-    run_id = unique("audit-run")
-    req = RunRequested(
-        request_id=unique("req"),
-        run_id=run_id,
-        tenant_id="acme",
-        workflow=unique("no_such_workflow"),
-        input_json="{}",
-        requested_at=datetime.now(UTC),
-    )
-    return run_id, Serde(registry_client(settings.schema_registry_url)).encode(RUN_REQUESTS, req)
 
 
 def records_about(settings: Settings, subjects: set[str]) -> list[AuditRecord]:
@@ -122,7 +110,7 @@ def audit_rows(api: Api, subjects: set[str]) -> list[dict[str, Any]]:
 
 
 def test_api_actions_are_audited_once_each_naming_their_principal(api):
-    run_id, request = acme_request(api.settings)
+    run_id, request = run_request(api.settings)
     known = put_letter(api.settings, request)  # names its tenant and run
     unknown = put_letter(api.settings, b"not avro")  # names nothing: a row of no tenant
     client = api.client

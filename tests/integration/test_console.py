@@ -65,7 +65,7 @@ def test_a_bad_key_is_refused_and_a_good_one_opens_a_session_cookie_the_json_api
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
     assert console.client.get("/console/runs").status_code == 200
     # The cookie is a credential for the console's pages only: the JSON routes still want the header.
-    assert console.client.get("/v1/runs", cookies={"keel_console": "acme-dev-key"}).status_code == 401
+    assert console.client.get("/v1/runs", headers={"Cookie": "keel_console=acme-dev-key"}).status_code == 401
 
 
 def test_a_run_page_shows_its_steps_timeline_and_links_each_retry_to_its_failure(console: Api) -> None:
