@@ -104,11 +104,16 @@ def find(all_entries: list[Entry], dead_letter_id: str) -> Entry | None:
 
 
 def redrive(
-    settings: Settings, letter: DeadLetter, by: str, replaces: dict[str, Any] | None = None
+    settings: Settings,
+    letter: DeadLetter,
+    by: str,
+    replaces: dict[str, Any] | None = None,
+    serde: Serde | None = None,
 ) -> dict[str, Any]:
     """Send the original message back to its source partition; record the redrive (its status, and its
     audit record naming `by`), all in one Kafka transaction. `replaces`: the status of an earlier redrive
-    of the letter (a forced one). Returns the status."""
+    of the letter (a forced one). `serde`: one for many redrives (a registry client each otherwise).
+    Returns the status."""
     history = [*letter.history, f"{letter.dead_letter_id} ({letter.error_class}): {letter.reason}"]
     headers = [(h.name, h.value) for h in letter.headers if h.name not in (HISTORY_HEADER, REDRIVE_HEADER)]
     headers += [
@@ -116,7 +121,7 @@ def redrive(
         (REDRIVE_HEADER, letter.dead_letter_id.encode()),
     ]
     value = original_value(settings, letter) if letter.value_truncated else letter.value
-    serde = Serde(registry_client(settings.schema_registry_url))
+    serde = serde or Serde(registry_client(settings.schema_registry_url))
     tenant, run = named_in(serde, letter.source_topic, value)
     with auditlog.action(settings, serde) as act:
         try:

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from keel import db, vocab
 from keel.metricsserver import DEFAULT_BASE_PORT
 from keel.producer import client_config
-from keel.serde import register_contracts, register_worker_topics, registry_client
+from keel.serde import Serde, register_contracts, register_worker_topics, registry_client
 from keel.settings import Settings
 from keel.tooldefs import ToolRegistry
 from keel.topics import catalogue, ensure_topics, worker_commands, worker_topics
@@ -209,8 +209,9 @@ def cmd_dlq(settings: Settings, args: Args) -> int:
             print(json.dumps(found.detail(), indent=2))
             return 0
         todo = [found]
+    serde = Serde(registry_client(settings.schema_registry_url))
     for e in todo:
-        status = dlq.redrive(settings, e.letter, cli_workflows.cli_actor(), replaces=e.status)
+        status = dlq.redrive(settings, e.letter, cli_workflows.cli_actor(), replaces=e.status, serde=serde)
         say(f"redrove {e.letter.dead_letter_id} -> {status['to']}")
     say(f"{len(todo)} dead letter(s) redriven")
     return 0

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from keel import dlq
+from keel.serde import Serde, registry_client
 from services.api import docs
 from services.api.deadletters import DeadLetterIndex, IndexUnavailable
 from services.api.deps import at_least
@@ -79,11 +80,12 @@ def redrive_all(request: Request, who: Operator) -> dict[str, Any]:
     """Redrive every waiting dead letter the API may write back; the others are listed as refused (the
     broker lets the API write run requests and control commands only: docs/tenancy.md)."""
     settings = request.app.state.deps.settings
+    serde = Serde(registry_client(settings.schema_registry_url))  # one registry client for all of them
     done: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     for e in dlq.waiting(entries(request)):
         try:
-            status = dlq.redrive(settings, e.letter, who)
+            status = dlq.redrive(settings, e.letter, who, serde=serde)
         except dlq.RedriveRefused as exc:
             refused.append({"dead_letter_id": e.letter.dead_letter_id, "reason": str(exc)})
             continue
