@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from keel import events as ev
+from keel.claimcheck import ref_of_marker
 from keel.contracts import BudgetCommand, ControlCommand, QuarantineDetail, RunDetail, RunEvent, StepCommand
 from keel.vocab import UNKNOWN_OUTCOME
 from services.scheduler.state import FAILED, QUARANTINED, RUN_FAILED, RunState
@@ -80,7 +82,8 @@ def quarantine(
     """Hold the run for a human. `evidence` is the fact that proved or suggested an effect: its input and
     output (refs, and the output itself) travel on the quarantined event, so the case can be judged from
     it alone; `details` is evidence the scheduler gathered itself (an agent's refused calls), as output.
-    `call` names the agent sub-step the case is about."""
+    The input the held unit was sent is the case's input (what an edit replaces). `call` names the agent
+    sub-step the case is about."""
     state.status = QUARANTINED
     state.paused_by = state.pause_reason = None  # a case opened while paused replaces the pause
     step = state.steps[step_name]
@@ -98,6 +101,9 @@ def quarantine(
         }
     elif details is not None:
         proof["output_json"], proof["output_ref"] = ev.inline(details)
+    shown = _shown_input(held.input_json)
+    if shown is not None:
+        proof["input_json"], proof["input_ref"] = shown
     where = step_name if call is None else f"{step_name}:{call}"
     case = f"{state.run_id}:{where}:{held.attempt}"
     state.cases[case] = {
@@ -131,6 +137,20 @@ def quarantine(
             )
         ],
     )
+
+
+def _shown_input(input_json: str | None) -> tuple[str, str] | None:
+    """(JSON, content ref) of a held unit's input as its case shows it: a tool's payload (what the
+    provider was sent, and what an edit replaces), else the whole rendered input. None when it was never
+    rendered or is kept in the blob store (its claim check; the evidence's ref, if any, stands)."""
+    if input_json is None:
+        return None
+    value = json.loads(input_json)
+    if ref_of_marker(value) is not None:
+        return None
+    if isinstance(value, dict) and set(value) == {"tool", "payload"}:
+        value = value["payload"]
+    return ev.inline(value)
 
 
 def refused(

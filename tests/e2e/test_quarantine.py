@@ -13,6 +13,7 @@ from helpers import wait_for
 from test_runs import submit
 
 from infra.simulators.dedup import effect_id
+from keel.idempotency import content_ref
 from keel.settings import Settings
 from keel_ops import cli_runs
 
@@ -55,6 +56,11 @@ def _decide(ops: Settings, case_id: str, **body: object) -> dict:
     return cli_runs.api(ops, "POST", f"/v1/quarantine/{case_id}/decide", json=body)
 
 
+def _timeline(who: Settings, run_id: str) -> str:
+    """The run's timeline as `keel timeline` prints it, read through the API with `who`'s key."""
+    return cli_runs.format_timeline(cli_runs.api(who, "GET", f"/v1/runs/{run_id}/events")["events"])
+
+
 def _refunds(sims, run_id: str) -> dict:
     return sims.stats("payments")["by_effect"].get(effect_id("acme", run_id, "refund"), 0)
 
@@ -69,13 +75,15 @@ def _drifted(stack, sims, events) -> str:
 
 
 def test_a_drift_case_shows_its_evidence_and_a_retry_under_the_same_key_refunds_once(
-    stack, sims, events, ops
+    stack, sims, events, ops, acme
 ):
     run_id = _drifted(stack, sims, events)
     case = _case(ops, run_id)
     assert case["failure_class"] == "validation" and case["step"] == "refund"
     shown = cli_runs.api(ops, "GET", f"/v1/quarantine/{case['case_id']}")
     assert "$.refund_id" in (shown["error"] or "")
+    assert shown["input"] == {**REFUND, "reason": "requested_by_customer"}  # what the provider was sent
+    assert shown["output"]["refund_id"] is None  # and what it answered
     assert [a["attempt"] for a in shown["attempts"]] == [1]
 
     decided = _decide(ops, case["case_id"], decision="retry", reason="the provider fixed its answers")
@@ -86,6 +94,7 @@ def test_a_drift_case_shows_its_evidence_and_a_retry_under_the_same_key_refunds_
     [resolved] = [e for e in events.of(run_id) if e.event == "quarantine_resolved"]
     assert resolved.quarantine.decided_by == decided["decided_by"]
     assert resolved.idempotency_key == case["idempotency_key"]
+    assert "retry by key:ops-dev: the provider fixed its answers" in _timeline(acme, run_id)
 
 
 def test_an_edit_of_a_case_whose_effect_exists_is_refused_without_acknowledging_a_second_effect(
@@ -109,7 +118,11 @@ def test_an_input_the_tool_refuses_is_held_and_an_edit_sends_it_once_under_a_new
     assert events.wait_terminal(run_id) == "quarantined"
     assert _refunds(sims, run_id) == 0
     case = _case(ops, run_id)
-    assert "amount_cents" in (cli_runs.api(ops, "GET", f"/v1/quarantine/{case['case_id']}")["error"] or "")
+    shown = cli_runs.api(ops, "GET", f"/v1/quarantine/{case['case_id']}")
+    assert "amount_cents" in (shown["error"] or "")
+    # the case shows the payload the tool refused (what an edit replaces), by value and by ref
+    assert shown["input"] == {**REFUND, "amount_cents": 0, "reason": "requested_by_customer"}
+    assert shown["input_ref"] == content_ref(shown["input"])
     with pytest.raises(cli_runs.ApiError, match="400"):  # still breaks the tool's input schema
         _decide(ops, case["case_id"], decision="edit", input={**REFUND, "amount_cents": -5}, reason="typo")
 
@@ -123,11 +136,10 @@ def test_an_input_the_tool_refuses_is_held_and_an_edit_sends_it_once_under_a_new
     record = json.loads(resolved.output_json)
     assert record["previous_key"] == case["idempotency_key"] != record["key"]
     assert stats["by_key"].get(record["key"]) == 1 and record["previous_key"] not in stats["by_key"]
-    timeline = cli_runs.format_timeline(cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/events")["events"])
-    assert "edit by key:ops-dev" in timeline and "partial refund agreed" in timeline
+    assert "edit by key:ops-dev: partial refund agreed" in _timeline(acme, run_id)
 
 
-def test_skip_with_a_supplied_output_finishes_the_run_with_it(stack, sims, events, ops):
+def test_skip_with_a_supplied_output_finishes_the_run_with_it(stack, sims, events, ops, acme):
     run_id = _drifted(stack, sims, events)
     case = _case(ops, run_id)
     supplied = {
@@ -142,6 +154,7 @@ def test_skip_with_a_supplied_output_finishes_the_run_with_it(stack, sims, event
     [done] = [e for e in events.of(run_id) if e.event == "completed"]
     assert "re_from_the_dashboard" in done.output_json
     assert _refunds(sims, run_id) == 1
+    assert "skip by key:ops-dev: found in the dashboard" in _timeline(acme, run_id)
 
 
 def test_fail_ends_the_run_failed_and_a_second_decision_is_refused(stack, sims, events, ops, acme):
@@ -155,8 +168,7 @@ def test_fail_ends_the_run_failed_and_a_second_decision_is_refused(stack, sims, 
     assert "key:ops-dev" in ended.run.reason and "refund handled by hand" in ended.run.reason
     with pytest.raises(cli_runs.ApiError, match="409"):
         _decide(ops, case["case_id"], decision="retry", reason="too late")
-    timeline = cli_runs.format_timeline(cli_runs.api(acme, "GET", f"/v1/runs/{run_id}/events")["events"])
-    assert "fail" in timeline and "key:ops-dev" in timeline
+    assert "fail by key:ops-dev: refund handled by hand" in _timeline(acme, run_id)
 
 
 def test_an_approval_for_one_payload_cannot_release_another(stack, sims, events, acme):

@@ -165,11 +165,10 @@ def test_a_drifted_answer_to_an_accepted_call_quarantines_the_step_with_its_evid
     d = decide(state, drifted, 0, T0, CATALOG)
     [held] = events_of(d)
     assert held.event == "quarantined" and state.status == "quarantined"
-    assert (held.input_ref, held.output_ref, held.output_json) == (
-        "sha256:in",
-        "sha256:out",
-        '{"message_id": null}',
-    )
+    assert (held.output_ref, held.output_json) == ("sha256:out", '{"message_id": null}')
+    # the case shows the payload the provider was sent (what an edit would replace), by value and ref
+    sent = json.loads(first.input_json)["payload"]
+    assert json.loads(held.input_json) == sent and held.input_ref == ev.content_ref(sent)
     assert held.error == drifted.error and held.idempotency_key == first.idempotency_key
     assert "accepted" in held.quarantine.reason and held.quarantine.failure_class == "validation"
 
