@@ -126,6 +126,30 @@ def test_a_second_decision_on_a_case_is_refused_and_changes_nothing():
     assert state.to_json() == before and state.status == "running"
 
 
+def test_a_decided_case_stays_decided_while_the_run_is_held_on_a_later_case():
+    # The only thing that refuses this second decision is the case's own record: its step committed at
+    # the case's attempt (a skip), and the run is held again, on a later step's case.
+    state = started()
+    commit(state, "draft_email", 1, {"subject": "Hi", "body": "Hello"})
+    lost = ToolDetail(tool="crm@1", idempotency_mode="none", failure_class="unknown_outcome")
+    decide(state, fact(state, ev.TOOL_FAILED, "log_to_crm", 1, source="adapters", tool=lost), 0, T0, CATALOG)
+    logged = {
+        "activity_id": "a",
+        "contact_email": "lead@example.com",
+        "kind": "email_drafted",
+        "created_at": "t",
+    }
+    d = decide_case(state, "run-1:log_to_crm:1", "skip", output=logged, cid="c-skip")
+    assert kinds(d) == ["quarantine_resolved", "step_committed"] and commands(d)[0].step == "send_email"
+    decide(state, send_failed(state, "unknown_outcome", "none"), 0, T0, CATALOG, tools=tools)
+    assert state.status == "quarantined"
+    before = state.to_json()
+    d = decide_case(state, "run-1:log_to_crm:1", "fail", cid="c-late")
+    assert kinds(d) == ["decision_refused"] and state.to_json() == before
+    [refused] = events(d, ev.DECISION_REFUSED)
+    assert "already decided: skip by operator:ab12 (command c-skip)" in (refused.error or "")
+
+
 def test_edit_when_the_effect_may_exist_is_refused_unless_a_new_effect_is_acknowledged():
     state, case_id, key = held_send()
     new = {"to": "lead@example.com", "subject": "Hi again", "body": "Hello"}
