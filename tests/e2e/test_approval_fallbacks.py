@@ -1,6 +1,7 @@
 """Approvals and fallbacks through the running services (docs/quarantine.md): an approval nobody answers
-fires its deadline on time even across a scheduler kill -9, and nothing is sent; a refund whose answer
-drifts degrades to its fallback step, the run completes, and the refund that happened stays visible."""
+fires its deadline on time even across a scheduler kill -9, its rule applies (deny: the run fails; a
+fallback: the fallback runs and the run completes), and nothing is sent; a refund whose answer drifts
+degrades to its fallback step, the run completes, and the refund that happened stays visible."""
 
 from __future__ import annotations
 
@@ -43,6 +44,31 @@ def test_an_unanswered_approval_fires_its_deadline_across_a_scheduler_kill_and_s
     assert "expired" in failed.run.reason
     assert not [e for e in log if e.event == "tool_called"]
     assert sims.stats("payments")["deliveries"] == 0  # ground truth: no refund was ever asked for
+
+
+def test_an_unanswered_approval_with_a_fallback_rule_runs_the_fallback_on_time_across_a_scheduler_kill(
+    stack, sims, events
+):
+    run_id = submit(stack, "approve_or_escalate", {**REFUND, "notify_to": "ops@example.com"})
+    wait_for(lambda: "approval_requested" in events.kinds(run_id), 30, "the approval to be requested")
+    [asked] = [e for e in events.of(run_id) if e.event == "approval_requested"]
+    deadline = json.loads(asked.output_json)["deadline"]
+    kill_and_restart(stack, "scheduler")
+
+    assert events.wait_terminal(run_id, 60) == "completed"
+    log = events.of(run_id)
+    [resolved] = [e for e in log if e.event == "quarantine_resolved"]
+    [chosen] = [e for e in log if e.event == "fallback_chosen"]
+    assert (resolved.quarantine.decision, resolved.quarantine.decided_by) == ("expire", "scheduler")
+    assert deadline <= ms(resolved) < deadline + 30_000  # on time, and the fallback chosen with it
+    assert ms(chosen) == ms(resolved)
+    record = json.loads(chosen.output_json)
+    assert (record["from"], record["to"]) == ("refund", "escalate") and "expired" in record["because"]
+    [escalated] = [e for e in log if e.event == "step_committed" and e.step == "escalate"]
+    assert ms(escalated) >= deadline and not [e for e in log if e.event == "failed"]
+    # ground truth: the refund was never asked for, the operations desk got one email
+    assert sims.stats("payments")["by_effect"].get(effect_id("acme", run_id, "refund"), 0) == 0
+    assert sims.stats("email")["by_effect"].get(effect_id("acme", run_id, "escalate")) == 1
 
 
 def test_a_drifted_refund_degrades_to_its_fallback_and_the_run_completes(stack, sims, events):
