@@ -50,7 +50,12 @@ def quarantine_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument("--skip-with", metavar="FILE", help="commit the step with this output (JSON)")
     how.add_argument("--fail", action="store_true", help="end the run failed")
     _reason(decide)
-    decide.add_argument("--new-effect", action="store_true", help="retry/edit: send under a new key")
+    decide.add_argument(
+        "--new-effect",
+        action="store_true",
+        help="with --edit: acknowledge that the edited input, under a new key, may make a second effect "
+        "(required when the case's effect may already exist)",
+    )
 
 
 def approvals_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,8 +150,8 @@ def run_quarantine(settings: Settings, args: argparse.Namespace) -> int:
     else:
         body.update(decision="skip", output=_json_file(args.skip_with, "the output"))
     if args.new_effect:
-        if body["decision"] not in ("retry", "edit"):
-            raise ValueError("--new-effect goes with --retry or --edit only")
+        if body["decision"] != "edit":
+            raise ValueError("--new-effect goes with --edit only (a retry keeps its key)")
         body["new_effect"] = True
     return _outcome(api(settings, "POST", f"/v1/quarantine/{_path(args.case)}/decide", json=body))
 

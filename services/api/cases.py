@@ -48,7 +48,11 @@ class Decide(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
     input: dict[str, Any] | None = Field(default=None, description="edit: the tool step's new input")
     output: Any = Field(default=None, description="skip: the step's output, as downstream steps see it")
-    new_effect: bool | None = Field(default=None, description="retry, edit: send under a new key")
+    new_effect: bool | None = Field(
+        default=None,
+        description="edit: acknowledge that the edited input, sent under a new key, may make a second effect "
+        "(required when the case's effect may already exist)",
+    )
 
     @model_validator(mode="after")
     def _fits_decision(self) -> Decide:
@@ -56,8 +60,8 @@ class Decide(BaseModel):
             raise ValueError("`input` is required with decision edit, and only with it")
         if (self.decision == vocab.SKIP) != ("output" in self.model_fields_set):
             raise ValueError("`output` is required with decision skip, and only with it")
-        if self.new_effect is not None and self.decision not in (vocab.RETRY, vocab.EDIT):
-            raise ValueError("`new_effect` goes with decision retry or edit only")
+        if self.new_effect is not None and self.decision != vocab.EDIT:
+            raise ValueError("`new_effect` goes with decision edit only (a retry keeps its key)")
         return self
 
 

@@ -103,7 +103,7 @@ async def decide(request: Request, case_id: str) -> Response:
             fields["input"] = _json_field(form, "input")
         if decision == vocab.SKIP:
             fields["output"] = _json_field(form, "output")
-        if form.get("new_effect") and decision in (vocab.RETRY, vocab.EDIT):
+        if form.get("new_effect") and decision == vocab.EDIT:
             fields["new_effect"] = True
         body = form_body(cases.Decide, fields)
         case = await run_in_threadpool(cases.case_for, deps, found, case_id)
