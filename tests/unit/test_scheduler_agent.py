@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -377,6 +378,18 @@ def test_a_tool_call_follows_the_tool_steps_rules_unknown_outcome_of_a_none_tool
     (held,) = events(out, ev.QUARANTINED)
     assert held.call == "turn-1.call-0" and held.idempotency_key == refund.idempotency_key
     assert held.quarantine is not None and held.quarantine.case_id == f"{RUN}:triage:turn-1.call-0:1"
+
+
+def test_a_call_the_adapters_refuse_for_want_of_an_approval_fails_the_run_never_retried():
+    # A tool whose definition requires approval is called only with a grant, and an agent's call has
+    # none (approvals are asked for tool steps): the adapters refuse it as auth, nothing is sent.
+    run = Run(workflow())
+    (t1,) = commands(run.out)
+    (refund,) = commands(run.send(turn(t1, call("issue_refund", {"charge_id": "ch_1", "amount_cents": 5}))))
+    why = "requires approval, and no approval is bound to this call: not sent"  # the adapters' words
+    out = run.send(replace(tool_failed(refund, "auth", mode="lookup"), error=why))
+    (failed,) = events(out, ev.FAILED)
+    assert why in (failed.run.reason or "") and not commands(out) and not events(out, ev.RETRY_SCHEDULED)
 
 
 def test_a_tool_call_under_a_safe_mode_is_retried_with_the_same_key_after_a_timeout():
