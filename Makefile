@@ -43,7 +43,7 @@ status: ## show what runs
 test: setup ## the suite (unit, integration, e2e) on a real broker and database; the slow tier is test-slow
 	@$(PY) -m pytest
 
-test-slow: setup ## the slow tier: small chaos under kill -9, fifty concurrent runs against one budget (CI runs it too)
+test-slow: setup ## the slow tier: small chaos under kill -9, fifty concurrent runs against one budget, the scheduler's restore at scale (CI runs it too)
 	@$(PY) -m pytest -m slow
 
 test-unit: setup ## only the unit tests (no processes)

@@ -145,6 +145,7 @@ def changelog_records(settings: Settings, topic: str) -> int:
     return len(read_topic(settings, topic, isolation="read_uncommitted", timeout=60))
 
 
+@pytest.mark.slow  # about 100 s: a scale proof, in the slow tier (make test-slow, run by CI)
 def test_restore_time_and_memory_stay_flat_as_ended_runs_pass_the_horizon(stack):
     empty = scheduler_topics(stack, FAST_COMPACTION)
     topics = scheduler_topics(stack, FAST_COMPACTION)
