@@ -37,7 +37,8 @@ def entries(request: Request) -> list[dlq.Entry]:
         raise ApiError(503, "broker_unavailable", str(exc)) from None
 
 
-def _entry(request: Request, dead_letter_id: str) -> dlq.Entry:
+def dead_letter(request: Request, dead_letter_id: str) -> dlq.Entry:
+    """One dead letter with its redrive status (for the JSON routes and the console's page), or a 404."""
     found = None
     if _DEAD_LETTER_ID.match(dead_letter_id):
         found = dlq.find(entries(request), dead_letter_id)
@@ -55,12 +56,12 @@ def list_dead_letters(request: Request, _: Operator, all: bool = False) -> dict[
 
 @router.get("/{dead_letter_id}", response_model=None, responses=docs.errors(404))
 def show_dead_letter(request: Request, dead_letter_id: str, _: Operator) -> dict[str, Any]:
-    return _entry(request, dead_letter_id).detail()
+    return dead_letter(request, dead_letter_id).detail()
 
 
 @router.post("/{dead_letter_id}/redrive", response_model=None, responses=docs.errors(403, 404, 409))
 def redrive_one(request: Request, dead_letter_id: str, who: Operator, force: bool = False) -> dict[str, Any]:
-    entry = _entry(request, dead_letter_id)
+    entry = dead_letter(request, dead_letter_id)
     if entry.status is not None and not force:
         raise ApiError(
             409,

@@ -49,11 +49,10 @@ def letters(request: Request, all: bool = False) -> HTMLResponse:  # noqa: A002
 @router.get("/dead-letters/{dead_letter_id}", response_class=HTMLResponse)
 def letter(request: Request, dead_letter_id: str) -> HTMLResponse:
     found = who(request, "operator")
-    detail = operators.show_dead_letter(request, dead_letter_id, found.id)
-    entry = operators._entry(request, dead_letter_id)
+    entry = operators.dead_letter(request, dead_letter_id)  # one read of the index
     raw = entry.letter.value or b""
     return render(
-        request, "letter.html", who=found, letter=detail,
+        request, "letter.html", who=found, letter=entry.detail(),
         decoded=None if entry.letter.value_truncated else decoded(request, entry.letter.source_topic, raw),
         raw_hex=raw[:2048].hex(" "), notice=request.query_params.get("notice"),
     )  # fmt: skip
