@@ -196,7 +196,10 @@ def start_background(settings: Settings, proc: Background, env: dict[str, str] |
 
 
 def stop_background(settings: Settings, name: str, timeout: float = 15.0) -> bool:
-    """SIGTERM, wait, then SIGKILL. Returns whether the process was running."""
+    """SIGTERM, wait, then SIGKILL; and whatever of its session is left is killed too. Returns whether the
+    process was running. A supervisor passes the SIGTERM on to its service; killed itself, it would leave
+    a service that did not stop in time running (holding its instance lease, so the next `keel up`'s
+    would refuse to start). Started in its own session, the process's pid is its process group's id."""
     pid = running_pid(settings, name)
     if pid is None:
         _pid_file(settings, name).unlink(missing_ok=True)
@@ -205,10 +208,18 @@ def stop_background(settings: Settings, name: str, timeout: float = 15.0) -> boo
     try:
         wait_until(lambda: running_pid(settings, name) is None, timeout, f"{name} to stop", 0.1)
     except TimeoutError:
-        os.kill(pid, signal.SIGKILL)
+        _kill_group(pid)
         wait_until(lambda: running_pid(settings, name) is None, 5, f"{name} to die", 0.1)
+    _kill_group(pid)  # what outlived it: nothing, when it stopped its service before it exited
     _pid_file(settings, name).unlink(missing_ok=True)
     return True
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone
 
 
 def http_ok(url: str) -> Callable[[], bool]:
