@@ -112,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     from bench.peers.run import run_celery, run_dbos
     from bench.plan import build_plan
     from bench.sims import Simulators
-    from bench.stack import BenchStack, say
+    from bench.stack import RESULTS, BenchStack, say, use_own_data_dir
     from keel import db
     from keel.settings import Settings
     from services.adapters.config import AdapterSettings
     from services.executor.router import RouterSettings
 
+    use_own_data_dir()
     settings = Settings()
-    out_dir = args.out or settings.data_dir / "bench"
+    out_dir = args.out or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     phases = build_plan(args.runs, rates, args.paced_seconds, args.dup_runs)

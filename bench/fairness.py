@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.__main__ import _interrupt, machine
     from bench.events import EventCollector
     from bench.plan import lead
-    from bench.stack import PREFIX, BenchStack, _renamed, say
+    from bench.stack import PREFIX, RESULTS, BenchStack, _renamed, say, use_own_data_dir
     from keel.contracts import RunRequested
     from keel.idempotency import canonical_json
     from keel.producer import make_producer
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from keel_ops.stack import service_process, start_background, stop_background
 
     signal.signal(signal.SIGTERM, _interrupt)
+    use_own_data_dir()
     settings = Settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     prefix = f"bench-fair-{stamp}"
@@ -165,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if collector is not None:
             collector.close()
         stack.down()
-    dest = os.path.join("var", "bench")
-    os.makedirs(dest, exist_ok=True)
-    with open(os.path.join(dest, f"fairness-{stamp}.json"), "w") as f:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"fairness-{stamp}.json", "w") as f:
         json.dump(out, f, indent=2)
     print(json.dumps(out["modes"], indent=2))
     return 0

@@ -80,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.keel_run import run_keel
     from bench.plan import Phase
     from bench.sims import Simulators
-    from bench.stack import BenchStack, say
+    from bench.stack import RESULTS, BenchStack, say, use_own_data_dir
     from keel.settings import Settings
     from keel_ops.stack import SERVICES, kafka, running_pid, start_background, wait_until
     from services.adapters.config import AdapterSettings
     from services.executor.router import RouterSettings
 
     signal.signal(signal.SIGTERM, _interrupt)
+    use_own_data_dir()
     settings = Settings()
     tools = AdapterSettings()
     sims = Simulators(tools.base_url("email"), tools.base_url("crm"), RouterSettings().model_url)
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         stack.down()
-    path = settings.data_dir / "bench" / f"scale-{stamp}.json"
+    path = RESULTS / f"scale-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     say(f"figures: {path}")

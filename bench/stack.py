@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from confluent_kafka.admin import AdminClient
 
 from keel import db
 from keel.producer import client_config
+from keel.schemas import REPO_ROOT
 from keel.serde import register_contracts, registry_client
 from keel.settings import Settings
 from keel.topics import catalogue, ensure_topics
@@ -36,6 +38,16 @@ from keel_ops.stack import (
 )
 
 PREFIX = "bench-"
+RESULTS = REPO_ROOT / "var" / "bench"  # figures, charts, the peers' environments and logs
+STACK_DATA = REPO_ROOT / "var" / "bench-stack"
+
+
+def use_own_data_dir() -> Path:
+    """The data directory of what the bench starts (broker log, database, blobs, pid files, logs):
+    var/bench-stack unless KEEL_DATA_DIR names one, set for this process and everything it starts. Runs a
+    bench leaves unfinished (a burst cut off by its timeout) then never reach the stack `keel up` (and
+    `make demo`) starts under var/, which would otherwise pick them up and wait behind them."""
+    return Path(os.environ.setdefault("KEEL_DATA_DIR", str(STACK_DATA)))
 
 
 def say(msg: str) -> None:
