@@ -22,6 +22,7 @@ from unit.test_api_unit import RecordingPublisher
 
 from keel.schemas import REPO_ROOT
 from keel.settings import Settings
+from keel.workflows import Catalog
 from services.api.apikeys import ApiKeyConfigError, ApiKeys, Principal, hash_key
 from services.api.app import create_app
 from services.api.auth import Authenticator, Unauthenticated
@@ -325,7 +326,11 @@ def test_an_issuer_whose_key_set_cannot_be_fetched_is_503_not_401():
     )
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     token = jwt.encode(claims(role="viewer"), private, algorithm="RS256", headers={"kid": "k1"})
-    with TestClient(create_app(Settings(), ApiSettings(), auth=auth, publisher=RecordingPublisher())) as c:
+    with TestClient(
+        create_app(
+            Settings(), ApiSettings(), auth=auth, catalog=Catalog.configured(), publisher=RecordingPublisher()
+        )
+    ) as c:
         reply = c.get("/v1/workflows", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 503 and reply.headers["retry-after"] == "5"
     assert reply.json()["error"]["code"] == "token_issuer_unavailable"
@@ -340,7 +345,11 @@ def test_over_http_an_expired_or_revoked_key_is_401_and_a_role_too_small_403():
             key("gone", "submitter", "acme", "gone-secret", revoked=True),
         )
     )
-    with TestClient(create_app(Settings(), ApiSettings(), auth=auth, publisher=RecordingPublisher())) as c:
+    with TestClient(
+        create_app(
+            Settings(), ApiSettings(), auth=auth, catalog=Catalog.configured(), publisher=RecordingPublisher()
+        )
+    ) as c:
         for secret in ("old-secret", "gone-secret", "unknown"):
             reply = c.get("/v1/workflows", headers={"Authorization": f"Bearer {secret}"})
             assert (reply.status_code, reply.headers["www-authenticate"]) == (401, "Bearer"), secret
@@ -350,3 +359,10 @@ def test_over_http_an_expired_or_revoked_key_is_401_and_a_role_too_small_403():
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
         assert "key:v is a viewer" in refused.json()["error"]["message"]
         assert c.get("/v1/dead-letters", headers=viewer).status_code == 403
+
+
+def _app(auth: Authenticator):
+    """The API with the workflow files alone: the live view would wait 5 s for keel.definitions' end."""
+    return create_app(
+        Settings(), ApiSettings(), auth=auth, catalog=Catalog.configured(), publisher=RecordingPublisher()
+    )

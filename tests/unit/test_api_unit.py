@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from keel.contracts import RunRequested
 from keel.settings import Settings
+from keel.workflows import Catalog
 from services.api.apikeys import ApiKeyConfigError, ApiKeys, hash_key, tenant_for
 from services.api.app import create_app
 from services.api.config import ApiSettings
@@ -76,11 +77,16 @@ class RecordingPublisher(Publisher):
         pass
 
 
+# The workflow files alone: the live view would also follow keel.definitions, and with no broker here its
+# start waits 5 s for the topic's end on every app.
+FILES = Catalog.configured()
+
+
 @pytest.fixture
 def client(monkeypatch):
     monkeypatch.delenv("KEEL_API_KEYS", raising=False)
     api = ApiSettings(max_body_bytes=2048)
-    with TestClient(create_app(Settings(), api, publisher=RecordingPublisher())) as c:
+    with TestClient(create_app(Settings(), api, catalog=FILES, publisher=RecordingPublisher())) as c:
         yield c
 
 
@@ -196,7 +202,7 @@ def test_operator_endpoints_say_401_to_an_invalid_key_and_403_to_a_tenants(clien
 def test_health_says_only_ok_or_unavailable_and_never_how_the_database_is_reached(monkeypatch, caplog):
     monkeypatch.delenv("KEEL_API_KEYS", raising=False)
     settings = Settings(database_url="postgresql://secret_user:pw@db-host.invalid:5432/keel")
-    with TestClient(create_app(settings, ApiSettings(), publisher=RecordingPublisher())) as c:
+    with TestClient(create_app(settings, ApiSettings(), catalog=FILES, publisher=RecordingPublisher())) as c:
         reply = c.get("/healthz")
     assert reply.status_code == 503
     assert reply.json()["checks"] == {"database": "unavailable", "broker": "unavailable"}
@@ -206,7 +212,7 @@ def test_health_says_only_ok_or_unavailable_and_never_how_the_database_is_reache
 
 def test_a_503_after_a_failed_publish_without_a_key_tells_the_client_to_retry_with_one(monkeypatch):
     monkeypatch.delenv("KEEL_API_KEYS", raising=False)
-    with TestClient(create_app(Settings(), ApiSettings(), publisher=FailingPublisher())) as c:
+    with TestClient(create_app(Settings(), ApiSettings(), catalog=FILES, publisher=FailingPublisher())) as c:
         reply = c.post("/v1/runs", headers=ACME, json={"workflow": "outbound_email", "input": LEAD})
     assert (reply.status_code, reply.json()["error"]["code"]) == (503, "broker_unavailable")
     message = reply.json()["error"]["message"]

@@ -11,7 +11,13 @@ import pytest
 
 from keel.schemas import REPO_ROOT
 from keel.settings import Settings
+from keel.workflows import Catalog
 from services.scheduler.service import SchedulerProcessor
+
+# The workflow files alone: the live view would also follow keel.definitions (the registered tools come
+# through it), and with no broker here its start waits 5 s for the topic's end. The tool files are read
+# either way.
+FILES = Catalog.configured()
 
 YAML_ONLY = """\
 name: ticket
@@ -51,7 +57,7 @@ def test_the_scheduler_reads_modes_from_the_definitions(
 ) -> None:
     (tmp_path / "ticket.v2.yaml").write_text(textwrap.dedent(YAML_ONLY))
     monkeypatch.setenv("KEEL_TOOL_DIRS", str(tmp_path))
-    processor = SchedulerProcessor(Settings())
+    processor = SchedulerProcessor(Settings(), FILES)
     assert processor.tool_mode("email@1") == "provider_key" and processor.tool_mode("crm@1") == "lookup"
     assert processor.tool_mode("ticket@2") == "none"
     assert processor.tool_mode("sms@1") is None  # unknown: read as none, the safe reading
@@ -61,10 +67,10 @@ def test_a_bad_definition_fails_the_schedulers_start(tmp_path: Path, monkeypatch
     (tmp_path / "ticket.v2.yaml").write_text(textwrap.dedent(YAML_ONLY).replace("mode: none", "mode: lookup"))
     monkeypatch.setenv("KEEL_TOOL_DIRS", str(tmp_path))
     with pytest.raises(ValueError, match=r"ticket\.v2\.yaml:8: \$\.idempotency: mode lookup needs `lookup`"):
-        SchedulerProcessor(Settings())
+        SchedulerProcessor(Settings(), FILES)
 
 
 def test_the_scheduler_reads_key_retention_from_the_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEL_TOOL_DIRS", str(REPO_ROOT / "docs" / "examples" / "tools"))
-    processor = SchedulerProcessor(Settings())
+    processor = SchedulerProcessor(Settings(), FILES)
     assert processor.key_retention("refund@1") == 86400 and processor.key_retention("email@1") is None
