@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from confluent_kafka.admin import AdminClient
@@ -42,12 +41,12 @@ RESULTS = REPO_ROOT / "var" / "bench"  # figures, charts, the peers' environment
 STACK_DATA = REPO_ROOT / "var" / "bench-stack"
 
 
-def use_own_data_dir() -> Path:
+def use_own_data_dir() -> None:
     """The data directory of what the bench starts (broker log, database, blobs, pid files, logs):
     var/bench-stack unless KEEL_DATA_DIR names one, set for this process and everything it starts. Runs a
     bench leaves unfinished (a burst cut off by its timeout) then never reach the stack `keel up` (and
     `make demo`) starts under var/, which would otherwise pick them up and wait behind them."""
-    return Path(os.environ.setdefault("KEEL_DATA_DIR", str(STACK_DATA)))
+    os.environ.setdefault("KEEL_DATA_DIR", str(STACK_DATA))
 
 
 def say(msg: str) -> None:

@@ -208,18 +208,14 @@ def stop_background(settings: Settings, name: str, timeout: float = 15.0) -> boo
     try:
         wait_until(lambda: running_pid(settings, name) is None, timeout, f"{name} to stop", 0.1)
     except TimeoutError:
-        _kill_group(pid)
-        wait_until(lambda: running_pid(settings, name) is None, 5, f"{name} to die", 0.1)
-    _kill_group(pid)  # what outlived it: nothing, when it stopped its service before it exited
-    _pid_file(settings, name).unlink(missing_ok=True)
-    return True
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
+        pass
+    try:  # whatever is left of its session: all of it past the timeout, else nothing (or an orphan)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is gone
+    wait_until(lambda: running_pid(settings, name) is None, 5, f"{name} to die", 0.1)
+    _pid_file(settings, name).unlink(missing_ok=True)
+    return True
 
 
 def http_ok(url: str) -> Callable[[], bool]:

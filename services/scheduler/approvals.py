@@ -31,7 +31,7 @@ from services.scheduler.state import (
     RunState,
     StepState,
 )
-from services.scheduler.verdicts import Decision, Emitted, event, fail
+from services.scheduler.verdicts import Decision, Emitted, event, fail, shown_input
 
 SCHEDULER = "scheduler"  # who decides an approval whose deadline passed
 # A decision is recorded while the run runs, is paused (it applies on resume) or holds another step.
@@ -51,12 +51,12 @@ def request(state: RunState, spec: StepSpec, now_ms: int) -> list[Emitted]:
     policy = spec.approval_policy or ApprovalPolicy()
     n = 1 + sum(1 for c in state.cases.values() if c.get("kind") == CASE_APPROVAL and c["step"] == spec.name)
     case = f"{state.run_id}:{spec.name}:approval-{n}"
-    input_json = step.input_json or "{}"
-    if spec.kind == "tool":
-        # What a human approves is what the tool is sent: the payload (its ref is what the adapters
-        # check the grant against), under the key shown.
-        input_json = ev.inline(json.loads(input_json)["payload"])[0]
-    input_ref = ev.content_ref_of_json(input_json)
+    # What a human approves is what the tool is sent: the payload (its ref is what the adapters check the
+    # grant against), under the key shown; an approval step's input is its rendered prompt. Both are
+    # rendered in this very decision, never a claim check yet.
+    shown = shown_input(step.input_json or "{}")
+    assert shown is not None, f"step {spec.name}'s input is not rendered"
+    input_json, input_ref = shown
     deadline = now_ms + policy.timeout_ms
     rule = policy.timeout_rule
     state.cases[case] = {

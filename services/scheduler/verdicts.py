@@ -101,7 +101,7 @@ def quarantine(
         }
     elif details is not None:
         proof["output_json"], proof["output_ref"] = ev.inline(details)
-    shown = _shown_input(held.input_json)
+    shown = shown_input(held.input_json)
     if shown is not None:
         proof["input_json"], proof["input_ref"] = shown
     where = step_name if call is None else f"{step_name}:{call}"
@@ -139,10 +139,10 @@ def quarantine(
     )
 
 
-def _shown_input(input_json: str | None) -> tuple[str, str] | None:
-    """(JSON, content ref) of a held unit's input as its case shows it: a tool's payload (what the
-    provider was sent, and what an edit replaces), else the whole rendered input. None when it was never
-    rendered or is kept in the blob store (its claim check; the evidence's ref, if any, stands)."""
+def shown_input(input_json: str | None) -> tuple[str, str] | None:
+    """(JSON, content ref) of a unit's rendered input as a case shows it to a human: a tool's payload (what
+    the provider is sent: what an approval binds, what an edit replaces), else the whole input. None when
+    it was never rendered or is kept in the blob store (its claim check)."""
     if input_json is None:
         return None
     value = json.loads(input_json)
